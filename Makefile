@@ -1,0 +1,42 @@
+# fambench: `make run` and `make test` are all a newcomer needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint run benchmark bench-optim bench-data bench-train clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -c "import torch, torchaudio" || { echo "error: torch/torchaudio do not load together; see README 'Installing'"; exit 1; }
+	touch $(STAMP)
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check fambench tests benchmarks
+	$(BIN)/ruff format --check fambench tests benchmarks
+
+run: install
+	$(BIN)/fambench run --optimizer fam
+
+# The CI-sized comparison: every optimizer, two seeds, the `ci` preset (a few minutes on 2 cores).
+benchmark: install
+	$(BIN)/fambench bench --preset ci --optimizers fam,fam-fixed,adamw,sgd --seeds 2 --out results/ci
+
+bench-optim: install
+	$(BIN)/python benchmarks/optimizer_step.py
+
+bench-data: install
+	$(BIN)/python benchmarks/data_pipeline.py
+
+bench-train: install
+	$(BIN)/python benchmarks/training_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from fambench.cli import main
+
+main()
