@@ -1,0 +1,71 @@
+"""Training throughput: audio seconds trained per second, and where the training time goes.
+
+For each optimizer, a short run of the preset (default: synth, 60 steps) is trained with the
+real trainer; the trainer times every step's phases (batch assembly incl. SpecAugment,
+forward + CTC loss, backward + clipping, optimizer + scheduler step). The table shows the
+share of training wall-clock spent outside forward, backward and optimizer step (goal < 5%).
+
+    .venv/bin/python benchmarks/training_throughput.py [--preset synth] [--steps 60]
+        [--optimizers adamw,fam] [--cache-dir data] [--threads N]
+
+Runs go to a temporary directory (deleted afterwards); the corpus and feature caches are
+reused from --cache-dir (the first call generates them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+from fambench.train import RunRequest, run_training
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="synth")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--optimizers", default="adamw,fam")
+    parser.add_argument("--cache-dir", type=Path, default=Path("data"))
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fambench-throughput-") as out:
+        for name in args.optimizers.split(","):
+            outcome = run_training(RunRequest(
+                optimizer=name, preset=args.preset, steps=args.steps, out_dir=Path(out),
+                cache_dir=args.cache_dir, threads=args.threads, force=True,
+                command="benchmarks/training_throughput.py",
+            ))
+            t = outcome.timings
+            s = outcome.summary
+            train_s = float(s["train_s"])
+            inside = t["forward_s"] + t["backward_s"] + t["optimizer_s"]
+            rows.append({
+                "optimizer": name,
+                "steps": s["steps"],
+                "train s": f"{train_s:.1f}",
+                "steps/s": f"{s['steps_per_s']:.2f}",
+                "audio s/s": f"{s['audio_s_per_s']:.1f}",
+                "forward %": f"{100 * t['forward_s'] / train_s:.1f}",
+                "backward %": f"{100 * t['backward_s'] / train_s:.1f}",
+                "optim %": f"{100 * t['optimizer_s'] / train_s:.1f}",
+                "batching %": f"{100 * t['data_s'] / train_s:.2f}",
+                "outside %": f"{100 * (train_s - inside) / train_s:.2f}",
+            })
+    headers = list(rows[0])
+    widths = [max(len(h), *(len(r[h]) if isinstance(r[h], str) else len(str(r[h])) for r in rows))
+              for h in headers]
+    print(f"training throughput: preset {args.preset}, {args.steps} steps per optimizer")
+    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(r[h]).rjust(w) for h, w in zip(headers, widths, strict=True)))
+    print("outside % = share of training wall-clock outside forward, backward and optimizer "
+          "step (goal < 5%); batching % is the part of it spent assembling batches")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The benchmark grid: every optimizer × seed on one preset, then compare, plot and report.
+
+`run_grid` leans on `fambench.train.run_training` for the bookkeeping: a finished run
+(completed or diverged) is reported without rerunning, an interrupted one resumes from its
+checkpoint, since the grid sends exactly the same request again. `fambench.train` is imported
+only when the grid runs, so comparing and reporting work without torch's training stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fambench.compare import DEFAULT_BOOTSTRAP, load_results
+from fambench.errors import ConfigError
+from fambench.report import ReportFiles, build_report
+
+log = logging.getLogger(__name__)
+
+#: Called before each run with (index from 1, number of runs, "optimizer seed N").
+OnRun = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One (optimizer, seed) of the grid, with everything its run request needs."""
+
+    optimizer: str
+    seed: int
+    preset: str
+    out_dir: Path
+    cache_dir: Path
+    steps: int | None = None
+    time_budget_s: float | None = None
+    data_root: Path | None = None
+    force: bool = False
+    command: str | None = None
+
+    def request(self) -> Any:
+        """The fambench.train.RunRequest of this cell."""
+        from fambench.train import RunRequest
+
+        return RunRequest(
+            optimizer=self.optimizer,
+            preset=self.preset,
+            seed=self.seed,
+            steps=self.steps,
+            time_budget_s=self.time_budget_s,
+            out_dir=self.out_dir,
+            cache_dir=self.cache_dir,
+            data_root=self.data_root,
+            force=self.force,
+            command=self.command,
+        )
+
+
+#: Runs one cell and returns an outcome with ``run_dir``, ``status`` (and optionally
+#: ``skipped``, ``resumed``), like fambench.train.RunOutcome.
+Runner = Callable[[GridCell], Any]
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """What happened to one cell of the grid."""
+
+    optimizer: str
+    seed: int
+    run_dir: Path
+    status: str
+    skipped: bool  # finished before this grid ran: reported, not rerun
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """The grid's runs and the comparison files written from them."""
+
+    runs: tuple[GridRun, ...]
+    files: ReportFiles | None  # None when the grid stopped before any run existed
+    interrupted: bool  # Ctrl-C stopped the grid; the same command resumes it
+
+
+def parse_optimizers(text: str) -> list[str]:
+    """``"fam, adamw"`` → ``["fam", "adamw"]``; ConfigError when empty or repeated."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ConfigError("--optimizers is empty; give names such as fam,fam-fixed,adamw,sgd")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"--optimizers names {', '.join(repeated)} more than once")
+    return names
+
+
+def run_grid(
+    preset: str,
+    optimizers: Sequence[str],
+    seeds: Iterable[int],
+    out_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    *,
+    steps: int | None = None,
+    time_budget_s: float | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    target_wer: float | None = None,
+    force: bool = False,
+    command: str | None = None,
+    progress: Callable[[Any], None] | None = None,
+    on_run: OnRun | None = None,
+    runner: Runner | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+) -> BenchResult:
+    """Train every (optimizer, seed) of ``preset`` into ``out_dir``, then write the comparison.
+
+    Every request is validated before the first run starts (a typo in the fourth optimizer
+    fails at once, not after an hour). Runs go to ``<out_dir>/<run-id>/``; ``comparison.csv``,
+    ``comparison.md``, ``pairwise.csv``, ``report.md`` and the PNGs go to ``<out_dir>/`` and
+    cover exactly the grid's runs. Ctrl-C inside a run stops the grid after that run is saved
+    as interrupted; the report of what exists is still written. ``runner`` replaces
+    ``run_training`` (called with ``progress``) for callers that run cells their own way.
+    """
+    out = Path(out_dir)
+    seeds = list(seeds)
+    if not optimizers:
+        raise ConfigError("no optimizers given")
+    if not seeds:
+        raise ConfigError("no seeds given")
+    cells = [
+        GridCell(
+            optimizer=name,
+            seed=int(seed),
+            preset=preset,
+            out_dir=out,
+            cache_dir=Path(cache_dir),
+            steps=steps,
+            time_budget_s=time_budget_s,
+            data_root=Path(data_root) if data_root is not None else None,
+            force=force,
+            command=command,
+        )
+        for name in optimizers
+        for seed in seeds
+    ]
+    if runner is None:
+        from fambench.train import plan_run, run_training
+
+        for cell in cells:
+            plan_run(cell.request())  # validation only: no side effects
+
+        def runner(cell: GridCell) -> Any:
+            return run_training(cell.request(), progress=progress)
+
+    done: list[GridRun] = []
+    interrupted = False
+    for index, cell in enumerate(cells, start=1):
+        label = f"{cell.optimizer} seed {cell.seed}"
+        if on_run is not None:
+            on_run(index, len(cells), label)
+        outcome = runner(cell)
+        done.append(
+            GridRun(
+                optimizer=cell.optimizer,
+                seed=cell.seed,
+                run_dir=Path(outcome.run_dir),
+                status=str(outcome.status),
+                skipped=bool(getattr(outcome, "skipped", False)),
+                resumed=bool(getattr(outcome, "resumed", False)),
+            )
+        )
+        log.info("%s: %s (%s)", label, outcome.status, outcome.run_dir)
+        if outcome.status == "interrupted":
+            interrupted = True
+            break
+    existing = [r.run_dir for r in done if (r.run_dir / "config.json").is_file()]
+    files = None
+    if existing:
+        results = load_results(existing)
+        files = build_report(results, out, sources=[out], target_wer=target_wer, n_boot=n_boot)
+    return BenchResult(runs=tuple(done), files=files, interrupted=interrupted)

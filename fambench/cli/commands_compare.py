@@ -1,0 +1,271 @@
+"""`fambench compare`, `fambench report` and `fambench bench`: parse options, call, print."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from fambench.cli import app, console, fail
+from fambench.errors import ConfigError, FambenchError
+
+DEFAULT_OPTIMIZERS = "fam,fam-fixed,adamw,sgd"
+_UNFINISHED = ("diverged", "interrupted", "running", "other")
+_TEXT_COLUMNS = {"hparams", "runs", "pairing", "verdict", "comparison", "metric", "against"}
+
+
+def rich_table(frame: pd.DataFrame, title: str | None = None) -> Table:
+    """A rich Table of a display frame (strings; only the optimizer column may hold markup)."""
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
+    cells = {
+        column: [
+            Text.from_markup(str(v)) if column == "optimizer" else Text(str(v))
+            for v in frame[column]
+        ]
+        for column in frame.columns
+    }
+    for column in frame.columns:
+        # Only free text wraps on a narrow terminal; numbers keep their width (a number wrapped
+        # or cropped reads as another number).
+        widest = max((line.cell_len for v in cells[column] for line in v.split()), default=0)
+        text = column in _TEXT_COLUMNS
+        table.add_column(str(column), overflow="fold", min_width=None if text else widest)
+    for i in range(len(frame)):
+        table.add_row(*(cells[column][i] for column in frame.columns))
+    return table
+
+
+def terminal_comparison(agg: pd.DataFrame) -> pd.DataFrame:
+    """The comparison made narrower for a terminal: each CI under its mean, and the runs that
+    did not complete under the optimizer's name."""
+    from fambench.compare import comparison_display
+
+    frame = comparison_display(agg)
+    for mean, ci in (("final dev WER", "95% CI"), ("best dev WER", "best 95% CI")):
+        pairs = zip(frame[mean], frame[ci], strict=True)
+        frame[mean] = [m if c == "—" else f"{m}\n{c}" for m, c in pairs]
+        frame = frame.drop(columns=[ci])
+    unfinished = []
+    for _, row in agg.iterrows():
+        counts = [f"{int(row[f'n_{s}'])} {s}" for s in _UNFINISHED if int(row[f"n_{s}"])]
+        unfinished.append("\n".join(counts))
+    frame["optimizer"] = [
+        f"{name}\n[yellow]{extra}[/]" if extra else name
+        for name, extra in zip(frame["optimizer"], unfinished, strict=True)
+    ]
+    frame = frame.drop(columns=["runs"]).rename(
+        columns={
+            "final dev WER": "final dev WER\n(95% CI)",
+            "best dev WER": "best dev WER\n(95% CI)",
+        }
+    )
+    frame.columns = [c.replace("time to WER", "time to\nWER") for c in frame.columns]
+    return frame
+
+
+def _check_target(target_wer: float | None) -> None:
+    if target_wer is not None and not target_wer > 0:
+        raise ConfigError(f"--target-wer must be > 0, got {target_wer}")
+
+
+def _print_tables(agg: pd.DataFrame, pairs: pd.DataFrame) -> None:
+    from fambench.compare import pairwise_display
+
+    title = "Comparison (completed runs; mean ± sd, 95% bootstrap CI)"
+    console.print(rich_table(terminal_comparison(agg), title))
+    if not pairs.empty:
+        console.print(rich_table(pairwise_display(pairs), "FAM − other (negative: FAM lower)"))
+
+
+@app.command("compare")
+def compare_command(
+    results_dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Results or run directories, searched recursively [default: results]"),
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Only runs of this preset.")] = None,
+    target_wer: Annotated[
+        float | None, typer.Option(help="Target dev WER for time-to-target [default: preset's].")
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="table, markdown, csv or parquet [default: from --out's suffix, else table].",
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
+) -> None:
+    """Aggregate runs over seeds: WER with bootstrap CIs, time to target, FAM against the others."""
+    from fambench.compare import (
+        aggregate,
+        check_format,
+        comparison_display,
+        format_from_suffix,
+        load_results,
+        pairwise,
+        pairwise_display,
+        to_markdown,
+        write_table,
+        write_text_atomic,
+    )
+
+    try:
+        _check_target(target_wer)
+        name = (
+            check_format(fmt)
+            if fmt is not None
+            else (format_from_suffix(out) if out is not None else "table")
+        )
+        if name == "parquet" and out is None:
+            raise ConfigError("--format parquet needs --out FILE (parquet is binary)")
+        results = load_results(results_dirs or [Path("results")], preset=preset)
+        agg = aggregate(results.runs, results.metrics, target_wer=target_wer)
+        metrics = ["final_dev_wer"]
+        if results.runs["test_wer"].notna().any():
+            metrics.append("test_wer")
+        pairs = pairwise(results.runs, metrics=metrics)
+        if out is not None:
+            if name == "markdown":
+                text = to_markdown(comparison_display(agg))
+                if not pairs.empty:
+                    text += "\n" + to_markdown(pairwise_display(pairs))
+                write_text_atomic(out, text)
+            elif name == "table":
+                write_table(comparison_display(agg), out, "table")
+            else:
+                write_table(agg, out, name)
+    except FambenchError as exc:
+        raise fail(str(exc)) from None
+    if out is not None:
+        if name == "table":
+            _print_tables(agg, pairs)
+        console.print(f"wrote {out} ({name}, {len(agg)} rows)")
+    elif name == "table":
+        _print_tables(agg, pairs)
+    elif name == "markdown":
+        typer.echo(to_markdown(comparison_display(agg)), nl=False)
+        if not pairs.empty:
+            typer.echo("")
+            typer.echo(to_markdown(pairwise_display(pairs)), nl=False)
+    else:
+        typer.echo(agg.to_csv(index=False), nl=False)
+
+
+@app.command("report")
+def report_command(
+    results_dir: Annotated[Path, typer.Argument(help="Results directory (searched recursively).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where report.md and its files go [default: RESULTS_DIR].")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Only runs of this preset.")] = None,
+    target_wer: Annotated[float | None, typer.Option(help="Target dev WER.")] = None,
+) -> None:
+    """Write a markdown report (tables, plots, provenance) that reads well on GitHub."""
+    from fambench.report import write_report
+
+    try:
+        _check_target(target_wer)
+        path = write_report(results_dir, out, preset=preset, target_wer=target_wer)
+    except FambenchError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"report: {path}")
+
+
+@app.command("bench")
+def bench_command(
+    preset: Annotated[str, typer.Option(help="Workload preset.")] = "synth",
+    optimizers: Annotated[
+        str, typer.Option(help="Comma-separated optimizer names or dotted paths.")
+    ] = DEFAULT_OPTIMIZERS,
+    seeds: Annotated[int, typer.Option(help="Seeds 0 .. N-1 for every optimizer.")] = 3,
+    out: Annotated[Path, typer.Option(help="Results directory (runs and report).")] = Path(
+        "results"
+    ),
+    cache_dir: Annotated[Path, typer.Option(help="Corpus and feature cache directory.")] = Path(
+        "data"
+    ),
+    data: Annotated[
+        Path | None, typer.Option(help="LibriSpeech root (LibriSpeech presets).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Steps per run [default: preset's].")] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(help="Training seconds per run instead of steps.")
+    ] = None,
+    target_wer: Annotated[float | None, typer.Option(help="Target dev WER.")] = None,
+    force: Annotated[bool, typer.Option(help="Rerun completed runs too.")] = False,
+) -> None:
+    """Run every optimizer × seed (finished runs skipped, interrupted ones resumed), then report."""
+    from fambench.bench import parse_optimizers, run_grid
+
+    views = _RunViews()
+    try:
+        _check_target(target_wer)
+        names = parse_optimizers(optimizers)
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+        if steps is not None and time_budget is not None:
+            raise ConfigError("give either --steps or --time-budget, not both")
+        result = run_grid(
+            preset,
+            names,
+            range(seeds),
+            out,
+            cache_dir,
+            steps=steps,
+            time_budget_s=time_budget,
+            data_root=data,
+            target_wer=target_wer,
+            force=force,
+            command=shlex.join(["fambench", *sys.argv[1:]]),
+            progress=views,
+            on_run=views.next_run,
+        )
+    except FambenchError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; run the same command to resume the grid", 130) from None
+    finally:
+        views.stop()
+    for run in result.runs:
+        if run.status not in ("completed", "interrupted"):
+            console.print(f"[yellow]{run.optimizer} seed {run.seed}: {run.status}[/]")
+    if result.files is not None:
+        console.print(rich_table(terminal_comparison(result.files.comparison), "Comparison"))
+        console.print(f"report: {result.files.report}", highlight=False, soft_wrap=True)
+    if result.interrupted:
+        console.print("[yellow]grid interrupted; run the same command to resume it[/]")
+        raise typer.Exit(130)
+
+
+class _RunViews:
+    """One progress display per run of the grid (commands_run's view when it is there)."""
+
+    def __init__(self) -> None:
+        self.view = None
+
+    def next_run(self, index: int, total: int, label: str) -> None:
+        self.stop()
+        console.print(f"[bold]run {index}/{total}[/]: {label}", highlight=False)
+        try:
+            from fambench.cli.commands_run import _ProgressView
+        except ImportError:
+            self.view = None
+        else:
+            self.view = _ProgressView()
+
+    def __call__(self, event) -> None:  # fambench.train.ProgressEvent
+        if self.view is not None:
+            self.view(event)
+
+    def stop(self) -> None:
+        if self.view is not None:
+            self.view.stop()
+            self.view = None

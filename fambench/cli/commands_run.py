@@ -1,0 +1,189 @@
+"""`fambench run` (train one optimizer on one preset) and `fambench presets`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fambench.cli import app, console, fail
+from fambench.errors import ConfigError
+
+
+def parse_opt_overrides(items: list[str]) -> dict[str, object]:
+    """`--opt key=value` items -> {key: value} (values via the registry's parser)."""
+    from fambench.optim import parse_override_value
+
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--opt {item!r}: expected key=value, e.g. --opt lr=0.01")
+        if key in overrides:
+            raise ConfigError(f"--opt {key} given twice")
+        try:
+            overrides[key] = parse_override_value(text.strip())
+        except ValueError as exc:
+            raise ConfigError(f"--opt {item!r}: {exc}") from None
+    return overrides
+
+
+def _fmt(value: object, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+class _ProgressView:
+    """A rich progress bar fed by the trainer's ProgressEvents."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("dev WER {task.fields[wer]}"),
+            TextColumn("{task.fields[rate]} steps/s"),
+            TextColumn("ETA {task.fields[eta]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task: int | None = None
+
+    def __call__(self, event) -> None:  # fambench.train.ProgressEvent
+        if event.phase == "setup":
+            console.print(f"[dim]{event.message}[/]", highlight=False)
+            return
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "train", total=event.total_steps, loss="-", wer="-", rate="-", eta="-"
+            )
+        fields = {"completed": event.step}
+        if event.train_loss is not None:
+            fields["loss"] = _fmt(event.train_loss, ".3f")
+        if event.dev_wer is not None:
+            fields["wer"] = _fmt(event.dev_wer, ".3f")
+        if event.steps_per_s is not None:
+            fields["rate"] = _fmt(event.steps_per_s, ".2f")
+        if event.eta_s is not None:
+            minutes, seconds = divmod(int(event.eta_s), 60)
+            fields["eta"] = f"{minutes}:{seconds:02d}"
+        if event.phase == "eval":
+            fields["description"] = "train"
+        self.progress.update(self.task, **fields)
+        if event.phase == "done":
+            self.stop()
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+@app.command("run")
+def run_command(
+    optimizer: str = typer.Option(
+        ..., "--optimizer", "-o",
+        help="Registry name (fam, fam-fixed, simple-fam, adamw, sgd) or a dotted path "
+        "package.module:Name (e.g. torch.optim:RAdam).",
+    ),
+    preset: str = typer.Option("synth", "--preset", "-p", help="Workload preset (see `presets`)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="LibriSpeech root (needed by the LibriSpeech presets)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of model init, data order and dropout."),
+    steps: int | None = typer.Option(None, "--steps", help="Step budget (default: the preset's)."),
+    time_budget: float | None = typer.Option(
+        None, "--time-budget",
+        help="Stop after this many training seconds (the schedule still spans the step budget).",
+    ),
+    opt: list[str] = typer.Option(
+        [], "--opt", help="Optimizer hyperparameter key=value (repeatable), e.g. --opt lr=0.1."
+    ),
+    out: Path = typer.Option(Path("results"), "--out", help="Results directory."),
+    cache_dir: Path = typer.Option(
+        Path("data"), "--cache-dir", help="Where generated corpora and feature caches live."
+    ),
+    force: bool = typer.Option(False, "--force", help="Rerun even if the run already finished."),
+    tensorboard: bool = typer.Option(
+        False, "--tensorboard", help="Also write TensorBoard event files into the run directory."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch CPU threads (default: the cores available, at most 16)."
+    ),
+) -> None:
+    """Train a Conformer CTC model with one optimizer and record the run."""
+    from fambench.train import RunRequest, run_training
+
+    if steps is not None and time_budget is not None:
+        raise fail("give either --steps or --time-budget, not both")
+    request = RunRequest(
+        optimizer=optimizer,
+        preset=preset,
+        overrides=parse_opt_overrides(opt),
+        seed=seed,
+        steps=steps,
+        time_budget_s=time_budget,
+        out_dir=out,
+        cache_dir=cache_dir,
+        data_root=data,
+        force=force,
+        tensorboard=tensorboard,
+        threads=threads,
+        command=shlex.join(["fambench", *sys.argv[1:]]),
+    )
+    view = _ProgressView()
+    try:
+        outcome = run_training(request, progress=view)
+    except KeyboardInterrupt:
+        view.stop()
+        raise fail("interrupted before training started; nothing was recorded", code=130) from None
+    finally:
+        view.stop()
+    summary = outcome.summary
+    if outcome.skipped:
+        console.print(
+            f"run {outcome.run_id} already {outcome.status} "
+            f"(final dev WER {_fmt(summary.get('final_dev_wer'))}); --force reruns it"
+        )
+    elif outcome.status == "diverged":
+        console.print(f"[yellow]{summary.get('message')}[/]", highlight=False)
+    elif outcome.status == "interrupted":
+        console.print(f"[yellow]{summary.get('message')}[/]", highlight=False)
+    else:
+        if outcome.resumed:
+            console.print("[dim](resumed from a checkpoint)[/]")
+        test = summary.get("test_wer")
+        console.print(
+            f"final dev WER {_fmt(summary.get('final_dev_wer'))} "
+            f"(CER {_fmt(summary.get('final_dev_cer'))})"
+            + (f", test WER {_fmt(test)}" if test is not None else "")
+            + f" after {summary.get('steps')} steps, {summary.get('train_s', 0):.0f} s training"
+        )
+    console.print(f"results: {outcome.run_dir}", highlight=False, soft_wrap=True)
+    if outcome.status == "interrupted" and not outcome.skipped:
+        raise typer.Exit(130)
+
+
+@app.command("presets")
+def presets_command() -> None:
+    """List the workload presets."""
+    from fambench.workloads import list_presets
+
+    table = Table(title="workload presets")
+    for column in ("name", "data", "model", "batch frames", "steps", "eval every", "target WER",
+                   "description"):
+        table.add_column(column)
+    for p in list_presets():
+        data = f"{p.data.train_subset} -> {p.data.dev_subset}"
+        if p.data.kind == "synth":
+            data = f"synth {p.data.synth_hours:g} h"
+        model = f"d={p.model.d_model} x{p.model.n_layers}"
+        table.add_row(p.name, data, model, str(p.batch_frames), str(p.steps), str(p.eval_every),
+                      _fmt(p.target_wer, ".2f"), p.description)
+    console.print(table)

@@ -1,0 +1,396 @@
+"""The embedded speech corpus: eSpeak NG speech written in the LibriSpeech on-disk layout.
+
+`generate_corpus` writes ``<out>/LibriSpeech/{train-synth,dev-synth,test-synth}/<speaker>/
+<chapter>/<speaker>-<chapter>-<utt:04d>.flac`` (16 kHz mono PCM_16 FLAC) and one
+``<speaker>-<chapter>.trans.txt`` per chapter, so the same reader serves it and real LibriSpeech.
+
+* Speakers: each is one eSpeak voice setting (English accent × voice variant × pitch × pitch
+  range × speaking rate); train, dev and test draw from disjoint speaker sets.
+* Text: 4–20 words drawn Zipf-like from our own 2,300-word vocabulary (`wordlist.WORDS`).
+  Speaking rates of 115–150 words per minute keep speech near 15 characters per second, far below
+  the model's 25 output frames per second.
+* Acoustics: random leading silence, white/pink/brown noise at a random SNR, random gain.
+* Determinism: every random choice comes from a generator seeded by (seed, subset, chapter,
+  utterance), and each chapter is synthesized in a fresh process (eSpeak keeps state between
+  utterances), so the same settings give byte-identical files whatever the worker count.
+* Completion: subsets are built in a staging directory, moved into place, and a marker
+  (``.fambench-synth.json`` with the settings and file counts) is written last. `ensure_corpus`
+  reuses a corpus only when that marker matches; anything else is removed and regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fambench.data.espeak import Voice
+from fambench.data.wordlist import WORDS
+from fambench.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+SUBSETS = ("train-synth", "dev-synth", "test-synth")
+MARKER_NAME = ".fambench-synth.json"
+# Bump when the generator's output changes, so an old corpus is not mistaken for a current one.
+GENERATOR_VERSION = 1
+
+ACCENTS = (
+    "en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+)
+VARIANTS = (
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
+    "iven", "john", "linda", "steph", "max", "ed",
+)
+_SUBSET_CODES = {"train-synth": 1, "dev-synth": 2, "test-synth": 3}
+_SPEAKER_ID_BASE = {"train-synth": 1000, "dev-synth": 2000, "test-synth": 3000}
+# Aim for about this much train audio per chapter (LibriSpeech chapters hold minutes).
+_TRAIN_CHAPTER_SECONDS = 60.0
+_DEV_TEST_UTTS_PER_CHAPTER = 15
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """Everything that determines the generated corpus (recorded in its completion marker)."""
+
+    hours: float = 3.0
+    dev_utterances: int = 300
+    test_utterances: int = 300
+    seed: int = 0
+    train_speakers: int = 32
+    dev_speakers: int = 6
+    test_speakers: int = 6
+    chapters_per_speaker: int = 2
+    min_words: int = 4
+    max_words: int = 20
+    rate_wpm: tuple[int, int] = (115, 150)
+    snr_db: tuple[float, float] = (15.0, 35.0)
+    gain_db: tuple[float, float] = (-8.0, 0.0)
+    zipf_exponent: float = 1.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.hours > 0, f"hours must be > 0, got {self.hours}"),
+            (self.dev_utterances >= 1, f"dev_utterances must be >= 1, got {self.dev_utterances}"),
+            (self.test_utterances >= 1,
+             f"test_utterances must be >= 1, got {self.test_utterances}"),
+            (min(self.train_speakers, self.dev_speakers, self.test_speakers) >= 1,
+             "every subset needs at least one speaker"),
+            (self.train_speakers + self.dev_speakers + self.test_speakers
+             <= len(ACCENTS) * len(VARIANTS),
+             f"at most {len(ACCENTS) * len(VARIANTS)} distinct speakers are available"),
+            (self.chapters_per_speaker >= 1, "chapters_per_speaker must be >= 1"),
+            (1 <= self.min_words <= self.max_words,
+             f"need 1 <= min_words <= max_words, got {self.min_words}..{self.max_words}"),
+            (80 <= self.rate_wpm[0] <= self.rate_wpm[1] <= 200,
+             f"rate_wpm must lie within 80..200 words per minute, got {self.rate_wpm}"),
+            (self.snr_db[0] <= self.snr_db[1], f"snr_db range is reversed: {self.snr_db}"),
+            (self.gain_db[0] <= self.gain_db[1] <= 0,
+             f"gain_db must be an increasing range <= 0 dB, got {self.gain_db}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid synth settings: {message}")
+
+    def to_json(self) -> dict:
+        """Plain JSON-able form (tuples become lists), as stored in the marker."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One synthetic speaker: a LibriSpeech-style numeric id and an eSpeak voice setting."""
+
+    speaker_id: int
+    voice: Voice
+
+
+@dataclass(frozen=True)
+class _ChapterTask:
+    subset: str
+    chapter_index: int
+    speaker: Speaker
+    chapter_id: int
+    target_seconds: float  # train: stop once this much audio exists
+    target_utterances: int  # dev/test: exactly this many (0 for train)
+    settings: SynthSettings
+    staging_root: str
+
+
+@dataclass
+class _ChapterResult:
+    subset: str
+    speaker_id: int
+    utterances: list[tuple[str, int, str]] = field(default_factory=list)  # id, samples, text
+
+
+def plan_speakers(settings: SynthSettings) -> dict[str, list[Speaker]]:
+    """Pick disjoint speakers for the three subsets, deterministically from the seed."""
+    rng = np.random.default_rng([settings.seed, 0])
+    combos = [(a, v) for a in ACCENTS for v in VARIANTS]
+    counts = {
+        "train-synth": settings.train_speakers,
+        "dev-synth": settings.dev_speakers,
+        "test-synth": settings.test_speakers,
+    }
+    picked = rng.permutation(len(combos))[: sum(counts.values())]
+    speakers: dict[str, list[Speaker]] = {}
+    start = 0
+    for subset in SUBSETS:
+        speakers[subset] = []
+        for k, combo_index in enumerate(picked[start : start + counts[subset]]):
+            accent, variant = combos[combo_index]
+            voice = Voice(
+                name=f"{accent}+{variant}",
+                rate=int(rng.integers(settings.rate_wpm[0], settings.rate_wpm[1] + 1)),
+                pitch=int(rng.integers(25, 76)),
+                pitch_range=int(rng.integers(30, 81)),
+            )
+            speakers[subset].append(Speaker(_SPEAKER_ID_BASE[subset] + k, voice))
+        start += counts[subset]
+    return speakers
+
+
+def _plan_tasks(settings: SynthSettings, staging_root: Path) -> list[_ChapterTask]:
+    speakers = plan_speakers(settings)
+    tasks: list[_ChapterTask] = []
+    for subset in SUBSETS:
+        pool = speakers[subset]
+        max_chapters = len(pool) * settings.chapters_per_speaker
+        if subset == "train-synth":
+            total = settings.hours * 3600.0
+            n = min(max_chapters, max(2, round(total / _TRAIN_CHAPTER_SECONDS)))
+            seconds, counts = [total / n] * n, [0] * n
+        else:
+            utts = settings.dev_utterances if subset == "dev-synth" else settings.test_utterances
+            n = min(max_chapters, utts, max(2, math.ceil(utts / _DEV_TEST_UTTS_PER_CHAPTER)))
+            seconds, counts = [0.0] * n, [utts // n + (1 if i < utts % n else 0) for i in range(n)]
+        for i in range(n):
+            speaker = pool[i % len(pool)]
+            chapter_id = speaker.speaker_id * 10 + i // len(pool)
+            tasks.append(
+                _ChapterTask(subset, i, speaker, chapter_id, seconds[i], counts[i], settings,
+                             str(staging_root))
+            )
+    return tasks
+
+
+def zipf_probabilities(n_words: int, exponent: float) -> np.ndarray:
+    """Zipf–Mandelbrot weights over ranks 1..n (the offset flattens the very top ranks)."""
+    ranks = np.arange(1, n_words + 1, dtype=np.float64)
+    weights = 1.0 / (ranks + 2.7) ** exponent
+    return weights / weights.sum()
+
+
+def _sentence(rng: np.random.Generator, settings: SynthSettings, probs: np.ndarray) -> str:
+    n_words = int(rng.integers(settings.min_words, settings.max_words + 1))
+    return " ".join(WORDS[i] for i in rng.choice(len(WORDS), size=n_words, p=probs))
+
+
+def _colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    white = rng.standard_normal(n)
+    color = int(rng.integers(0, 3))  # 0 white, 1 pink (1/f), 2 brown (1/f^2)
+    if color == 0 or n < 2:
+        return white
+    spectrum = np.fft.rfft(white)
+    freqs = np.arange(spectrum.shape[0], dtype=np.float64)
+    freqs[0] = 1.0
+    spectrum /= freqs ** (color / 2.0)
+    return np.fft.irfft(spectrum, n=n)
+
+
+def _degrade(clean: np.ndarray, rng: np.random.Generator, settings: SynthSettings) -> np.ndarray:
+    """Pad, add noise at a random SNR, apply a random gain; float32 in, int16 out."""
+    lead = int(rng.uniform(0.05, 0.30) * SAMPLE_RATE)
+    tail = int(rng.uniform(0.05, 0.20) * SAMPLE_RATE)
+    speech = np.concatenate([np.zeros(lead), clean.astype(np.float64), np.zeros(tail)])
+    noise = _colored_noise(rng, speech.shape[0])
+    snr_db = rng.uniform(*settings.snr_db)
+    signal_power = float(np.mean(clean.astype(np.float64) ** 2)) or 1e-8
+    noise *= math.sqrt(signal_power / (float(np.mean(noise**2)) + 1e-12) / 10 ** (snr_db / 10))
+    mixed = (speech + noise) * 10 ** (rng.uniform(*settings.gain_db) / 20)
+    peak = float(np.max(np.abs(mixed))) if mixed.size else 0.0
+    if peak > 0.98:
+        mixed *= 0.98 / peak
+    return np.round(mixed * 32767.0).astype(np.int16)
+
+
+def _generate_chapter(task: _ChapterTask) -> _ChapterResult:
+    """Synthesize one chapter; runs in a fresh worker process (see module docstring)."""
+    import soundfile as sf
+    import torch
+    import torchaudio
+
+    from fambench.data.espeak import ESpeak
+
+    torch.set_num_threads(1)
+    engine = ESpeak.get()
+    resample = torchaudio.transforms.Resample(engine.sample_rate, SAMPLE_RATE)
+    settings = task.settings
+    code = _SUBSET_CODES[task.subset]
+    text_rng = np.random.default_rng([settings.seed, code, task.chapter_index, 0])
+    probs = zipf_probabilities(len(WORDS), settings.zipf_exponent)
+    chapter_dir = (
+        Path(task.staging_root) / task.subset / str(task.speaker.speaker_id) / str(task.chapter_id)
+    )
+    chapter_dir.mkdir(parents=True, exist_ok=True)
+    result = _ChapterResult(task.subset, task.speaker.speaker_id)
+    seconds = 0.0
+    index = 0
+    while (seconds < task.target_seconds) if task.target_utterances == 0 else (
+        index < task.target_utterances
+    ):
+        text = _sentence(text_rng, settings, probs)
+        raw = engine.synthesize(
+            text.lower(), task.speaker.voice, seed=settings.seed * 1_000_003 + code * 7919 + index
+        )
+        wave = resample(torch.from_numpy(raw.astype(np.float32) / 32768.0)).numpy()
+        noise_rng = np.random.default_rng([settings.seed, code, task.chapter_index, 1, index])
+        audio = _degrade(wave, noise_rng, settings)
+        utt_id = f"{task.speaker.speaker_id}-{task.chapter_id}-{index:04d}"
+        sf.write(chapter_dir / f"{utt_id}.flac", audio, SAMPLE_RATE, format="FLAC",
+                 subtype="PCM_16")
+        result.utterances.append((utt_id, int(audio.shape[0]), text))
+        seconds += audio.shape[0] / SAMPLE_RATE
+        index += 1
+    lines = "".join(f"{utt_id} {text}\n" for utt_id, _, text in result.utterances)
+    (chapter_dir / f"{task.speaker.speaker_id}-{task.chapter_id}.trans.txt").write_text(lines)
+    return result
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _mp_context():
+    # forkserver: every chapter gets a fresh process forked from a clean server, so no eSpeak
+    # state (even one the parent created) leaks in, and forking stays cheap.
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["fambench.data.synth", "torch", "torchaudio", "soundfile"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _read_marker(root: Path) -> dict | None:
+    try:
+        return json.loads((root / MARKER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _count_flacs(subset_dir: Path) -> int:
+    return sum(1 for _ in subset_dir.glob("*/*/*.flac"))
+
+
+def corpus_status(librispeech_root: Path, settings: SynthSettings) -> str | None:
+    """Why the corpus at `librispeech_root` cannot be reused, or None when it is complete."""
+    marker = _read_marker(librispeech_root)
+    if marker is None:
+        if any((librispeech_root / s).exists() for s in SUBSETS):
+            return "it has no completion marker (an interrupted generation)"
+        return "it does not exist"
+    if marker.get("generator_version") != GENERATOR_VERSION:
+        return f"it was made by generator version {marker.get('generator_version')}"
+    if marker.get("settings") != settings.to_json():
+        old = marker.get("settings") or {}
+        diffs = [f"{k}: {old.get(k)} -> {v}" for k, v in settings.to_json().items()
+                 if old.get(k) != v]
+        return "its settings differ (" + ", ".join(diffs) + ")"
+    for subset in SUBSETS:
+        expected = marker.get("subsets", {}).get(subset, {}).get("utterances")
+        found = _count_flacs(librispeech_root / subset)
+        if found != expected:
+            return f"{subset} holds {found} FLAC files, the marker records {expected}"
+    return None
+
+
+def generate_corpus(
+    out_dir: Path, settings: SynthSettings, workers: int | None = None
+) -> Path:
+    """Generate the corpus under `out_dir` (replacing any synthetic subsets there).
+
+    Returns the LibriSpeech root (``out_dir / "LibriSpeech"``). Other subsets in that root,
+    such as a real LibriSpeech download, are left alone.
+    """
+    out_dir = Path(out_dir)
+    root = out_dir / "LibriSpeech"
+    workers = workers or _default_workers()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create corpus directory {root}: {exc.strerror}") from exc
+    staging = out_dir / ".fambench-synth-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    tasks = _plan_tasks(settings, staging)
+    # Longest chapters first keeps both workers busy until the end.
+    order = sorted(range(len(tasks)), key=lambda i: -(tasks[i].target_seconds
+                                                       + 5 * tasks[i].target_utterances))
+    started = time.perf_counter()
+    log.info("generating %d chapters with %d workers into %s", len(tasks), workers, root)
+    with _mp_context().Pool(processes=min(workers, len(tasks)), maxtasksperchild=1) as pool:
+        results = pool.map(_generate_chapter, [tasks[i] for i in order], chunksize=1)
+    summary: dict[str, dict] = {}
+    for subset in SUBSETS:
+        rows = [u for r in results if r.subset == subset for u in r.utterances]
+        summary[subset] = {
+            "utterances": len(rows),
+            "seconds": round(sum(n for _, n, _ in rows) / SAMPLE_RATE, 3),
+            "speakers": sorted({r.speaker_id for r in results if r.subset == subset}),
+        }
+    (root / MARKER_NAME).unlink(missing_ok=True)
+    for subset in SUBSETS:
+        shutil.rmtree(root / subset, ignore_errors=True)
+        os.replace(staging / subset, root / subset)
+    shutil.rmtree(staging, ignore_errors=True)
+    marker = {
+        "format_version": 1,
+        "generator_version": GENERATOR_VERSION,
+        "settings": settings.to_json(),
+        "subsets": summary,
+    }
+    tmp = root / (MARKER_NAME + ".tmp")
+    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, root / MARKER_NAME)
+    log.info("generated %s in %.1f s", root, time.perf_counter() - started)
+    return root
+
+
+def ensure_corpus(out_dir: Path, settings: SynthSettings, workers: int | None = None) -> Path:
+    """Return the LibriSpeech root of a complete corpus for `settings`, generating if needed.
+
+    A missing, partial or mismatching corpus is never used: it is logged and regenerated.
+    """
+    root = Path(out_dir) / "LibriSpeech"
+    reason = corpus_status(root, settings)
+    if reason is None:
+        return root
+    if reason != "it does not exist":
+        log.warning("regenerating the synthetic corpus at %s: %s", root, reason)
+    return generate_corpus(out_dir, settings, workers)
+
+
+def read_marker(librispeech_root: Path) -> dict | None:
+    """The completion marker of a generated corpus, or None when absent/unreadable."""
+    return _read_marker(Path(librispeech_root))
+
+
+def subset_names() -> Sequence[str]:
+    """Subset directory names of the synthetic corpus: train, dev, test."""
+    return SUBSETS

@@ -1,0 +1,308 @@
+"""PNG plots of a ResultSet: learning curves with CI bands over seeds, and FAM internals.
+
+Figures are built with `matplotlib.figure.Figure` (no pyplot state, no display needed) and saved
+atomically. Curves average *completed* runs, like the tables; a group with no completed run is
+drawn from whatever runs it has and labelled "(partial)".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from fambench.compare import ResultSet, atomic_write
+
+log = logging.getLogger(__name__)
+
+GRID_POINTS = 200
+BAND_BOOTSTRAP = 2_000
+_DPI = 110
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One line of a plot: the mean over runs on a common grid, with a 95% band (NaN if n < 2)."""
+
+    label: str
+    optimizer: str
+    x: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    n_runs: int
+
+
+def plot_all(
+    results: ResultSet, out_dir: str | os.PathLike[str], *, target_wer: float | None = None
+) -> list[Path]:
+    """Write every plot for every preset into ``out_dir``; return the paths written."""
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for preset in results.presets:
+        prefix = _safe(preset)
+        specs = [
+            ("step", "train_loss", f"{prefix}-train_loss_vs_step.png"),
+            ("wall_s", "train_loss", f"{prefix}-train_loss_vs_time.png"),
+            ("wall_s", "dev_wer", f"{prefix}-dev_wer_vs_time.png"),
+        ]
+        for x, y, name in specs:
+            path = plot_curves(
+                results, preset, x=x, y=y, path=out_dir / name, target_wer=target_wer
+            )
+            if path is not None:
+                written.append(path)
+        written.extend(plot_fam_debug(results, preset, out_dir))
+    return written
+
+
+# --------------------------------------------------------------------------- learning curves
+
+
+def seed_curves(results: ResultSet, preset: str, *, x: str, y: str) -> list[Curve]:
+    """One Curve per (optimizer, hparams_key) of ``preset``: seeds interpolated onto a common grid.
+
+    The grid spans the x range every run covers (so each point averages all seeds); when the
+    runs do not overlap, the first run alone is drawn.
+    """
+    runs = results.runs[results.runs["preset"] == preset]
+    keys_per_opt = runs.groupby("optimizer")["hparams_key"].nunique()
+    curves: list[Curve] = []
+    for (optimizer, hkey), group in runs.groupby(["optimizer", "hparams_key"], sort=False):
+        done = group[group["status"] == "completed"]
+        partial = done.empty
+        chosen = group if partial else done
+        series = []
+        for run_id in chosen["run_id"]:
+            rows = results.metrics[results.metrics["run_id"] == run_id]
+            rows = rows[np.isfinite(rows[x]) & np.isfinite(rows[y])]
+            rows = rows.sort_values(x, kind="stable").drop_duplicates(x, keep="last")
+            if len(rows) >= 1:
+                series.append((rows[x].to_numpy(float), rows[y].to_numpy(float)))
+        if not series:
+            continue
+        label = str(optimizer)
+        if keys_per_opt.get(optimizer, 1) > 1:
+            label += f" [{hkey}]"
+        curves.append(_mean_curve(label, str(optimizer), series, partial))
+    return curves
+
+
+def _mean_curve(
+    label: str, optimizer: str, series: list[tuple[np.ndarray, np.ndarray]], partial: bool
+) -> Curve:
+    start = max(xs[0] for xs, _ in series)
+    stop = min(xs[-1] for xs, _ in series)
+    if len(series) == 1 or stop <= start:
+        if len(series) > 1:  # no common range: show the longest run alone rather than a mix
+            series = [max(series, key=lambda s: s[0][-1] - s[0][0])]
+        xs, ys = series[0]
+        nan = np.full_like(ys, np.nan)
+        label += " (n=1)" + (" (partial)" if partial else "")
+        return Curve(label, optimizer, xs, ys, nan, nan, 1)
+    label += f" (n={len(series)})" + (" (partial)" if partial else "")
+    grid = np.linspace(start, stop, GRID_POINTS)
+    values = np.stack([np.interp(grid, xs, ys) for xs, ys in series])
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(series), size=(BAND_BOOTSTRAP, len(series)))
+    boot = values[idx].mean(axis=1)
+    low, high = np.quantile(boot, [0.025, 0.975], axis=0)
+    return Curve(label, optimizer, grid, values.mean(axis=0), low, high, len(series))
+
+
+def plot_curves(
+    results: ResultSet,
+    preset: str,
+    *,
+    x: str,
+    y: str,
+    path: Path,
+    target_wer: float | None = None,
+) -> Path | None:
+    """Plot ``y`` against ``x`` (``step`` or ``wall_s``), one line per optimizer; None if no data."""
+    curves = seed_curves(results, preset, x=x, y=y)
+    if not curves:
+        log.info("no %s data for preset %s; %s not written", y, preset, path.name)
+        return None
+    colors = optimizer_colors(results)
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for curve in curves:
+        color = colors.get(curve.optimizer)
+        ax.plot(curve.x, curve.mean, label=curve.label, color=color, linewidth=1.6)
+        if np.isfinite(curve.low).any():
+            ax.fill_between(curve.x, curve.low, curve.high, color=color, alpha=0.2, linewidth=0)
+    if y == "train_loss" and all(np.nanmin(c.mean) > 0 for c in curves):
+        ax.set_yscale("log")
+    if y == "dev_wer":
+        target = target_wer if target_wer is not None else _preset_target(results, preset)
+        if target is not None:
+            ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target}")
+    ax.set_xlabel({"step": "step", "wall_s": "training seconds"}.get(x, x))
+    ax.set_ylabel({"train_loss": "train loss (CTC)", "dev_wer": "dev WER"}.get(y, y))
+    ax.set_title(f"{preset}: {ax.get_ylabel()} vs {ax.get_xlabel()} (mean, 95% CI over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def optimizer_colors(results: ResultSet) -> dict[str, tuple]:
+    """A stable colour per optimizer name, shared by every plot of a ResultSet."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    names = list(dict.fromkeys(results.runs["optimizer"]))
+    return {name: cmap(i % 10) for i, name in enumerate(names)}
+
+
+def _preset_target(results: ResultSet, preset: str) -> float | None:
+    runs = results.runs[results.runs["preset"] == preset]
+    targets = pd.to_numeric(runs["target_wer"], errors="coerce").dropna()
+    return float(targets.iloc[0]) if len(targets) else None
+
+
+# --------------------------------------------------------------------------- FAM internals
+
+
+def read_debug(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Records of a ``fam_debug.jsonl``: step, param, group, handler, momentum, band_ema (list).
+
+    Lines that are not complete JSON records (a run still writing, say) are skipped.
+    """
+    records = []
+    skipped = 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+                records.append(
+                    {
+                        "step": int(rec["step"]),
+                        "param": str(rec.get("param", "")),
+                        "group": int(rec.get("group", 0)),
+                        "handler": str(rec.get("handler", "")),
+                        "momentum": float(rec.get("momentum", math.nan)),
+                        "band_ema": [float(v) for v in rec.get("band_ema") or []],
+                    }
+                )
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                skipped += 1
+    if skipped:
+        log.warning("%s: %d malformed line(s) skipped", path, skipped)
+    columns = ["step", "param", "group", "handler", "momentum", "band_ema"]
+    return pd.DataFrame(records, columns=columns)
+
+
+def plot_fam_debug(results: ResultSet, preset: str, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Per FAM group of runs with a debug file: effective momentum and band-power heatmaps."""
+    out_dir = Path(out_dir)
+    runs = results.runs[(results.runs["preset"] == preset) & results.runs["has_debug"]]
+    keys_per_opt = runs.groupby("optimizer")["hparams_key"].nunique()
+    written: list[Path] = []
+    for (optimizer, hkey), group in runs.groupby(["optimizer", "hparams_key"], sort=False):
+        done = group[group["status"] == "completed"]
+        chosen = group if done.empty else done
+        frames = [read_debug(Path(d) / "fam_debug.jsonl") for d in chosen["run_dir"]]
+        debug = (
+            pd.concat([f for f in frames if len(f)], ignore_index=True)
+            if any(len(f) for f in frames)
+            else pd.DataFrame()
+        )
+        if debug.empty:
+            continue
+        name = f"{_safe(preset)}-{_safe(optimizer)}"
+        if keys_per_opt.get(optimizer, 1) > 1:
+            name += f"-{_safe(hkey)}"
+        title = f"{preset}: {optimizer} ({len(chosen)} run{'s' if len(chosen) > 1 else ''})"
+        written.append(_plot_momentum(debug, out_dir / f"{name}-momentum.png", title))
+        written.append(_plot_bands(debug, out_dir / f"{name}-bands.png", title))
+    return written
+
+
+def _group_label(debug: pd.DataFrame, group: int) -> str:
+    handlers = debug.loc[debug["group"] == group, "handler"]
+    handler = handlers.mode().iloc[0] if len(handlers) else ""
+    return f"group {group}" + (f" ({handler})" if handler else "")
+
+
+def _plot_momentum(debug: pd.DataFrame, path: Path, title: str) -> Path:
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    means = debug.groupby(["group", "step"])["momentum"].mean()
+    for group in sorted(debug["group"].unique()):
+        line = means.loc[group]
+        ax.plot(line.index, line.to_numpy(), label=_group_label(debug, group), linewidth=1.4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("effective momentum (mean over parameters)")
+    ax.set_title(f"{title}: effective momentum per parameter group")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def band_shares(debug: pd.DataFrame, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, shares[step, band]): each band's share of the group's power, mean over parameters.
+
+    Only records with the group's most common band count are used.
+    """
+    rows = debug[debug["group"] == group]
+    lengths = rows["band_ema"].map(len)
+    rows = rows[lengths == lengths.mode().iloc[0]] if len(rows) else rows
+    if rows.empty or len(rows["band_ema"].iloc[0]) == 0:
+        return np.array([]), np.empty((0, 0))
+    power = np.abs(np.array(rows["band_ema"].tolist(), dtype=float))
+    total = power.sum(axis=1, keepdims=True)
+    shares = np.divide(power, total, out=np.full_like(power, np.nan), where=total > 0)
+    frame = pd.DataFrame(shares).assign(step=rows["step"].to_numpy())
+    mean = frame.groupby("step").mean()
+    return mean.index.to_numpy(), mean.to_numpy()
+
+
+def _plot_bands(debug: pd.DataFrame, path: Path, title: str) -> Path:
+    groups = sorted(debug["group"].unique())
+    fig = Figure(figsize=(7.5, 1.0 + 1.9 * len(groups)), layout="constrained")
+    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    image = None
+    for ax, group in zip(axes, groups, strict=True):
+        steps, shares = band_shares(debug, group)
+        ax.set_ylabel(_group_label(debug, group).replace(" (", "\n("), fontsize="small")
+        if shares.size == 0:
+            ax.text(0.5, 0.5, "no band data", ha="center", va="center", transform=ax.transAxes)
+            continue
+        half = (steps[1] - steps[0]) / 2 if len(steps) > 1 else 0.5
+        image = ax.imshow(
+            shares.T,
+            aspect="auto",
+            origin="lower",
+            interpolation="nearest",
+            extent=(steps[0] - half, steps[-1] + half, -0.5, shares.shape[1] - 0.5),
+            vmin=0.0,
+            vmax=1.0,
+            cmap="viridis",
+        )
+        ax.set_yticks(range(shares.shape[1]))
+        ax.tick_params(labelsize="x-small")
+    axes[-1].set_xlabel("step")
+    axes[0].set_title(f"{title}: band power share per group (band 0 = lowest frequency)")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label="share of band power", shrink=0.9)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
+
+
+def _safe(name: object) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "x"

@@ -1,0 +1,242 @@
+"""A markdown report of a results directory: tables, plots and the provenance of the runs.
+
+`write_report` writes, into one directory: ``report.md``, ``comparison.csv`` (numbers),
+``comparison.md`` (the readable table), ``pairwise.csv`` and the PNG plots the report links to
+by relative path, so the directory reads well on GitHub as it is.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+import fambench
+from fambench.compare import (
+    DEFAULT_BOOTSTRAP,
+    ResultSet,
+    aggregate,
+    comparison_display,
+    fmt_num,
+    load_results,
+    pairwise,
+    pairwise_display,
+    to_markdown,
+    write_table,
+    write_text_atomic,
+)
+from fambench.plots import plot_all
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Everything `build_report` wrote."""
+
+    report: Path
+    comparison_csv: Path
+    comparison_md: Path
+    pairwise_csv: Path
+    plots: tuple[Path, ...]
+    comparison: pd.DataFrame
+    pairs: pd.DataFrame
+
+
+def write_report(
+    results_dir: PathLike | Sequence[PathLike],
+    out_dir: PathLike | None = None,
+    *,
+    preset: str | None = None,
+    target_wer: float | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+) -> Path:
+    """Load the runs under ``results_dir``, write the report and its files; return report.md.
+
+    ``out_dir`` defaults to ``results_dir`` (the first one when several are given).
+    """
+    paths = [results_dir] if isinstance(results_dir, str | os.PathLike) else list(results_dir)
+    results = load_results(paths, preset=preset)
+    out = Path(out_dir) if out_dir is not None else Path(paths[0])
+    return build_report(results, out, sources=paths, target_wer=target_wer, n_boot=n_boot).report
+
+
+def build_report(
+    results: ResultSet,
+    out_dir: PathLike,
+    *,
+    sources: Sequence[PathLike] = (),
+    target_wer: float | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+) -> ReportFiles:
+    """Write report.md, comparison.csv/.md, pairwise.csv and the plots for ``results``."""
+    out = Path(out_dir)
+    agg = aggregate(results.runs, results.metrics, target_wer=target_wer, n_boot=n_boot)
+    metrics = ["final_dev_wer"]
+    if results.runs["test_wer"].notna().any():
+        metrics.append("test_wer")
+    pairs = pairwise(results.runs, metrics=metrics, n_boot=n_boot)
+    comparison_csv = write_table(agg, out / "comparison.csv", "csv")
+    comparison_md = write_table(comparison_display(agg), out / "comparison.md", "markdown")
+    pairwise_csv = write_table(pairs, out / "pairwise.csv", "csv")
+    plots = plot_all(results, out, target_wer=target_wer)
+    text = render_report(results, agg, pairs, plots, out, sources=sources, n_boot=n_boot)
+    report = write_text_atomic(out / "report.md", text)
+    log.info("report written to %s", report)
+    return ReportFiles(
+        report, comparison_csv, comparison_md, pairwise_csv, tuple(plots), agg, pairs
+    )
+
+
+def render_report(
+    results: ResultSet,
+    agg: pd.DataFrame,
+    pairs: pd.DataFrame,
+    plots: Sequence[Path],
+    out_dir: Path,
+    *,
+    sources: Sequence[PathLike] = (),
+    n_boot: int = DEFAULT_BOOTSTRAP,
+) -> str:
+    """The markdown text of the report (PNG links relative to ``out_dir``)."""
+    runs = results.runs
+    presets = results.presets
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    where = ", ".join(f"`{s}`" for s in sources) or "the given directories"
+    lines = [
+        f"# fambench report: {', '.join(presets)}",
+        "",
+        f"{len(runs)} runs ({_counts(runs['optimizer'])}) loaded from {where}; "
+        f"runs by status: {_counts(runs['status'])}. "
+        f"Generated {now} by fambench {fambench.__version__}.",
+        "",
+        "## Comparison",
+        "",
+        to_markdown(comparison_display(agg)),
+        "How to read it: statistics are over **completed** runs (diverged, interrupted and "
+        "running ones are counted under *runs*, never averaged). WER is mean ± standard "
+        f"deviation over seeds; *95% CI* is a percentile bootstrap of the mean ({n_boot:,} "
+        'resamples), "—" with a single seed. *Time to WER* is the training time (evaluation '
+        "excluded) at which dev WER first reached the target, interpolated linearly between "
+        "the two evaluations around it: mean over the seeds that reached it, and how many did.",
+        "",
+        "## FAM against the others",
+        "",
+    ]
+    if pairs.empty:
+        lines += ["No completed `fam` runs beside other optimizers: nothing to compare.", ""]
+    else:
+        lines += [
+            to_markdown(pairwise_display(pairs)),
+            "ΔWER = FAM − other: negative means FAM reaches a lower WER. *paired*: bootstrap "
+            "over the per-seed differences (the same seed gives both runs the same "
+            "initialisation and data order); *unpaired*: independent bootstraps of the two "
+            "means, used when fewer than two seeds match. Against the baselines this asks "
+            "whether FAM helps; against `fam-fixed` (the same momentum update without the "
+            "frequency signal) whether the frequency analysis itself does.",
+            "",
+        ]
+    lines += _plots_section(plots, out_dir, presets)
+    lines += _runs_section(runs)
+    lines += _provenance_section(runs)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _code(text: str) -> str:
+    # Inline code that survives backticks inside the text (GitHub markdown rule).
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def _counts(values: pd.Series) -> str:
+    counts = values.value_counts(sort=False)
+    return ", ".join(f"{n} {name}" for name, n in counts.items())
+
+
+_PLOT_TITLES = {
+    "train_loss_vs_step": "Train loss against step",
+    "train_loss_vs_time": "Train loss against training seconds",
+    "dev_wer_vs_time": "Dev WER against training seconds",
+    "momentum": "Effective momentum per parameter group",
+    "bands": "Band-power share per parameter group",
+}
+
+
+def _plots_section(plots: Sequence[Path], out_dir: Path, presets: list[str]) -> list[str]:
+    lines = ["## Plots", ""]
+    if not plots:
+        return [*lines, "No metric rows to plot.", ""]
+    lines += [
+        "Lines are the mean over completed seeds, interpolated onto a common grid; the band is "
+        "a 95% bootstrap interval over seeds (none with one seed). The FAM plots come from "
+        "`fam_debug.jsonl` (runs with `debug` on).",
+        "",
+    ]
+    for plot in plots:
+        stem = plot.stem
+        kind = next((k for k in _PLOT_TITLES if stem.endswith(k)), stem)
+        title = _PLOT_TITLES.get(kind, stem)
+        subject = stem[: -len(kind)].strip("-") if kind != stem else ""
+        if len(presets) == 1 and subject.startswith(presets[0]):
+            subject = subject[len(presets[0]) :].strip("-")  # one preset: the title says it
+        heading = f"{title} — {subject}" if subject else title
+        rel = Path(os.path.relpath(plot, out_dir)).as_posix()
+        lines += [f"### {heading}", "", f"![{heading}]({rel})", ""]
+    return lines
+
+
+def _runs_section(runs: pd.DataFrame) -> list[str]:
+    table = pd.DataFrame(
+        {
+            "run": runs["run_id"],
+            "optimizer": runs["optimizer"],
+            "seed": runs["seed"].astype(str),
+            "status": runs["status"],
+            "steps": runs["steps"].map(lambda v: fmt_num(v, 0)),
+            "train s": runs["train_s"].map(lambda v: fmt_num(v, 1)),
+            "final dev WER": runs["final_dev_wer"].map(fmt_num),
+            "best dev WER": runs["best_dev_wer"].map(fmt_num),
+            "test WER": runs["test_wer"].map(fmt_num),
+            "message": runs["message"].fillna(""),
+        }
+    )
+    return ["## Runs", "", to_markdown(table)]
+
+
+def _provenance_section(runs: pd.DataFrame) -> list[str]:
+    keys = [
+        ("fambench_version", "fambench"),
+        ("git_commit", "git commit"),
+        ("python", "Python"),
+        ("torch", "torch"),
+        ("torchaudio", "torchaudio"),
+        ("device", "device"),
+        ("threads", "threads"),
+        ("hostname", "host"),
+    ]
+    rows = []
+    for column, label in keys:
+        values = runs[column].replace("", "unknown").value_counts(sort=False)
+        if len(values) == 1:
+            rows.append({"": label, "value": f"`{values.index[0]}`"})
+        else:
+            rows.append(
+                {"": label, "value": ", ".join(f"`{v}` ({n} runs)" for v, n in values.items())}
+            )
+    started = runs["started_at"].replace("", math.nan).dropna()
+    if len(started):
+        rows.append({"": "started", "value": f"{started.min()} … {started.max()}"})
+    lines = ["## Provenance", "", to_markdown(pd.DataFrame(rows)), "<details>"]
+    lines += ["<summary>Command line of each run</summary>", ""]
+    for _, run in runs.iterrows():
+        command = run["command"] or "unknown"
+        lines.append(f"- `{run['run_id']}`: {_code(command)}")
+    lines += ["", "</details>", ""]
+    return lines

@@ -1,0 +1,287 @@
+"""Aggregation, bootstrap CIs, time-to-target and pairwise deltas on hand-built runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_compare_rundirs import write_run
+
+from fambench.compare import (
+    aggregate,
+    bootstrap_ci,
+    bootstrap_diff_ci,
+    check_format,
+    comparison_display,
+    load_results,
+    pairwise,
+    pairwise_display,
+    time_to_target,
+    to_markdown,
+    write_table,
+)
+from fambench.errors import ConfigError
+
+N_BOOT = 2_000  # plenty for these checks, and fast
+
+
+def _final(wer: float, wall: float = 20.0) -> list[tuple[int, float, float]]:
+    """Two evaluations ending at ``wer``."""
+    return [(50, wall / 2, 0.95), (100, wall, wer)]
+
+
+def _row(agg: pd.DataFrame, optimizer: str) -> pd.Series:
+    rows = agg[agg["optimizer"] == optimizer]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_exact_bounds_for_two_values():
+    # Means of resamples of {0.2, 0.4} are 0.2, 0.3 or 0.4, each end with probability 1/4:
+    # the 2.5% and 97.5% quantiles are exactly the two values.
+    assert bootstrap_ci([0.2, 0.4], seed=0) == (0.2, 0.4)
+    assert bootstrap_ci([0.2, 0.4], seed=123) == (0.2, 0.4)
+
+
+def test_bootstrap_degenerate_cases():
+    assert all(math.isnan(v) for v in bootstrap_ci([0.3]))
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+    assert all(math.isnan(v) for v in bootstrap_ci([0.3, float("nan")]))  # one finite value
+    low, high = bootstrap_ci([0.3, 0.3, 0.3])
+    assert low == pytest.approx(0.3) and high == pytest.approx(0.3)
+
+
+def test_bootstrap_is_seeded_and_contains_the_mean():
+    values = [0.31, 0.35, 0.29, 0.40, 0.33]
+    first = bootstrap_ci(values, seed=7)
+    assert bootstrap_ci(values, seed=7) == first
+    # the resampled means take few distinct values; with few resamples the seed shows
+    assert bootstrap_ci(values, seed=8, n_boot=50) != bootstrap_ci(values, seed=7, n_boot=50)
+    low, high = first
+    assert min(values) <= low < np.mean(values) < high <= max(values)
+
+
+def test_bootstrap_width_orders():
+    rng = np.random.default_rng(0)
+    narrow = 0.3 + 0.01 * rng.standard_normal(5)
+    wide = 0.3 + 0.10 * rng.standard_normal(5)
+    w_narrow = np.subtract(*bootstrap_ci(narrow)[::-1])
+    w_wide = np.subtract(*bootstrap_ci(wide)[::-1])
+    assert 3 * w_narrow < w_wide  # ten times the spread: a much wider interval
+    many = 0.3 + 0.10 * rng.standard_normal(200)
+    assert np.subtract(*bootstrap_ci(many)[::-1]) < w_wide / 3  # more seeds: narrower
+
+
+def test_bootstrap_diff_ci():
+    low, high = bootstrap_diff_ci([0.30, 0.32, 0.34], [0.40, 0.41, 0.45])
+    assert low < 0.32 - 0.42 < high < 0
+    assert all(math.isnan(v) for v in bootstrap_diff_ci([0.3], [0.4, 0.5]))
+
+
+# --------------------------------------------------------------------------- time to target
+
+
+def test_time_to_target_interpolates_between_bracketing_evaluations():
+    evals = pd.DataFrame(
+        {"step": [50, 100, 150], "wall_s": [10.0, 20.0, 30.0], "dev_wer": [0.9, 0.5, 0.3]}
+    )
+    # 0.6 lies between 0.9 (10 s) and 0.5 (20 s): 10 + (0.9 - 0.6) / (0.9 - 0.5) * 10 = 17.5
+    assert time_to_target(evals, 0.6) == pytest.approx(17.5)
+    assert time_to_target(evals, 0.5) == pytest.approx(20.0)  # reached exactly at an evaluation
+    assert time_to_target(evals, 0.95) == pytest.approx(10.0)  # already under at the first
+    assert math.isnan(time_to_target(evals, 0.2))  # never reached
+    assert math.isnan(time_to_target(evals, float("nan")))
+
+
+def test_time_to_target_uses_the_first_crossing():
+    evals = pd.DataFrame(
+        {"step": [1, 2, 3, 4], "wall_s": [1.0, 2.0, 3.0, 4.0], "dev_wer": [0.8, 0.4, 0.7, 0.2]}
+    )
+    assert time_to_target(evals, 0.6) == pytest.approx(1.5)
+
+
+# --------------------------------------------------------------------------- aggregate
+
+
+@pytest.fixture
+def grid(tmp_path):
+    """fam, fam-fixed, adamw on seeds 0-2; sgd on seeds 3-4 plus a diverged seed 5."""
+    for seed, wer in enumerate([0.30, 0.32, 0.34]):
+        write_run(
+            tmp_path, optimizer="fam", seed=seed, evals=_final(wer), peak_memory_mb=300 + seed
+        )
+    for seed, wer in enumerate([0.33, 0.36, 0.36]):
+        write_run(tmp_path, optimizer="fam-fixed", seed=seed, evals=_final(wer))
+    for seed, wer in enumerate([0.40, 0.41, 0.45]):
+        write_run(tmp_path, optimizer="adamw", seed=seed, hparams_key="lr=0.002", evals=_final(wer))
+    write_run(tmp_path, optimizer="sgd", seed=3, hparams_key="lr=0.05", evals=_final(0.50))
+    write_run(tmp_path, optimizer="sgd", seed=4, hparams_key="lr=0.05", evals=_final(0.60))
+    write_run(
+        tmp_path, optimizer="sgd", seed=5, hparams_key="lr=0.05", status="diverged",
+        evals=[(50, 10.0, 0.99)], test_wer=None, message="loss became nan at step 60",
+    )  # fmt: skip
+    return load_results([tmp_path])
+
+
+def test_aggregate_means_stds_and_cis(grid):
+    agg = aggregate(grid.runs, grid.metrics, n_boot=N_BOOT)
+    assert list(agg["optimizer"]) == ["fam", "fam-fixed", "adamw", "sgd"]
+    fam = _row(agg, "fam")
+    assert fam["n_seeds"] == 3 and fam["seeds"] == "0,1,2"
+    assert fam["final_dev_wer_mean"] == pytest.approx(0.32)
+    assert fam["final_dev_wer_std"] == pytest.approx(0.02)
+    assert 0.30 <= fam["final_dev_wer_ci_low"] < 0.32 < fam["final_dev_wer_ci_high"] <= 0.34
+    assert fam["best_dev_wer_mean"] == pytest.approx(0.32)
+    assert fam["test_wer_mean"] == pytest.approx(0.45)
+    assert fam["peak_memory_mb"] == 302  # the peak over seeds
+    assert fam["steps_per_s"] == pytest.approx(5.0)
+    assert fam["n_completed"] == 3 and fam["n_diverged"] == 0
+
+
+def test_diverged_run_is_counted_not_averaged(grid):
+    sgd = _row(aggregate(grid.runs, grid.metrics, n_boot=N_BOOT), "sgd")
+    assert sgd["n_runs"] == 3 and sgd["n_seeds"] == 2
+    assert sgd["n_completed"] == 2 and sgd["n_diverged"] == 1
+    assert sgd["final_dev_wer_mean"] == pytest.approx(0.55)  # 0.99 of the diverged run left out
+    assert sgd["final_dev_wer_ci_low"] == pytest.approx(0.50)  # exact: two values
+    assert sgd["final_dev_wer_ci_high"] == pytest.approx(0.60)
+
+
+def test_time_to_target_counts_seeds_that_reached_it(tmp_path):
+    write_run(tmp_path, seed=0, evals=[(50, 10.0, 0.9), (100, 20.0, 0.5)])  # 17.5 s
+    write_run(tmp_path, seed=1, evals=[(50, 12.0, 0.8), (100, 24.0, 0.4)])  # 12 + 0.5*12 = 18 s
+    write_run(tmp_path, seed=2, evals=[(50, 10.0, 0.9), (100, 20.0, 0.7)])  # never under 0.6
+    rs = load_results([tmp_path])
+    row = _row(aggregate(rs.runs, rs.metrics, n_boot=N_BOOT), "fam")
+    assert row["target_wer"] == 0.6  # the runs' own target
+    assert row["reached"] == 2 and row["n_seeds"] == 3
+    assert row["time_to_target_s"] == pytest.approx(17.75)
+    # A target given on the command line replaces the preset's.
+    row = _row(aggregate(rs.runs, rs.metrics, target_wer=0.85, n_boot=N_BOOT), "fam")
+    # seed 0: 10 + 0.05/0.4*10 = 11.25; seed 1: 12 (first evaluation); seed 2: 10 + 0.05/0.2*10
+    assert row["reached"] == 3
+    assert row["time_to_target_s"] == pytest.approx((11.25 + 12.0 + 12.5) / 3)
+    row = _row(aggregate(rs.runs, rs.metrics, target_wer=0.1, n_boot=N_BOOT), "fam")
+    assert row["reached"] == 0 and math.isnan(row["time_to_target_s"])
+    assert (
+        "— (0/3)"
+        in comparison_display(aggregate(rs.runs, rs.metrics, target_wer=0.1)).iloc[0][
+            "time to WER 0.10"
+        ]
+    )
+
+
+def test_statuses_never_crash(tmp_path):
+    write_run(tmp_path, seed=0, status="interrupted", evals=[(50, 10.0, 0.9)])
+    write_run(tmp_path, seed=1, summary=False, evals=[])  # running, no evaluation yet
+    write_run(tmp_path, seed=2, status="diverged", evals=[], test_wer=None)
+    write_run(tmp_path, seed=3, status="weird-new-status")
+    rs = load_results([tmp_path])
+    agg = aggregate(rs.runs, rs.metrics, n_boot=N_BOOT)
+    row = _row(agg, "fam")
+    assert (row["n_interrupted"], row["n_running"], row["n_diverged"], row["n_other"]) == (
+        1,
+        1,
+        1,
+        1,
+    )
+    assert row["n_seeds"] == 0 and math.isnan(row["final_dev_wer_mean"])
+    shown = comparison_display(agg).iloc[0]
+    assert shown["final dev WER"] == "—" and shown["95% CI"] == "—"
+    assert shown["runs"] == "1 diverged · 1 interrupted · 1 running · 1 other"
+    assert pairwise(rs.runs).empty
+
+
+def test_single_seed_ci_shows_a_dash(tmp_path):
+    write_run(tmp_path, seed=0, evals=_final(0.3))
+    rs = load_results([tmp_path])
+    agg = aggregate(rs.runs, rs.metrics, n_boot=N_BOOT)
+    assert math.isnan(agg.iloc[0]["final_dev_wer_ci_low"])
+    shown = comparison_display(agg).iloc[0]
+    assert shown["final dev WER"] == "0.300" and shown["95% CI"] == "—"
+
+
+# --------------------------------------------------------------------------- pairwise
+
+
+def test_pairwise_paired_by_seed(grid):
+    pw = pairwise(grid.runs, n_boot=N_BOOT)
+    assert list(pw["other"]) == ["fam-fixed", "adamw", "sgd"]
+    adamw = pw[pw["other"] == "adamw"].iloc[0]
+    assert adamw["pairing"] == "paired" and adamw["n_pairs"] == 3
+    assert adamw["kind"] == "baseline"
+    # per-seed differences -0.10, -0.09, -0.11
+    assert adamw["delta"] == pytest.approx(-0.10)
+    assert -0.11 - 1e-12 <= adamw["ci_low"] < -0.10 < adamw["ci_high"] <= -0.09 + 1e-12
+    assert adamw["verdict"] == "reference lower"
+    fixed = pw[pw["other"] == "fam-fixed"].iloc[0]
+    assert fixed["kind"] == "ablation" and fixed["pairing"] == "paired"
+    assert fixed["delta"] == pytest.approx(((0.30 - 0.33) + (0.32 - 0.36) + (0.34 - 0.36)) / 3)
+
+
+def test_pairwise_unpaired_when_seeds_differ(grid):
+    sgd = pairwise(grid.runs, n_boot=N_BOOT).query("other == 'sgd'").iloc[0]
+    assert sgd["pairing"] == "unpaired" and sgd["n_pairs"] == 0
+    assert (sgd["n_reference"], sgd["n_other"]) == (3, 2)  # the diverged seed is left out
+    assert sgd["delta"] == pytest.approx(0.32 - 0.55)
+    assert sgd["ci_low"] < sgd["delta"] < sgd["ci_high"] < 0
+    shown = pairwise_display(pairwise(grid.runs, n_boot=N_BOOT))
+    assert list(shown["pairing"]) == [
+        "paired (3 seeds)",
+        "paired (3 seeds)",
+        "unpaired (3 vs 2 seeds)",
+    ]
+    assert shown.iloc[1]["ΔWER"] == "-0.100"
+    assert shown.iloc[1]["verdict"] == "fam lower"
+
+
+def test_pairwise_exact_paired_interval(tmp_path):
+    # Two matched seeds with differences -0.1 and -0.3: the interval is exactly [-0.3, -0.1].
+    for seed, (a, b) in enumerate([(0.3, 0.4), (0.2, 0.5)]):
+        write_run(tmp_path, optimizer="fam", seed=seed, evals=_final(a))
+        write_run(tmp_path, optimizer="sgd", seed=seed, hparams_key="x", evals=_final(b))
+    row = pairwise(load_results([tmp_path]).runs).iloc[0]
+    assert row["pairing"] == "paired"
+    assert row["delta"] == pytest.approx(-0.2)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-0.3, -0.1))
+
+
+def test_pairwise_on_test_wer_and_no_reference(grid):
+    pw = pairwise(grid.runs, metrics=("final_dev_wer", "test_wer"), n_boot=N_BOOT)
+    assert set(pw["metric"]) == {"final_dev_wer", "test_wer"}
+    assert pw.query("metric == 'test_wer' and other == 'adamw'").iloc[0]["delta"] == pytest.approx(
+        0
+    )
+    no_fam = grid.runs[grid.runs["optimizer"] != "fam"]
+    assert pairwise(no_fam).empty
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_formats(tmp_path, grid):
+    agg = aggregate(grid.runs, grid.metrics, n_boot=N_BOOT)
+    csv = write_table(agg, tmp_path / "out" / "c.csv", "csv")
+    back = pd.read_csv(csv)
+    assert back["final_dev_wer_mean"].tolist() == pytest.approx(agg["final_dev_wer_mean"].tolist())
+    parquet = write_table(agg, tmp_path / "c.parquet", "parquet")
+    assert pd.read_parquet(parquet)["n_diverged"].tolist() == [0, 0, 0, 1]
+    md = to_markdown(comparison_display(agg))
+    lines = md.splitlines()
+    assert lines[0].startswith("| optimizer | hparams | seeds | final dev WER | 95% CI |")
+    assert lines[1].startswith("|---|")
+    assert len(lines) == 2 + 4
+    assert "0.320 ± 0.020" in lines[2]
+    assert not list(tmp_path.glob("**/*.tmp"))
+    with pytest.raises(ConfigError, match="unknown format 'xml'; choose one of table, markdown"):
+        check_format("xml")
+
+
+def test_markdown_escapes_pipes():
+    md = to_markdown(pd.DataFrame({"a|b": ["x|y"]}))
+    assert md.splitlines()[0] == "| a\\|b |" and md.splitlines()[2] == "| x\\|y |"

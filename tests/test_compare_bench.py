@@ -1,0 +1,97 @@
+"""The benchmark grid with a runner that writes hand-built runs (the training is not run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_compare_rundirs import write_run
+
+from fambench.bench import GridCell, parse_optimizers, run_grid
+from fambench.errors import ConfigError
+
+WER = {"fam": 0.30, "fam-fixed": 0.35, "adamw": 0.40, "sgd": 0.50}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_dir: Path
+    status: str
+    skipped: bool = False
+    resumed: bool = False
+
+
+class FakeRunner:
+    """Writes a run directory with known numbers per cell; the second call of a cell skips."""
+
+    def __init__(self, interrupt_at: int | None = None) -> None:
+        self.calls: list[GridCell] = []
+        self.interrupt_at = interrupt_at
+
+    def __call__(self, cell: GridCell) -> Outcome:
+        self.calls.append(cell)
+        name = f"{cell.preset}-{cell.optimizer}-s{cell.seed}"
+        existing = list(cell.out_dir.glob(f"{name}-*"))
+        if existing:
+            return Outcome(existing[0], "completed", skipped=True)
+        status = "interrupted" if len(self.calls) == self.interrupt_at else "completed"
+        wer = WER[cell.optimizer] + 0.01 * cell.seed
+        run_dir = write_run(
+            cell.out_dir, preset=cell.preset, optimizer=cell.optimizer, seed=cell.seed,
+            hparams_key=cell.optimizer, status=status, evals=[(50, 10.0, 0.9), (100, 20.0, wer)],
+        )  # fmt: skip
+        return Outcome(run_dir, status)
+
+
+def test_grid_runs_every_cell_then_writes_the_comparison(tmp_path):
+    runner = FakeRunner()
+    seen = []
+    result = run_grid(
+        "synth", ["fam", "fam-fixed", "adamw", "sgd"], range(2), tmp_path / "out", tmp_path / "d",
+        steps=100, runner=runner, on_run=lambda i, n, label: seen.append((i, n, label)), n_boot=500,
+    )  # fmt: skip
+    assert [(c.optimizer, c.seed) for c in runner.calls] == [
+        (o, s) for o in ("fam", "fam-fixed", "adamw", "sgd") for s in (0, 1)
+    ]
+    assert runner.calls[0].steps == 100 and runner.calls[0].cache_dir == tmp_path / "d"
+    assert seen[0] == (1, 8, "fam seed 0") and seen[-1] == (8, 8, "sgd seed 1")
+    assert not result.interrupted and len(result.runs) == 8
+    out = tmp_path / "out"
+    for name in ("comparison.csv", "comparison.md", "pairwise.csv", "report.md"):
+        assert (out / name).is_file()
+    assert len(list(out.glob("*.png"))) == 3  # no debug files here: the three learning curves
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert comparison["optimizer"].tolist() == ["fam", "fam-fixed", "adamw", "sgd"]
+    assert comparison["final_dev_wer_mean"].tolist() == pytest.approx([0.305, 0.355, 0.405, 0.505])
+    pairs = pd.read_csv(out / "pairwise.csv")
+    assert pairs["other"].tolist() == ["fam-fixed", "fam-fixed", "adamw", "adamw", "sgd", "sgd"]
+    assert pairs.query("metric == 'final_dev_wer'")["delta"].tolist() == pytest.approx(
+        [-0.05, -0.10, -0.20]
+    )
+    # A second grid: every run is reported as finished, not rerun.
+    again = run_grid("synth", ["fam", "sgd"], [0], out, tmp_path / "d", runner=runner, n_boot=500)
+    assert all(r.skipped for r in again.runs)
+    assert pd.read_csv(out / "comparison.csv")["optimizer"].tolist() == ["fam", "sgd"]
+
+
+def test_grid_stops_at_an_interruption_and_reports_what_exists(tmp_path):
+    runner = FakeRunner(interrupt_at=2)
+    result = run_grid(
+        "synth", ["fam", "adamw"], range(2), tmp_path, tmp_path / "d", runner=runner, n_boot=500
+    )
+    assert result.interrupted and len(runner.calls) == 2
+    assert [r.status for r in result.runs] == ["completed", "interrupted"]
+    comparison = pd.read_csv(tmp_path / "comparison.csv")
+    assert comparison.loc[0, "n_completed"] == 1 and comparison.loc[0, "n_interrupted"] == 1
+
+
+def test_parse_optimizers():
+    assert parse_optimizers(" fam, adamw ,,sgd") == ["fam", "adamw", "sgd"]
+    with pytest.raises(ConfigError, match="empty"):
+        parse_optimizers(" , ")
+    with pytest.raises(ConfigError, match="fam more than once"):
+        parse_optimizers("fam,adamw,fam")
+    with pytest.raises(ConfigError, match="no seeds"):
+        run_grid("synth", ["fam"], [], "x", "y", runner=FakeRunner())

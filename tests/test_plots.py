@@ -1,0 +1,97 @@
+"""PNG plots from hand-built runs: files written, curve numbers, FAM debug summaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_compare_rundirs import fam_debug_records, write_run
+
+from fambench.compare import load_results
+from fambench.plots import band_shares, plot_all, read_debug, seed_curves
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def results(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        write_run(
+            runs, optimizer="fam", seed=seed, debug=fam_debug_records(),
+            evals=[(50, 10.0 + seed, 0.9 - 0.1 * seed), (100, 20.0 + 2 * seed, 0.5 - 0.1 * seed)],
+        )  # fmt: skip
+        write_run(runs, optimizer="adamw", seed=seed, hparams_key="a")
+    write_run(
+        runs, optimizer="sgd", seed=0, hparams_key="s", status="diverged", evals=[(50, 9.0, 1.0)]
+    )
+    return load_results([runs])
+
+
+def test_plot_all_writes_pngs(tmp_path, results):
+    out = tmp_path / "plots"
+    paths = plot_all(results, out)
+    names = sorted(p.name for p in paths)
+    assert names == sorted(
+        [
+            "synth-train_loss_vs_step.png",
+            "synth-train_loss_vs_time.png",
+            "synth-dev_wer_vs_time.png",
+            "synth-fam-momentum.png",
+            "synth-fam-bands.png",
+        ]
+    )
+    for path in paths:
+        assert path.parent == out
+        data = path.read_bytes()
+        assert data[:8] == PNG_MAGIC
+        assert len(data) > 10_000  # a drawn figure, not an empty canvas
+    assert not list(out.glob("*.tmp"))
+
+
+def test_seed_curves_mean_and_band(results):
+    curves = {c.optimizer: c for c in seed_curves(results, "synth", x="wall_s", y="dev_wer")}
+    fam = curves["fam"]
+    assert fam.n_runs == 2 and fam.label == "fam (n=2)"
+    # Common grid: 11 s (latest start) to 20 s (earliest end).
+    assert fam.x[0] == pytest.approx(11.0) and fam.x[-1] == pytest.approx(20.0)
+    # At 20 s: seed 0 is at its last evaluation (0.5); seed 1 (evals at 11 s: 0.8, 22 s: 0.4)
+    # is interpolated to 0.8 - 0.4 * 9/11.
+    seed1 = 0.8 - 0.4 * 9 / 11
+    assert fam.mean[-1] == pytest.approx((0.5 + seed1) / 2)
+    assert fam.low[-1] == pytest.approx(min(0.5, seed1))  # two seeds: the band spans both
+    assert fam.high[-1] == pytest.approx(max(0.5, seed1))
+    assert np.all(fam.low <= fam.mean + 1e-12) and np.all(fam.mean <= fam.high + 1e-12)
+    # The diverged sgd run is the only sgd run: drawn alone and marked partial.
+    assert curves["sgd"].label == "sgd (n=1) (partial)"
+    assert np.isnan(curves["sgd"].low).all()
+
+
+def test_train_loss_curve_on_steps(results):
+    curves = {c.optimizer: c for c in seed_curves(results, "synth", x="step", y="train_loss")}
+    adamw = curves["adamw"]
+    # Both adamw seeds log the same loss 5 / (1 + step / 20) at steps 10..100.
+    assert adamw.x[0] == 10 and adamw.x[-1] == 100
+    assert adamw.mean[-1] == pytest.approx(5 / 6)
+    assert adamw.high[-1] - adamw.low[-1] == pytest.approx(0)
+
+
+def test_band_shares_and_debug_reader(tmp_path):
+    path = tmp_path / "fam_debug.jsonl"
+    import json
+
+    lines = [json.dumps(r) for r in fam_debug_records(steps=(10, 20))]
+    path.write_text("\n".join(lines) + '\n{"step": 30, "par')  # a half-written last line
+    debug = read_debug(path)
+    assert len(debug) == 6 and sorted(debug["step"].unique()) == [10, 20]
+    steps, shares = band_shares(debug, 0)
+    assert list(steps) == [10, 20]
+    # param0 [4,2,1,1]/8 and param1 [3,3,1,1]/8, averaged
+    assert shares[0] == pytest.approx([0.4375, 0.3125, 0.125, 0.125])
+    steps, shares = band_shares(debug, 1)
+    assert shares.shape == (2, 3) and shares[1] == pytest.approx([0.25, 0.25, 0.5])
+
+
+def test_runs_without_metrics_or_debug_write_nothing(tmp_path):
+    write_run(tmp_path / "r", optimizer="adamw", summary=False, evals=[], train=[])
+    results = load_results([tmp_path / "r"])
+    assert plot_all(results, tmp_path / "plots") == []

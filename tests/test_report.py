@@ -1,0 +1,79 @@
+"""The markdown report: its files, tables, provenance, and links that resolve."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+from test_compare_rundirs import fam_debug_records, write_run
+
+from fambench.errors import ResultsError
+from fambench.report import write_report
+
+N_BOOT = 1_000
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    runs = tmp_path / "results"
+    for seed, (fam, adamw) in enumerate([(0.30, 0.40), (0.32, 0.41), (0.34, 0.45)]):
+        write_run(runs, optimizer="fam", seed=seed, evals=[(50, 10.0, 0.9), (100, 20.0, fam)],
+                  debug=fam_debug_records())  # fmt: skip
+        write_run(runs, optimizer="adamw", seed=seed, hparams_key="lr=0.002",
+                  evals=[(50, 10.0, 0.9), (100, 20.0, adamw)])  # fmt: skip
+    write_run(runs, optimizer="sgd", seed=0, hparams_key="lr=0.05", status="diverged",
+              evals=[(50, 10.0, 1.0)], message="train loss nan at step 57")  # fmt: skip
+    return runs
+
+
+def _links(markdown: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+
+
+def test_report_files_tables_and_links(tmp_path, runs_dir):
+    out = tmp_path / "report"
+    report = write_report(runs_dir, out, n_boot=N_BOOT)
+    assert report == out / "report.md"
+    text = report.read_text()
+    for name in ("comparison.csv", "comparison.md", "pairwise.csv"):
+        assert (out / name).is_file()
+    links = _links(text)
+    assert len(links) == 5  # 3 learning curves + FAM momentum + FAM bands
+    for link in links:
+        assert not link.startswith("/")  # relative: the directory reads well on GitHub
+        target = out / link
+        assert target.is_file() and target.read_bytes()[:4] == b"\x89PNG"
+    # The aggregate table with the known numbers.
+    assert "| fam | lr=0.5 | 3 | 0.320 ± 0.020 |" in text
+    assert "| sgd | lr=0.05 | 0 | — | — |" in text and "1 diverged" in text
+    # The pairwise line: paired differences -0.10, -0.09, -0.11.
+    assert re.search(r"\| fam − adamw \| baseline \| final dev WER \| -0\.100 \| \[", text)
+    assert "paired (3 seeds)" in text
+    # Runs with their status and message, and the provenance.
+    assert "| diverged |" in text and "train loss nan at step 57" in text
+    assert "| torch | `2.14.1` |" in text and "| git commit | `abc1234` |" in text
+    assert "`fambench run --optimizer sgd --seed 0`" in text
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert comparison["final_dev_wer_mean"].tolist()[:2] == pytest.approx([0.32, 0.42])
+    pairs = pd.read_csv(out / "pairwise.csv")
+    assert set(pairs["pairing"]) == {"paired"}
+
+
+def test_report_defaults_to_the_results_dir(runs_dir):
+    report = write_report(runs_dir, n_boot=N_BOOT)
+    assert report == runs_dir / "report.md"
+    for link in _links(report.read_text()):
+        assert (runs_dir / link).is_file()
+
+
+def test_report_of_an_empty_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ResultsError, match="no runs found"):
+        write_report(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_report_without_fam_says_so(tmp_path):
+    write_run(tmp_path / "r", optimizer="adamw", hparams_key="a")
+    text = write_report(tmp_path / "r", n_boot=N_BOOT).read_text()
+    assert "nothing to compare" in text

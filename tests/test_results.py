@@ -1,0 +1,125 @@
+"""Run-directory files: atomic writes, the lock, loading runs back into pandas."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from fambench.errors import ResultsError
+from fambench.results import (
+    METRIC_COLUMNS,
+    RunFiles,
+    RunLock,
+    load_run,
+    load_runs,
+    metrics_frame,
+    write_json_atomic,
+    write_table_atomic,
+)
+
+
+def _make_run(root, run_id="synth-fam-s0-00000000", status="completed", wer=0.5):
+    files = RunFiles(root / run_id)
+    write_json_atomic(files.config, {
+        "format_version": 1, "run_id": run_id, "preset": "synth", "optimizer": "fam",
+        "seed": 0, "steps": 20, "hparams_key": "lr=0.5", "optimizer_hparams": {"lr": 0.5},
+        "model": {"d_model": 144}, "target_wer": 0.6,
+        "provenance": {"torch": "2.14.1", "threads": 2},
+    })
+    write_json_atomic(files.summary, {
+        "format_version": 1, "run_id": run_id, "status": status, "steps": 20,
+        "train_s": 4.0, "final_dev_wer": wer, "time_to_target_s": float("nan"),
+    })
+    files.write_metrics([
+        {"step": 10, "wall_s": 2.0, "train_loss": 3.0, "lr": 0.1, "grad_norm": 1.0},
+        {"step": 20, "wall_s": 4.0, "train_loss": 2.0, "lr": 0.1, "grad_norm": 1.0},
+        {"step": 20, "wall_s": 4.0, "dev_wer": wer, "dev_cer": wer / 2, "dev_loss": 1.5,
+         "eval_s": 0.5},
+    ])
+    return files
+
+
+def test_written_run_reads_back(tmp_path):
+    files = _make_run(tmp_path)
+    run = load_run(files.root)
+    assert run.run_id == "synth-fam-s0-00000000"
+    assert run.summary["status"] == "completed" and run.summary["final_dev_wer"] == 0.5
+    assert run.summary["time_to_target_s"] is None  # NaN is written as null
+    assert list(run.metrics.columns) == list(METRIC_COLUMNS)
+    assert run.metrics["step"].dtype == "int64"
+    assert math.isnan(run.metrics.loc[0, "dev_wer"]) and run.metrics.loc[2, "dev_wer"] == 0.5
+    csv = pd.read_csv(files.metrics_csv)
+    pd.testing.assert_frame_equal(csv, run.metrics, check_dtype=False)
+
+
+def test_load_runs_flattens_config_and_summary(tmp_path):
+    _make_run(tmp_path / "a", "synth-fam-s0-aaaaaaaa", wer=0.5)
+    _make_run(tmp_path / "b", "synth-fam-s1-bbbbbbbb", status="diverged", wer=0.9)
+    runs, metrics = load_runs([tmp_path])
+    assert sorted(runs["run_id"]) == ["synth-fam-s0-aaaaaaaa", "synth-fam-s1-bbbbbbbb"]
+    row = runs.set_index("run_id").loc["synth-fam-s1-bbbbbbbb"]
+    assert row["status"] == "diverged" and row["final_dev_wer"] == 0.9
+    assert row["preset"] == "synth" and row["hparams_key"] == "lr=0.5"
+    assert row["optimizer_hparams.lr"] == 0.5 and row["provenance.torch"] == "2.14.1"
+    assert row["config.steps"] == 20 and row["steps"] == 20
+    assert len(metrics) == 6 and metrics.columns[0] == "run_id"
+
+
+def test_a_run_still_starting_reads_as_running(tmp_path):
+    files = _make_run(tmp_path)
+    files.summary.unlink()
+    files.metrics_parquet.unlink()
+    run = load_run(files.root)
+    assert run.summary["status"] == "running" and run.metrics.empty
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ResultsError, match="does not exist"):
+        load_runs([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ResultsError, match="no runs found"):
+        load_runs([tmp_path / "empty"])
+    files = _make_run(tmp_path / "old")
+    config = json.loads(files.config.read_text())
+    config["format_version"] = 0
+    files.config.write_text(json.dumps(config))
+    with pytest.raises(ResultsError, match=r"format_version 0.*reads format_version 1"):
+        load_run(files.root)
+    files.config.write_text("{broken")
+    with pytest.raises(ResultsError, match="not valid JSON"):
+        load_run(files.root)
+
+
+def test_atomic_writes_leave_no_temporary_files_and_keep_old_content_on_failure(tmp_path):
+    path = tmp_path / "x.json"
+    write_json_atomic(path, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    write_table_atomic(metrics_frame([{"step": 1, "train_loss": 2.0}]), tmp_path / "m.parquet")
+    with pytest.raises(ValueError, match="unknown table format"):
+        write_table_atomic(metrics_frame([]), tmp_path / "m.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "x.json"]
+
+
+def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
+    path = tmp_path / "run.lock"
+    with RunLock(path):
+        assert path.read_text().split()[1] == str(os.getpid())
+        with pytest.raises(ResultsError, match="in use by another process"):
+            RunLock(path).acquire()
+    assert not path.exists()
+    # A lock left by a process that has exited is stale.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    import socket
+
+    path.write_text(f"{socket.gethostname()} {dead}\n")
+    with RunLock(path):
+        assert path.read_text().split()[1] == str(os.getpid())
