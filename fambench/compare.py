@@ -247,7 +247,8 @@ def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[dict, pd.DataFrame]:
         row["best_dev_wer"] = float(evals.min())
     if math.isnan(row["steps"]) and metrics["step"].notna().any():
         row["steps"] = float(metrics["step"].max())
-    provenance = config.get("provenance") or {}
+    provenance = config.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
     for key in PROVENANCE_KEYS:
         value = provenance.get(key)
         row[key] = "" if value is None else str(value)

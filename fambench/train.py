@@ -35,11 +35,15 @@ from typing import Any
 import torch
 
 import fambench
-from fambench.data_pipeline import Split, WorkloadData, load_workload_data, resolve_data_root
 from fambench.errors import ConfigError, ResultsError
 from fambench.metrics import error_rates, greedy_decode
 from fambench.model import ConformerCTC
-from fambench.optim import FAMScheduler, build_optimizer, get_optimizer_spec
+from fambench.optim import (
+    FAMScheduler,
+    build_optimizer,
+    get_optimizer_spec,
+    resolve_hyperparameters,
+)
 from fambench.results import (
     FORMAT_VERSION,
     RunFiles,
@@ -47,7 +51,14 @@ from fambench.results import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from fambench.workloads import Preset, get_preset
+from fambench.workloads import (
+    Preset,
+    Split,
+    WorkloadData,
+    get_preset,
+    load_workload_data,
+    resolve_data_root,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,20 +194,16 @@ def plan_run(request: RunRequest) -> RunPlan:
         raise ConfigError(f"--threads must be at least 1, got {request.threads}")
     try:
         spec = get_optimizer_spec(request.optimizer)
-    except ValueError as exc:
+        for key in request.overrides:
+            if key in _TRAINER_OWNED_KEYS:
+                raise ConfigError(f"--opt {key}=... is set by the trainer (the run directory)")
+        explicit = preset.optimizer_defaults_for(spec.name)
+        explicit.update(request.overrides)
+        resolved = resolve_hyperparameters(request.optimizer, **explicit)
+    except ValueError as exc:  # OptimizerConfigError: unknown name, key or bad value
         raise ConfigError(str(exc)) from None
-    for key in request.overrides:
-        if key in _TRAINER_OWNED_KEYS:
-            raise ConfigError(f"--opt {key}=... is set by the trainer (the run directory)")
-        if spec.defaults and key not in spec.defaults:
-            raise ConfigError(
-                f"--opt {key}: unknown hyperparameter for {spec.name}; valid keys: "
-                f"{', '.join(k for k in spec.defaults if k not in _TRAINER_OWNED_KEYS)}"
-            )
-    explicit = preset.optimizer_defaults_for(spec.name)
-    explicit.update(request.overrides)
-    resolved = {k: v for k, v in spec.defaults.items() if k not in _TRAINER_OWNED_KEYS}
-    resolved.update(explicit)
+    for key in _TRAINER_OWNED_KEYS:
+        resolved.pop(key, None)
     data_root = resolve_data_root(preset, request.data_root)
     _check_writable(Path(request.out_dir))
     if request.tensorboard:
@@ -397,7 +404,7 @@ class _Run:
         if self.plan.is_fam and debug:
             kwargs.update(debug=True, debug_dir=str(self.files.root))
         try:
-            optimizer = build_optimizer(self.plan.optimizer_name, self.model, **kwargs)
+            optimizer = build_optimizer(self.plan.request.optimizer, self.model, **kwargs)
         except ValueError as exc:  # OptimizerConfigError and plain ValueErrors of plug-ins
             raise ConfigError(str(exc)) from None
         except TypeError as exc:  # a plug-in rejecting a keyword

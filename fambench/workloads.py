@@ -230,3 +230,57 @@ def get_preset(name: str) -> Preset:
         raise ConfigError(
             f"unknown preset {name!r}; choose one of: {', '.join(_PRESETS)}"
         ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# A preset's data, ready for training: features in memory (normalised), targets, batches.
+
+
+@dataclass(frozen=True)
+class Split:
+    """An evaluation subset with its batches prebuilt (references in batch order)."""
+
+    name: str
+    batches: list[Batch]
+    references: list[str]
+    seconds: float
+
+    @property
+    def utterances(self) -> int:
+        return len(self.references)
+
+
+@dataclass
+class WorkloadData:
+    """Everything the trainer needs from the data side, computed once per run."""
+
+    root: Path
+    tokenizer: Tokenizer
+    n_mels: int
+    hop_s: float
+    train_feats: list[torch.Tensor]
+    train_targets: list[list[int]]
+    train_ids: list[str]
+    dev: Split
+    test: Split | None
+    specaugment: SpecAugment | None
+    info: dict[str, Any]
+
+    def train_batcher(self, max_frames: int, seed: int) -> LengthBucketBatcher:
+        """Length-bucketed training batches, shuffled per epoch from seed."""
+        lengths = [int(f.shape[0]) for f in self.train_feats]
+        return LengthBucketBatcher(lengths, max_frames=max_frames, seed=seed, shuffle=True)
+
+    def train_batch(self, indices: list[int], generator: torch.Generator) -> Batch:
+        """Collate training utterances, SpecAugment drawn from generator (never the global RNG)."""
+        feats = [self.train_feats[i] for i in indices]
+        if self.specaugment is not None:
+            feats = [self.specaugment(f, generator) for f in feats]
+        return collate(feats, [self.train_targets[i] for i in indices],
+                       [self.train_ids[i] for i in indices])
+
+    def tokenizer_json(self) -> str:
+        return self.tokenizer.to_json()
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.info)

@@ -33,11 +33,27 @@ def runs_dir(tmp_path):
     return runs
 
 
-def test_compare_table(runs_dir):
+@pytest.fixture
+def wide(monkeypatch):
+    monkeypatch.setattr(cli.console, "width", 200)
+
+
+def test_compare_table(runs_dir, wide):
     result = invoke("compare", runs_dir)
     assert result.exit_code == 0, result.output
     assert "0.310 ± 0.014" in result.output  # fam: mean of 0.30, 0.32
+    assert "[0.300, 0.320]" in result.output  # its CI: exact with two seeds
     assert "fam − sgd" in result.output and "paired (2 seeds)" in result.output
+    assert "too narrow" not in result.output
+
+
+def test_compare_table_on_a_narrow_terminal_hides_columns_not_digits(runs_dir, monkeypatch):
+    monkeypatch.setattr(cli.console, "width", 70)
+    result = invoke("compare", runs_dir)
+    assert result.exit_code == 0, result.output
+    assert "0.310 ± 0.014" in result.output and "[0.300, 0.320]" in result.output
+    assert "too narrow" in result.output
+    assert all(len(line) <= 70 for line in result.output.splitlines())
 
 
 def test_compare_markdown_and_csv_to_stdout(runs_dir):
@@ -51,8 +67,9 @@ def test_compare_markdown_and_csv_to_stdout(runs_dir):
     table = pd.read_csv(io.StringIO(result.output))
     assert table["optimizer"].tolist() == ["fam", "sgd"]
     assert table["final_dev_wer_mean"].tolist() == pytest.approx([0.31, 0.51])
-    # 0.7 between 0.9 (10 s) and fam 0.30 (20 s): 10 + 0.2 / 0.6 * 10
-    assert table.loc[0, "time_to_target_s"] == pytest.approx(10 + 0.2 / 0.6 * 10)
+    # 0.7 between 0.9 (10 s) and fam's 0.30 / 0.32 (20 s), averaged over the two seeds
+    expected = (10 + 0.2 / 0.6 * 10 + 10 + 0.2 / 0.58 * 10) / 2
+    assert table.loc[0, "time_to_target_s"] == pytest.approx(expected)
     assert table["target_wer"].tolist() == [0.7, 0.7]
 
 

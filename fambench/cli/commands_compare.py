@@ -18,7 +18,31 @@ from fambench.errors import ConfigError, FambenchError
 
 DEFAULT_OPTIMIZERS = "fam,fam-fixed,adamw,sgd"
 _UNFINISHED = ("diverged", "interrupted", "running", "other")
+# The columns a narrow terminal loses first.
+_DROP_ORDER = (
+    "best dev WER\n(95% CI)",
+    "peak MB",
+    "steps/s",
+    "hparams",
+    "against",
+    "test WER",
+    "train s",
+)
 _TEXT_COLUMNS = {"hparams", "runs", "pairing", "verdict", "comparison", "metric", "against"}
+
+
+def _min_width(frame: pd.DataFrame) -> int:
+    # What rich_table needs: whole lines for number columns and their headers, the longest
+    # word for text, one space of padding each side, and a column of slack for rich's rounding.
+    total = 2
+    for column in frame.columns:
+        values = [Text.from_markup(str(v)).plain for v in frame[column]]
+        if column in _TEXT_COLUMNS:
+            pieces = [w for v in [*values, str(column)] for w in v.split()]
+        else:
+            pieces = [line for v in [*values, str(column)] for line in v.split("\n")]
+        total += max((len(w) for w in pieces), default=0) + 3
+    return total
 
 
 def rich_table(frame: pd.DataFrame, title: str | None = None) -> Table:
@@ -79,9 +103,24 @@ def _print_tables(agg: pd.DataFrame, pairs: pd.DataFrame) -> None:
     from fambench.compare import pairwise_display
 
     title = "Comparison (completed runs; mean ± sd, 95% bootstrap CI)"
-    console.print(rich_table(terminal_comparison(agg), title))
+    console.print(fitted_table(terminal_comparison(agg), title))
     if not pairs.empty:
-        console.print(rich_table(pairwise_display(pairs), "FAM − other (negative: FAM lower)"))
+        console.print(fitted_table(pairwise_display(pairs), "FAM − other (negative: FAM lower)"))
+
+
+def fitted_table(frame: pd.DataFrame, title: str) -> Table:
+    """rich_table without the least important columns the terminal has no room for."""
+    hidden: list[str] = []
+    for column in [*_DROP_ORDER, None]:
+        table = rich_table(frame.drop(columns=hidden), title)
+        if _min_width(frame.drop(columns=hidden)) <= console.width:
+            break
+        if column in frame.columns:
+            hidden.append(column)
+    if hidden:
+        names = ", ".join(c.replace("\n", " ") for c in hidden)
+        table.caption = f"terminal too narrow: {names} hidden (--format markdown shows all)"
+    return table
 
 
 @app.command("compare")
@@ -238,7 +277,7 @@ def bench_command(
         if run.status not in ("completed", "interrupted"):
             console.print(f"[yellow]{run.optimizer} seed {run.seed}: {run.status}[/]")
     if result.files is not None:
-        console.print(rich_table(terminal_comparison(result.files.comparison), "Comparison"))
+        console.print(fitted_table(terminal_comparison(result.files.comparison), "Comparison"))
         console.print(f"report: {result.files.report}", highlight=False, soft_wrap=True)
     if result.interrupted:
         console.print("[yellow]grid interrupted; run the same command to resume it[/]")

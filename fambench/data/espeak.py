@@ -84,7 +84,7 @@ class ESpeak:
         # Keep a reference: ctypes would free the trampoline while C still holds it.
         self._callback = _SYNTH_CALLBACK(self._collect)
         self._lib.espeak_SetSynthCallback(self._callback)
-        self._libc = ctypes.CDLL(None)
+        self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self._voice: str | None = None
 
     @classmethod
@@ -102,7 +102,7 @@ class ESpeak:
     def synthesize(self, text: str, voice: Voice, seed: int = 0) -> np.ndarray:
         """Speak `text` with `voice`; returns int16 samples at `self.sample_rate`.
 
-        `seed` seeds the C library's `rand()`, which eSpeak uses for breath/aspiration noise.
+        `seed` seeds eSpeak's random generator (used for breath and aspiration noise).
         """
         if voice.name != self._voice:
             if self._lib.espeak_SetVoiceByName(voice.name.encode()) != _EE_OK:
@@ -116,7 +116,8 @@ class ESpeak:
             (_PARAM_WORDGAP, voice.word_gap),
         ):
             self._lib.espeak_SetParameter(param, int(value), 0)
-        self._libc.srand(ctypes.c_uint(seed & 0xFFFFFFFF))
+        # eSpeak seeds its own generator from the clock; seed it for reproducible noise.
+        self._lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
         encoded = text.encode("utf-8") + b"\0"
         self._chunks = []
         status = self._lib.espeak_Synth(

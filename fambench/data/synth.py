@@ -199,15 +199,15 @@ def _sentence(rng: np.random.Generator, settings: SynthSettings, probs: np.ndarr
 
 
 def _colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    white = rng.standard_normal(n)
     color = int(rng.integers(0, 3))  # 0 white, 1 pink (1/f), 2 brown (1/f^2)
     if color == 0 or n < 2:
-        return white
-    spectrum = np.fft.rfft(white)
+        return rng.standard_normal(n)
+    size = 1 << (n - 1).bit_length()  # power-of-two FFTs are several times faster
+    spectrum = np.fft.rfft(rng.standard_normal(size))
     freqs = np.arange(spectrum.shape[0], dtype=np.float64)
     freqs[0] = 1.0
     spectrum /= freqs ** (color / 2.0)
-    return np.fft.irfft(spectrum, n=n)
+    return np.fft.irfft(spectrum, n=size)[:n]
 
 
 def _degrade(clean: np.ndarray, rng: np.random.Generator, settings: SynthSettings) -> np.ndarray:
@@ -277,13 +277,14 @@ def _default_workers() -> int:
 
 
 def _mp_context():
-    # forkserver: every chapter gets a fresh process forked from a clean server, so no eSpeak
-    # state (even one the parent created) leaks in, and forking stays cheap.
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["fambench.data.synth", "torch", "torchaudio", "soundfile"])
-        return ctx
+    # Each chapter runs in a freshly forked process, so eSpeak always starts from the pristine
+    # state of a parent that never loaded it. A parent that did synthesize in-process would
+    # pass its state on, so then (and off Linux) workers are spawned instead, which needs the
+    # usual `if __name__ == "__main__":` guard in the calling script.
+    from fambench.data.espeak import ESpeak
+
+    if ESpeak._instance is None and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 
 
@@ -342,6 +343,12 @@ def generate_corpus(
     # Longest chapters first keeps both workers busy until the end.
     order = sorted(range(len(tasks)), key=lambda i: -(tasks[i].target_seconds
                                                        + 5 * tasks[i].target_utterances))
+    # Import the heavy modules here, once: forked workers then inherit them instead of each
+    # paying the import.
+    import soundfile  # noqa: F401
+    import torch  # noqa: F401
+    import torchaudio  # noqa: F401
+
     started = time.perf_counter()
     log.info("generating %d chapters with %d workers into %s", len(tasks), workers, root)
     with _mp_context().Pool(processes=min(workers, len(tasks)), maxtasksperchild=1) as pool:

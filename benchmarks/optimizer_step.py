@@ -1,0 +1,129 @@
+"""Time one optimizer step on Conformer-sized models: fam vs fam-fixed vs SGD vs AdamW vs reference.
+
+Builds a ~2.5M-parameter model (conv subsampling + torchaudio Conformer d=144, 4 layers,
+ffn 576, 4 heads + CTC head) and a ~20M one (d=256, 12 layers, ffn 1024), fills gradients from
+a fixed seed, and times ``step()`` of each optimizer, interleaved round-robin so that machine
+load affects all of them alike. FAM is timed after ``fam_start_step`` so its analysis runs.
+"reference" is the plain per-tensor implementation of the specification (tests/fam_reference.py).
+
+    python benchmarks/optimizer_step.py [--threads 2] [--repeats 40] [--models small,large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchaudio
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fam_reference import ReferenceFAM  # noqa: E402
+
+from fambench.optim import build_optimizer, get_parameter_groups  # noqa: E402
+
+MODELS = {
+    "small": dict(d_model=144, n_layers=4, ffn_dim=576, n_heads=4),
+    "large": dict(d_model=256, n_layers=12, ffn_dim=1024, n_heads=4),
+}
+FAM_START = 2  # analysis from the 3rd step on, so a short warmup already measures it
+
+
+class BenchConformer(nn.Module):
+    """Conv2d subsampling (x4) → linear → torchaudio Conformer → CTC head."""
+
+    def __init__(self, d_model: int, n_layers: int, ffn_dim: int, n_heads: int, kernel: int,
+                 n_mels: int = 80, vocab: int = 256) -> None:
+        super().__init__()
+        self.subsample = nn.Sequential(
+            nn.Conv2d(1, d_model, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(d_model, d_model, 3, stride=2), nn.ReLU(),
+        )
+        freq = ((n_mels - 1) // 2 - 1) // 2
+        self.input_proj = nn.Linear(d_model * freq, d_model)
+        self.encoder = torchaudio.models.Conformer(
+            input_dim=d_model, num_heads=n_heads, ffn_dim=ffn_dim, num_layers=n_layers,
+            depthwise_conv_kernel_size=kernel,
+        )
+        self.head = nn.Linear(d_model, vocab)
+
+
+def build_optimizers(model: nn.Module) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
+    optimizers = {}
+    for name in ("sgd", "adamw", "fam", "fam-fixed", "reference"):
+        replica = copy.deepcopy(model)
+        fill_gradients(replica, seed=0)
+        if name == "reference":
+            optimizer = ReferenceFAM(get_parameter_groups(replica), fam_start_step=FAM_START)
+        elif name.startswith("fam"):
+            optimizer = build_optimizer(name, replica, fam_start_step=FAM_START)
+        else:
+            optimizer = build_optimizer(name, replica)
+        optimizers[name] = (replica, optimizer)
+    return optimizers
+
+
+def fill_gradients(model: nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=generator) * 1e-2
+
+
+def time_steps(optimizers, warmup: int, repeats: int) -> dict[str, list[float]]:
+    for _ in range(warmup):
+        for _, optimizer in optimizers.values():
+            optimizer.step()
+    times: dict[str, list[float]] = {name: [] for name in optimizers}
+    for _ in range(repeats):
+        for name, (_, optimizer) in optimizers.items():
+            start = time.perf_counter()
+            optimizer.step()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=FAM_START + 3)
+    parser.add_argument("--models", default="small,large")
+    parser.add_argument("--kernel", type=int, default=31)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
+        f"median of {args.repeats} steps after {args.warmup} warmup steps (fam_start_step={FAM_START})"
+    )
+    header = f"{'model':<7} {'params':>8} {'optimizer':<10} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'x sgd':>7}"
+    print(header)
+    print("-" * len(header))
+    for key in args.models.split(","):
+        model = BenchConformer(**MODELS[key], kernel=args.kernel)
+        n_params = sum(p.numel() for p in model.parameters())
+        optimizers = build_optimizers(model)
+        times = time_steps(optimizers, args.warmup, args.repeats)
+        base = statistics.median(times["sgd"])
+        for name, values in times.items():
+            ordered = sorted(values)
+            median = statistics.median(values)
+            p10 = ordered[len(ordered) // 10]
+            p90 = ordered[(9 * len(ordered)) // 10]
+            print(
+                f"{key:<7} {n_params / 1e6:>7.2f}M {name:<10} {median * 1e3:>10.2f} "
+                f"{p10 * 1e3:>8.2f} {p90 * 1e3:>8.2f} {median / base:>7.2f}"
+            )
+        del optimizers
+
+
+if __name__ == "__main__":
+    main()
