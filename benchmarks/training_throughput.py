@@ -42,7 +42,7 @@ def main() -> None:
             ))
             t = outcome.timings
             s = outcome.summary
-            train_s = float(s["train_s"])
+            train_s = t["train_s"]
             inside = t["forward_s"] + t["backward_s"] + t["optimizer_s"]
             rows.append({
                 "optimizer": name,

@@ -270,9 +270,13 @@ def _plot_bands(debug: pd.DataFrame, path: Path, title: str) -> Path:
     groups = sorted(debug["group"].unique())
     fig = Figure(figsize=(7.5, 1.0 + 1.9 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    data = {group: band_shares(debug, group) for group in groups}
+    # One colour scale for every group, stretched to the data: shares near 1/n_bands would all
+    # look alike on a fixed 0..1 scale.
+    top = max((float(np.nanmax(sh)) for _, sh in data.values() if sh.size), default=1.0)
     image = None
     for ax, group in zip(axes, groups, strict=True):
-        steps, shares = band_shares(debug, group)
+        steps, shares = data[group]
         ax.set_ylabel(_group_label(debug, group).replace(" (", "\n("), fontsize="small")
         if shares.size == 0:
             ax.text(0.5, 0.5, "no band data", ha="center", va="center", transform=ax.transAxes)
@@ -285,7 +289,7 @@ def _plot_bands(debug: pd.DataFrame, path: Path, title: str) -> Path:
             interpolation="nearest",
             extent=(steps[0] - half, steps[-1] + half, -0.5, shares.shape[1] - 0.5),
             vmin=0.0,
-            vmax=1.0,
+            vmax=top if np.isfinite(top) and top > 0 else 1.0,
             cmap="viridis",
         )
         ax.set_yticks(range(shares.shape[1]))

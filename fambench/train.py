@@ -332,7 +332,11 @@ class _BatchStream:
 
 
 class _Diverged(Exception):
-    pass
+    """A non-finite or too large loss or gradient norm at `step` (not applied)."""
+
+    def __init__(self, message: str, step: int, loss: float, lr: float, grad_norm: float):
+        super().__init__(message)
+        self.step, self.loss, self.lr, self.grad_norm = step, loss, lr, grad_norm
 
 
 @dataclass
@@ -437,7 +441,7 @@ class _Run:
                 stale.unlink(missing_ok=True)
             shutil.rmtree(self.files.tensorboard, ignore_errors=True)
             write_json_atomic(self.files.config, self._config())
-            write_bytes_atomic(self.files.tokenizer, self.data.tokenizer_json().encode())
+            self.data.tokenizer.save(self.files.root)
         if self.plan.request.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -631,9 +635,9 @@ class _Run:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _train_step(self) -> None:
+    def _train_step(self, t0: float) -> float:
+        """One step; t0 is when this step's share of training time began. Returns its end."""
         s = self.state
-        t0 = time.perf_counter()
         indices = self.stream.next()
         batch = self.data.train_batch(indices, self.specaug_gen)
         feats = batch.feats.to(self.device, non_blocking=True)
@@ -645,13 +649,14 @@ class _Run:
             log_probs, out_lens = self.model(feats, lens)
         loss = self.ctc(log_probs.float().transpose(0, 1), targets, out_lens, target_lens)
         loss = loss / target_lens.sum()
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         t2 = time.perf_counter()
         lr = float(self.optimizer.param_groups[0]["lr"])
         if not math.isfinite(loss_value) or loss_value > self.preset.max_loss:
             raise _Diverged(
                 f"diverged at step {s.step + 1}: train loss {loss_value:.4g} "
-                f"(bound {self.preset.max_loss:g}) at lr {lr:.4g}"
+                f"(bound {self.preset.max_loss:g}) at lr {lr:.4g}",
+                s.step + 1, loss_value, lr, _nan(),
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -660,7 +665,8 @@ class _Run:
         t3 = time.perf_counter()
         if not math.isfinite(grad_norm):
             raise _Diverged(
-                f"diverged at step {s.step + 1}: gradient norm {grad_norm} at lr {lr:.4g}"
+                f"diverged at step {s.step + 1}: gradient norm {grad_norm} at lr {lr:.4g}",
+                s.step + 1, loss_value, lr, grad_norm,
             )
         self._in_update = True
         self.optimizer.step()
@@ -668,6 +674,7 @@ class _Run:
         t4 = time.perf_counter()
         s.step += 1
         s.train_s += t4 - t0
+        self._session_train_s += t4 - t0
         s.audio_s += float(batch.feat_lens.sum()) * self.data.hop_s
         s.loss_sum += loss_value
         s.grad_sum += grad_norm
@@ -687,13 +694,13 @@ class _Run:
         self.timings["backward_s"] += t3 - t2
         self.timings["optimizer_s"] += t4 - t3
         self._session_steps += 1
-        self._session_train_s += t4 - t0
         rate = self._session_steps / self._session_train_s
         self.emit(ProgressEvent(
             "train", s.step, self.plan.total_steps, train_loss=loss_value,
             dev_wer=s.final_dev["wer"] if s.final_dev else None, steps_per_s=rate,
             eta_s=(self.plan.total_steps - s.step) / rate,
         ))
+        return t4
 
     def _budget_spent(self) -> bool:
         s = self.state
@@ -706,7 +713,7 @@ class _Run:
         self._in_update = False
         self._session_steps, self._session_train_s = 0, 0.0
         self.model.train()
-        rng, stream = self._rng_state(), self.stream.state()
+        boundary = (s.step, self._rng_state(), self.stream.state())
         try:
             while True:
                 done = self._budget_spent()
@@ -719,22 +726,35 @@ class _Run:
                     self._write_summary("running", "training")
                 if done:
                     break
-                # The state at the step boundary: what an interruption mid-step saves.
-                rng, stream = self._rng_state(), self.stream.state()
-                self._train_step()
+                # The state at the step boundary: what an interruption inside the step saves
+                # (the forward pass has drawn dropout and SpecAugment randomness by then).
+                mark = time.perf_counter()
+                boundary = (s.step, self._rng_state(), self.stream.state())
+                ended = self._train_step(mark)
+                # Bookkeeping and the progress display count as training time too.
+                tail = time.perf_counter() - ended
+                s.train_s += tail
+                self._session_train_s += tail
         except _Diverged as exc:
+            s.rows.append(_train_row(exc.step, s.train_s, exc.loss, exc.lr, exc.grad_norm))
             self._write_metrics()
             return "diverged", str(exc)
         except KeyboardInterrupt:
             if self._in_update:
-                message = (f"interrupted during an update; run the same command to resume "
-                           f"from the last checkpoint")
+                message = ("interrupted during an update; run the same command to resume "
+                           "from the last checkpoint")
             else:
+                step, rng, stream = boundary
+                if step != s.step:  # the step had finished: its end is the boundary
+                    rng, stream = self._rng_state(), self.stream.state()
                 self._save_checkpoint(rng, stream)
-                message = (f"interrupted at step {s.step}; run the same command to resume")
+                message = f"interrupted at step {s.step}; run the same command to resume"
             self._write_metrics()
             return "interrupted", message
-        self.test_rates = self._evaluate(self.data.test) if self.data.test else None
+        if self.data.test is not None:
+            started = time.perf_counter()
+            self.test_rates = self._evaluate(self.data.test)
+            s.eval_s += time.perf_counter() - started
         self._write_metrics()
         message = f"completed {s.step} steps"
         if self.plan.request.time_budget_s is not None and s.step < self.plan.total_steps:
@@ -775,10 +795,11 @@ def run_training(request: RunRequest, progress: ProgressCallback | None = None) 
 
     torch.set_num_threads(plan.threads)
     emit(ProgressEvent("setup", total_steps=plan.total_steps, message="preparing data"))
-    data = load_workload_data(plan.preset, Path(request.cache_dir), plan.data_root,
-                              plan.device, log_message=lambda m: emit(
-                                  ProgressEvent("setup", total_steps=plan.total_steps,
-                                                message=m)))
+    data = load_workload_data(
+        plan.preset, Path(request.cache_dir), plan.data_root,
+        log_message=lambda m: emit(ProgressEvent("setup", total_steps=plan.total_steps,
+                                                 message=m)),
+    )
     run = _Run(plan, data, progress)
 
     try:
@@ -799,7 +820,8 @@ def run_training(request: RunRequest, progress: ProgressCallback | None = None) 
             run.close()
         summary = run._write_summary(status, message)
         emit(ProgressEvent("done", run.state.step, plan.total_steps, message=message))
+        timings = {**run.timings, "train_s": run._session_train_s}
         return RunOutcome(plan.run_id, plan.run_dir, status, summary, resumed=resumed,
-                          timings=dict(run.timings))
+                          timings=timings)
     finally:
         lock.release()

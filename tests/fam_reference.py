@@ -109,11 +109,12 @@ MOMENTUM = {
 def ordered_sample(grad: torch.Tensor) -> torch.Tensor:
     """fambench's ordered sample of a tensor with more than 10000 entries, by plain indexing."""
     if grad.dim() > 1:
-        n_rows, n_cols = min(grad.size(0), 64), min(grad.size(1), 64)
-        step = grad.size(0) // n_rows
+        rows_total = grad.size(0)
+        n_rows = min(rows_total, 64)
+        step = rows_total // n_rows
+        per_row = grad.reshape(rows_total, -1)  # each row's entries in memory order
         rows = torch.arange(0, n_rows * step, step, device=grad.device)
-        cols = torch.arange(n_cols, device=grad.device)
-        return grad[rows][:, cols].flatten()
+        return per_row[rows][:, : min(per_row.size(1), 64)].flatten()
     flat = grad.flatten()
     run = 125
     step = (flat.numel() - run) // 7
@@ -208,3 +209,36 @@ class ReferenceFAM(torch.optim.Optimizer):
                 state["exp_avg"].mul_(alpha).add_(grad, alpha=1 - alpha)
                 p.add_(state["exp_avg"], alpha=-group["lr"])
         return loss
+
+
+def crafted_gradient(shape: tuple[int, ...], mode: object, generator: torch.Generator) -> torch.Tensor:
+    """A gradient whose spectrum is steered: 'smooth' (low), 'alternating' (top bin), 'noise'
+    (flat) or a float f in (0, 0.5): a sinusoid at f cycles per entry (a chosen band)."""
+    n = 1
+    for dim in shape:
+        n *= dim
+    noise = torch.randn(n, generator=generator, dtype=torch.float64)
+    position = torch.arange(n, dtype=torch.float64)
+    if mode == "smooth":
+        values = noise.cumsum(0) / max(n, 1) ** 0.5
+    elif mode == "alternating":
+        values = torch.where(position % 2 == 0, 1.0, -1.0) + 0.3 * noise
+    elif mode == "noise":
+        values = noise
+    else:
+        values = torch.cos(2 * torch.pi * float(mode) * position) + 0.2 * noise
+    return values.float().reshape(shape)
+
+
+GRADIENT_MODES = ("smooth", "alternating", "noise", 0.05, 0.15, 0.25, 0.35, 0.45)
+
+
+def run_single_threaded():
+    """Generator for an autouse fixture: tiny models run far faster on one thread when the
+    machine's few cores are shared (OpenMP workers otherwise spin waiting for each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -61,7 +61,9 @@ def test_compare_markdown_and_csv_to_stdout(runs_dir):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("| optimizer | hparams | seeds | final dev WER |")
-    assert any(line.startswith("| fam − sgd | baseline | final dev WER | -0.200 |") for line in lines)
+    assert any(
+        line.startswith("| fam − sgd | baseline | final dev WER | -0.200 |") for line in lines
+    )
     result = invoke("compare", runs_dir, "--format", "CSV", "--target-wer", "0.7")
     assert result.exit_code == 0, result.output
     table = pd.read_csv(io.StringIO(result.output))

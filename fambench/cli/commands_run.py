@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fambench.cli import app, console, fail
-from fambench.errors import ConfigError
+from fambench.errors import ConfigError, FambenchError
 
 
 def parse_opt_overrides(items: list[str]) -> dict[str, object]:
@@ -54,6 +54,7 @@ class _ProgressView:
             transient=False,
         )
         self.task: int | None = None
+        self.stopped = False
 
     def __call__(self, event) -> None:  # fambench.train.ProgressEvent
         if event.phase == "setup":
@@ -81,8 +82,9 @@ class _ProgressView:
             self.stop()
 
     def stop(self) -> None:
-        if self.task is not None:
+        if self.task is not None and not self.stopped:
             self.progress.stop()
+            self.stopped = True
 
 
 @app.command("run")
@@ -122,10 +124,14 @@ def run_command(
 
     if steps is not None and time_budget is not None:
         raise fail("give either --steps or --time-budget, not both")
+    try:
+        overrides = parse_opt_overrides(opt)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     request = RunRequest(
         optimizer=optimizer,
         preset=preset,
-        overrides=parse_opt_overrides(opt),
+        overrides=overrides,
         seed=seed,
         steps=steps,
         time_budget_s=time_budget,
@@ -140,11 +146,13 @@ def run_command(
     view = _ProgressView()
     try:
         outcome = run_training(request, progress=view)
+    except FambenchError as exc:
+        view.stop()
+        raise fail(str(exc)) from None
     except KeyboardInterrupt:
         view.stop()
         raise fail("interrupted before training started; nothing was recorded", code=130) from None
-    finally:
-        view.stop()
+    view.stop()
     summary = outcome.summary
     if outcome.skipped:
         console.print(
@@ -173,17 +181,23 @@ def run_command(
 @app.command("presets")
 def presets_command() -> None:
     """List the workload presets."""
-    from fambench.workloads import list_presets
+    from fambench.workloads import DEFAULT_PRESET, list_presets
 
-    table = Table(title="workload presets")
-    for column in ("name", "data", "model", "batch frames", "steps", "eval every", "target WER",
-                   "description"):
-        table.add_column(column)
+    table = Table(title="workload presets", show_lines=True)
+    table.add_column("preset", no_wrap=True, style="bold")
+    table.add_column("what it fixes")
     for p in list_presets():
-        data = f"{p.data.train_subset} -> {p.data.dev_subset}"
         if p.data.kind == "synth":
-            data = f"synth {p.data.synth_hours:g} h"
-        model = f"d={p.model.d_model} x{p.model.n_layers}"
-        table.add_row(p.name, data, model, str(p.batch_frames), str(p.steps), str(p.eval_every),
-                      _fmt(p.target_wer, ".2f"), p.description)
+            data = f"synthetic corpus {p.data.synth_hours:g} h"
+        else:
+            data = f"{p.data.train_subset} -> {p.data.dev_subset}"
+            data += f", {p.data.test_subset}" if p.data.test_subset else ""
+            data += " (--data ROOT)"
+        details = (
+            f"{data}; d={p.model.d_model} x {p.model.n_layers} layers; "
+            f"{p.batch_frames} frames/batch; {p.steps} steps, eval every {p.eval_every}; "
+            f"target WER {_fmt(p.target_wer, '.2f')}"
+        )
+        name = p.name + (" (default)" if p.name == DEFAULT_PRESET else "")
+        table.add_row(name, f"{p.description}\n[dim]{details}[/]")
     console.print(table)

@@ -21,7 +21,7 @@ def drop_infeasible(
     """
     if len(frames) != len(token_counts):
         raise ValueError(f"{len(frames)} frame counts but {len(token_counts)} token counts")
-    kept = [i for i, (f, n) in enumerate(zip(frames, token_counts))
+    kept = [i for i, (f, n) in enumerate(zip(frames, token_counts, strict=True))
             if n > 0 and subsampled(int(f)) >= n]
     return kept, len(frames) - len(kept)
 

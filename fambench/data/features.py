@@ -95,7 +95,7 @@ def feature_key(manifest: pd.DataFrame, settings: FeatureSettings) -> str:
                              sort_keys=True).encode())
     samples = (manifest["num_samples"] if "num_samples" in manifest
                else (manifest["duration"] * settings.sample_rate).round().astype("int64"))
-    for utt_id, path, n in zip(manifest["utt_id"], manifest["path"], samples):
+    for utt_id, path, n in zip(manifest["utt_id"], manifest["path"], samples, strict=True):
         try:
             stat = os.stat(path)
         except OSError as exc:
@@ -148,7 +148,7 @@ class FeatureCache:
                 results = list(pool.map(one, manifest["path"]))
         finally:
             torch.set_num_threads(threads)
-        return dict(zip(manifest["utt_id"], results))
+        return dict(zip(manifest["utt_id"], results, strict=True))
 
     def _save(self, path: Path, feats: dict[str, torch.Tensor]) -> None:
         try:
@@ -170,7 +170,7 @@ def _pack(feats: dict[str, torch.Tensor]) -> dict:
 
 def _unpack(blob: dict) -> dict[str, torch.Tensor]:
     data = blob["data"].float()
-    return dict(zip(blob["ids"], torch.split(data, blob["lengths"].tolist())))
+    return dict(zip(blob["ids"], torch.split(data, blob["lengths"].tolist()), strict=True))
 
 
 def compute_cmvn(feats: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

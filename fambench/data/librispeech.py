@@ -218,7 +218,7 @@ def _scan_subset(subset_dir: Path) -> _Scan:
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
         probes = list(pool.map(_probe, [audio_by_id[u] for u in wanted]))
     rows = []
-    for utt_id, (n_samples, error) in zip(wanted, probes):
+    for utt_id, (n_samples, error) in zip(wanted, probes, strict=True):
         path = audio_by_id[utt_id]
         if error is not None:
             problems.append(Problem(path, error, utt_id))

@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -117,13 +117,20 @@ class Speaker:
 
 
 @dataclass(frozen=True)
-class _ChapterTask:
+class ChapterPlan:
+    """One chapter to generate: its speaker, ids and how much it should hold."""
+
     subset: str
-    chapter_index: int
+    chapter_index: int  # position within the subset; seeds the chapter's text and noise
     speaker: Speaker
     chapter_id: int
-    target_seconds: float  # train: stop once this much audio exists
+    target_seconds: float  # train: generate until this much audio exists
     target_utterances: int  # dev/test: exactly this many (0 for train)
+
+
+@dataclass(frozen=True)
+class _ChapterTask:
+    plan: ChapterPlan
     settings: SynthSettings
     staging_root: str
 
@@ -162,9 +169,14 @@ def plan_speakers(settings: SynthSettings) -> dict[str, list[Speaker]]:
     return speakers
 
 
-def _plan_tasks(settings: SynthSettings, staging_root: Path) -> list[_ChapterTask]:
+def plan_chapters(settings: SynthSettings) -> list[ChapterPlan]:
+    """Every chapter of the corpus, subset by subset, speakers assigned round-robin.
+
+    Train gets one chapter per ~minute of audio (at least 2, at most chapters_per_speaker per
+    speaker); dev and test one per ~15 utterances, split as evenly as possible.
+    """
     speakers = plan_speakers(settings)
-    tasks: list[_ChapterTask] = []
+    plans: list[ChapterPlan] = []
     for subset in SUBSETS:
         pool = speakers[subset]
         max_chapters = len(pool) * settings.chapters_per_speaker
@@ -179,11 +191,8 @@ def _plan_tasks(settings: SynthSettings, staging_root: Path) -> list[_ChapterTas
         for i in range(n):
             speaker = pool[i % len(pool)]
             chapter_id = speaker.speaker_id * 10 + i // len(pool)
-            tasks.append(
-                _ChapterTask(subset, i, speaker, chapter_id, seconds[i], counts[i], settings,
-                             str(staging_root))
-            )
-    return tasks
+            plans.append(ChapterPlan(subset, i, speaker, chapter_id, seconds[i], counts[i]))
+    return plans
 
 
 def zipf_probabilities(n_words: int, exponent: float) -> np.ndarray:
@@ -193,9 +202,13 @@ def zipf_probabilities(n_words: int, exponent: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _sentence(rng: np.random.Generator, settings: SynthSettings, probs: np.ndarray) -> str:
-    n_words = int(rng.integers(settings.min_words, settings.max_words + 1))
-    return " ".join(WORDS[i] for i in rng.choice(len(WORDS), size=n_words, p=probs))
+def sentence_stream(settings: SynthSettings, subset: str, chapter_index: int) -> Iterator[str]:
+    """The endless, seeded sequence of transcripts that a chapter's utterances speak, in order."""
+    rng = np.random.default_rng([settings.seed, _SUBSET_CODES[subset], chapter_index, 0])
+    probs = zipf_probabilities(len(WORDS), settings.zipf_exponent)
+    while True:
+        n_words = int(rng.integers(settings.min_words, settings.max_words + 1))
+        yield " ".join(WORDS[i] for i in rng.choice(len(WORDS), size=n_words, p=probs))
 
 
 def _colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -237,36 +250,89 @@ def _generate_chapter(task: _ChapterTask) -> _ChapterResult:
     torch.set_num_threads(1)
     engine = ESpeak.get()
     resample = torchaudio.transforms.Resample(engine.sample_rate, SAMPLE_RATE)
-    settings = task.settings
-    code = _SUBSET_CODES[task.subset]
-    text_rng = np.random.default_rng([settings.seed, code, task.chapter_index, 0])
-    probs = zipf_probabilities(len(WORDS), settings.zipf_exponent)
-    chapter_dir = (
-        Path(task.staging_root) / task.subset / str(task.speaker.speaker_id) / str(task.chapter_id)
-    )
+    plan, settings = task.plan, task.settings
+    code = _SUBSET_CODES[plan.subset]
+    texts = sentence_stream(settings, plan.subset, plan.chapter_index)
+    speaker_id = plan.speaker.speaker_id
+    chapter_dir = Path(task.staging_root) / plan.subset / str(speaker_id) / str(plan.chapter_id)
     chapter_dir.mkdir(parents=True, exist_ok=True)
-    result = _ChapterResult(task.subset, task.speaker.speaker_id)
+    result = _ChapterResult(plan.subset, speaker_id)
     seconds = 0.0
     index = 0
-    while (seconds < task.target_seconds) if task.target_utterances == 0 else (
-        index < task.target_utterances
+    while (seconds < plan.target_seconds) if plan.target_utterances == 0 else (
+        index < plan.target_utterances
     ):
-        text = _sentence(text_rng, settings, probs)
-        raw = engine.synthesize(
-            text.lower(), task.speaker.voice, seed=settings.seed * 1_000_003 + code * 7919 + index
-        )
+        text = next(texts)
+        espeak_seed = int(np.random.default_rng(
+            [settings.seed, code, plan.chapter_index, 2, index]).integers(2**31))
+        # Lowercase: eSpeak may spell out words written in capitals.
+        raw = engine.synthesize(text.lower(), plan.speaker.voice, seed=espeak_seed)
         wave = resample(torch.from_numpy(raw.astype(np.float32) / 32768.0)).numpy()
-        noise_rng = np.random.default_rng([settings.seed, code, task.chapter_index, 1, index])
+        noise_rng = np.random.default_rng([settings.seed, code, plan.chapter_index, 1, index])
         audio = _degrade(wave, noise_rng, settings)
-        utt_id = f"{task.speaker.speaker_id}-{task.chapter_id}-{index:04d}"
+        utt_id = f"{speaker_id}-{plan.chapter_id}-{index:04d}"
         sf.write(chapter_dir / f"{utt_id}.flac", audio, SAMPLE_RATE, format="FLAC",
                  subtype="PCM_16")
         result.utterances.append((utt_id, int(audio.shape[0]), text))
         seconds += audio.shape[0] / SAMPLE_RATE
         index += 1
     lines = "".join(f"{utt_id} {text}\n" for utt_id, _, text in result.utterances)
-    (chapter_dir / f"{task.speaker.speaker_id}-{task.chapter_id}.trans.txt").write_text(lines)
+    (chapter_dir / f"{speaker_id}-{plan.chapter_id}.trans.txt").write_text(lines)
     return result
+
+
+def _chapter_worker(task: _ChapterTask, result_path: str) -> None:
+    """Process entry point: generate one chapter, report the result (or error) as JSON."""
+    try:
+        result = _generate_chapter(task)
+        payload = {"subset": result.subset, "speaker_id": result.speaker_id,
+                   "utterances": result.utterances}
+        code = 0
+    except Exception as exc:  # reported by the parent as one line
+        payload = {"error": f"{type(exc).__name__}: {exc}"}
+        code = 1
+    Path(result_path).write_text(json.dumps(payload))
+    raise SystemExit(code)
+
+
+def _run_chapters(tasks: list[_ChapterTask], workers: int, results_dir: Path
+                  ) -> list[_ChapterResult]:
+    """Run each chapter in its own fresh process, at most `workers` at a time."""
+    from multiprocessing.connection import wait
+
+    ctx = _mp_context()
+    pending = list(enumerate(tasks))
+    running: dict = {}
+    results: list[_ChapterResult] = []
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                index, task = pending.pop(0)
+                result_path = results_dir / f"{index}.json"
+                proc = ctx.Process(target=_chapter_worker, args=(task, str(result_path)),
+                                   daemon=True)
+                proc.start()
+                running[proc.sentinel] = (proc, task, result_path)
+            for sentinel in wait(list(running)):
+                proc, task, result_path = running.pop(sentinel)
+                proc.join()
+                try:
+                    payload = json.loads(result_path.read_text())
+                except (OSError, ValueError):
+                    payload = {"error": f"worker died with exit code {proc.exitcode}"}
+                if "error" in payload:
+                    plan = task.plan
+                    raise DataError(f"generating {plan.subset} chapter {plan.chapter_id} "
+                                    f"failed: {payload['error']}")
+                results.append(_ChapterResult(
+                    payload["subset"], payload["speaker_id"],
+                    [tuple(u) for u in payload["utterances"]],
+                ))
+    finally:
+        for proc, _, _ in running.values():
+            proc.terminate()
+            proc.join()
+    return results
 
 
 def _default_workers() -> int:
@@ -288,20 +354,24 @@ def _mp_context():
     return multiprocessing.get_context("spawn")
 
 
-def _read_marker(root: Path) -> dict | None:
+def read_marker(librispeech_root: Path) -> dict | None:
+    """The completion marker of a generated corpus, or None when absent or unreadable."""
     try:
-        return json.loads((root / MARKER_NAME).read_text())
+        return json.loads((Path(librispeech_root) / MARKER_NAME).read_text())
     except (OSError, ValueError):
         return None
 
 
-def _count_flacs(subset_dir: Path) -> int:
-    return sum(1 for _ in subset_dir.glob("*/*/*.flac"))
+def _count_files(subset_dir: Path) -> tuple[int, int]:
+    """(FLAC files, transcript files) in a subset."""
+    return (sum(1 for _ in subset_dir.glob("*/*/*.flac")),
+            sum(1 for _ in subset_dir.glob("*/*/*.trans.txt")))
 
 
 def corpus_status(librispeech_root: Path, settings: SynthSettings) -> str | None:
     """Why the corpus at `librispeech_root` cannot be reused, or None when it is complete."""
-    marker = _read_marker(librispeech_root)
+    librispeech_root = Path(librispeech_root)
+    marker = read_marker(librispeech_root)
     if marker is None:
         if any((librispeech_root / s).exists() for s in SUBSETS):
             return "it has no completion marker (an interrupted generation)"
@@ -314,10 +384,12 @@ def corpus_status(librispeech_root: Path, settings: SynthSettings) -> str | None
                  if old.get(k) != v]
         return "its settings differ (" + ", ".join(diffs) + ")"
     for subset in SUBSETS:
-        expected = marker.get("subsets", {}).get(subset, {}).get("utterances")
-        found = _count_flacs(librispeech_root / subset)
+        info = marker.get("subsets", {}).get(subset, {})
+        expected = (info.get("utterances"), info.get("chapters"))
+        found = _count_files(librispeech_root / subset)
         if found != expected:
-            return f"{subset} holds {found} FLAC files, the marker records {expected}"
+            return (f"{subset} holds {found[0]} FLAC and {found[1]} transcript files, "
+                    f"the marker records {expected[0]} and {expected[1]}")
     return None
 
 
@@ -338,11 +410,11 @@ def generate_corpus(
         raise DataError(f"cannot create corpus directory {root}: {exc.strerror}") from exc
     staging = out_dir / ".fambench-synth-staging"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    tasks = _plan_tasks(settings, staging)
-    # Longest chapters first keeps both workers busy until the end.
-    order = sorted(range(len(tasks)), key=lambda i: -(tasks[i].target_seconds
-                                                       + 5 * tasks[i].target_utterances))
+    staging.mkdir(parents=True)
+    plans = plan_chapters(settings)
+    # Longest chapters first keeps all workers busy until the end.
+    plans.sort(key=lambda p: -(p.target_seconds + 5.0 * p.target_utterances))
+    tasks = [_ChapterTask(p, settings, str(staging)) for p in plans]
     # Import the heavy modules here, once: forked workers then inherit them instead of each
     # paying the import.
     import soundfile  # noqa: F401
@@ -351,13 +423,15 @@ def generate_corpus(
 
     started = time.perf_counter()
     log.info("generating %d chapters with %d workers into %s", len(tasks), workers, root)
-    with _mp_context().Pool(processes=min(workers, len(tasks)), maxtasksperchild=1) as pool:
-        results = pool.map(_generate_chapter, [tasks[i] for i in order], chunksize=1)
+    results_dir = staging / "results"
+    results_dir.mkdir()
+    results = _run_chapters(tasks, workers, results_dir)
     summary: dict[str, dict] = {}
     for subset in SUBSETS:
         rows = [u for r in results if r.subset == subset for u in r.utterances]
         summary[subset] = {
             "utterances": len(rows),
+            "chapters": sum(1 for r in results if r.subset == subset),
             "seconds": round(sum(n for _, n, _ in rows) / SAMPLE_RATE, 3),
             "speakers": sorted({r.speaker_id for r in results if r.subset == subset}),
         }
@@ -392,12 +466,3 @@ def ensure_corpus(out_dir: Path, settings: SynthSettings, workers: int | None = 
         log.warning("regenerating the synthetic corpus at %s: %s", root, reason)
     return generate_corpus(out_dir, settings, workers)
 
-
-def read_marker(librispeech_root: Path) -> dict | None:
-    """The completion marker of a generated corpus, or None when absent/unreadable."""
-    return _read_marker(Path(librispeech_root))
-
-
-def subset_names() -> Sequence[str]:
-    """Subset directory names of the synthetic corpus: train, dev, test."""
-    return SUBSETS

@@ -431,7 +431,7 @@ register_optimizer(
     defaults=_FAM_DEFAULTS,
     description=(
         "Frequency-Adaptive Momentum over module-type groups (conv/attention/embedding/norm/"
-        "other); alpha/n_bands None keep the per-group values"
+        "other); alpha/n_bands none = each group's own value"
     ),
     is_fam=True,
 )

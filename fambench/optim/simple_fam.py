@@ -103,13 +103,24 @@ class SimpleFAM(Optimizer):
             updates.append((params, moms, group["lr"]))
 
         if samples:
-            batch = torch.stack(samples).float()
-            power = torch.fft.rfft(batch).abs()
-            half = power.shape[1] // 2
-            high_ratio = power[:, half:].sum(dim=1) / (power.sum(dim=1) + 1e-8)
-            alpha = torch.tensor(rows_alpha, dtype=torch.float32, device=batch.device)
-            momentum = torch.clamp(alpha + self.boost * high_ratio, max=self.cap)
-            torch._foreach_lerp_(rows_m, rows_g, list((1.0 - momentum).unbind()))
+            # One batch per sample length (all 1000 unless a subclass lowers min_numel).
+            by_length: dict[int, list[int]] = {}
+            for row, sample in enumerate(samples):
+                by_length.setdefault(sample.shape[0], []).append(row)
+            for rows in by_length.values():
+                batch = torch.stack([samples[r] for r in rows]).float()
+                power = torch.fft.rfft(batch).abs()
+                half = power.shape[1] // 2
+                high_ratio = power[:, half:].sum(dim=1) / (power.sum(dim=1) + 1e-8)
+                alpha = torch.tensor(
+                    [rows_alpha[r] for r in rows], dtype=torch.float32, device=batch.device
+                )
+                momentum = torch.clamp(alpha + self.boost * high_ratio, max=self.cap)
+                torch._foreach_lerp_(
+                    [rows_m[r] for r in rows],
+                    [rows_g[r] for r in rows],
+                    list((1.0 - momentum).unbind()),
+                )
 
         for params, moms, lr in updates:
             torch._foreach_add_(params, moms, alpha=-lr)

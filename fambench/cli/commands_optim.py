@@ -1,0 +1,38 @@
+"""`fambench optimizers`: list the optimizer registry (built-ins and installed plug-ins)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from fambench.cli import app, console
+from fambench.optim import list_optimizers
+
+
+def _format_value(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_format_value(v) for v in value) + "]"
+    return str(value)
+
+
+@app.command("optimizers")
+def optimizers_command() -> None:
+    """List the optimizers you can pass to --optimizer, with their default hyperparameters."""
+    table = Table(title="Optimizers", show_lines=True)
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("description")
+    table.add_column("default hyperparameters (override with --opt key=value)")
+    for spec in list_optimizers():
+        defaults = ", ".join(f"{key}={_format_value(value)}" for key, value in spec.defaults.items())
+        table.add_row(spec.name, spec.description, defaults or "-")
+    console.print(table)
+    console.print(
+        "Also accepted: a dotted path package.module:Name (e.g. torch.optim:RAdam) or a plug-in "
+        "registered under the entry-point group fambench.optimizers.",
+        highlight=False,
+    )

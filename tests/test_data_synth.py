@@ -1,0 +1,224 @@
+"""The embedded eSpeak NG corpus: layout, content, determinism, completion handling."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from fambench.data.librispeech import check_root, load_manifest
+from fambench.data.synth import (
+    MARKER_NAME,
+    SUBSETS,
+    SynthSettings,
+    corpus_status,
+    ensure_corpus,
+    generate_corpus,
+    plan_chapters,
+    plan_speakers,
+    read_marker,
+    sentence_stream,
+)
+from fambench.data.wordlist import WORDS
+from fambench.errors import ConfigError
+
+TINY = SynthSettings(hours=0.005, dev_utterances=3, test_utterances=3, seed=7)
+
+
+def _cli():
+    import fambench.cli.commands_data  # noqa: F401  (registers `fambench data`)
+    from fambench.cli import app
+
+    return app
+
+
+def _corpus_files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and (p.suffix == ".flac" or p.name.endswith(".trans.txt"))
+    }
+
+
+def test_cli_synth_writes_a_valid_corpus_that_check_reports(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(_cli(), ["data", "synth", "--out", str(tmp_path), "--hours", "0.05",
+                                    "--dev-utterances", "30", "--test-utterances", "30"])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "LibriSpeech"
+    for subset in SUBSETS:
+        flacs = sorted((root / subset).glob("*/*/*.flac"))
+        assert flacs, subset
+        for flac in flacs[:5]:
+            speaker, chapter, _ = flac.stem.split("-")
+            assert flac.parent == root / subset / speaker / chapter
+            assert (flac.parent / f"{speaker}-{chapter}.trans.txt").is_file()
+            info = sf.info(str(flac))
+            assert (info.samplerate, info.channels, info.format, info.subtype) == (
+                16000, 1, "FLAC", "PCM_16")
+    report = check_root(root)
+    assert report.ok, [str(p) for p in report.problems]
+    by_name = {s.name: s for s in report.subsets}
+    assert by_name["dev-synth"].utterances == 30 and by_name["test-synth"].utterances == 30
+    assert 0.05 <= by_name["train-synth"].hours < 0.06  # stops just past the target
+
+    check = runner.invoke(_cli(), ["data", "check", str(root)])
+    assert check.exit_code == 0, check.output
+    assert "train-synth" in check.output and "no problems found" in check.output
+
+
+def test_transcripts_read_back_exactly_as_generated(synth_corpus, synth_settings):
+    plans = {(p.subset, str(p.chapter_id)): p for p in plan_chapters(synth_settings)}
+    for subset in SUBSETS:
+        manifest = load_manifest(synth_corpus, subset)
+        for chapter, rows in manifest.groupby("chapter", sort=True):
+            plan = plans[(subset, chapter)]
+            stream = sentence_stream(synth_settings, subset, plan.chapter_index)
+            expected = [next(stream) for _ in range(len(rows))]
+            assert rows.sort_values("utt_id")["transcript"].tolist() == expected
+            assert rows["utt_id"].tolist() == [
+                f"{plan.speaker.speaker_id}-{plan.chapter_id}-{i:04d}" for i in range(len(rows))
+            ]
+
+
+def test_transcripts_use_the_librispeech_alphabet_and_our_vocabulary(synth_corpus):
+    vocab = set(WORDS)
+    texts = load_manifest(synth_corpus, "train-synth")["transcript"]
+    for text in texts:
+        assert re.fullmatch(r"[A-Z']+( [A-Z']+)*", text)
+        words = text.split()
+        assert 4 <= len(words) <= 20
+        assert set(words) <= vocab
+
+
+def test_speaking_rate_stays_far_below_the_model_frame_rate(synth_corpus):
+    for subset in SUBSETS:
+        manifest = load_manifest(synth_corpus, subset)
+        chars_per_s = manifest["transcript"].str.len() / manifest["duration"]
+        assert chars_per_s.max() < 20.0  # the model emits 25 frames per second
+        assert chars_per_s.median() > 8.0  # and it is real speech, not mostly silence
+
+
+def test_subsets_are_speaker_disjoint(synth_corpus):
+    speakers = {s: set(load_manifest(synth_corpus, s)["speaker"]) for s in SUBSETS}
+    assert speakers["train-synth"].isdisjoint(speakers["dev-synth"])
+    assert speakers["train-synth"].isdisjoint(speakers["test-synth"])
+    assert speakers["dev-synth"].isdisjoint(speakers["test-synth"])
+    # Voices too, not just ids.
+    plan = plan_speakers(SynthSettings())
+    voices = {s: {sp.voice for sp in plan[s]} for s in SUBSETS}
+    assert not voices["train-synth"] & (voices["dev-synth"] | voices["test-synth"])
+
+
+def test_default_settings_have_many_distinct_voices():
+    speakers = [sp for group in plan_speakers(SynthSettings()).values() for sp in group]
+    assert len({sp.voice.name for sp in speakers}) >= 12
+    assert len({sp.speaker_id for sp in speakers}) == len(speakers)
+    assert all(115 <= sp.voice.rate <= 150 for sp in speakers)
+
+
+def test_wordlist_is_large_unique_and_has_apostrophes():
+    assert len(WORDS) >= 2000
+    assert len(set(WORDS)) == len(WORDS)
+    assert {"DON'T", "IT'S", "THE"} <= set(WORDS)
+    assert all(re.fullmatch(r"[A-Z]+('[A-Z]+)?", w) for w in WORDS)
+
+
+def test_same_seed_gives_identical_bytes_whatever_the_worker_count(
+    synth_corpus, synth_settings, tmp_path
+):
+    again = generate_corpus(tmp_path, synth_settings, workers=1)
+    original = _corpus_files(synth_corpus)
+    assert len(original) > 60
+    assert _corpus_files(again) == original
+
+
+def test_a_different_seed_gives_different_text_and_voices(synth_settings, tmp_path):
+    other = replace(synth_settings, seed=1)
+    assert plan_speakers(other) != plan_speakers(synth_settings)
+    for subset in SUBSETS:
+        assert next(sentence_stream(other, subset, 0)) != next(
+            sentence_stream(synth_settings, subset, 0))
+
+
+def test_partial_or_mismatching_corpus_is_regenerated_never_used(tmp_path, caplog):
+    root = ensure_corpus(tmp_path, TINY)
+    files = _corpus_files(root)
+    assert corpus_status(root, TINY) is None
+    # A different corpus in the same root is left alone.
+    (root / "dev-clean-2" / "1" / "2").mkdir(parents=True)
+    (root / "dev-clean-2" / "1" / "2" / "1-2.trans.txt").write_text("")
+
+    victim = sorted((root / "train-synth").glob("*/*/*.flac"))[0]
+    victim.unlink()
+    assert "FLAC" in corpus_status(root, TINY)
+    with caplog.at_level(logging.WARNING, logger="fambench.data.synth"):
+        ensure_corpus(tmp_path, TINY)
+    assert "regenerating" in caplog.text and "train-synth holds" in caplog.text
+    assert (root / "dev-clean-2" / "1" / "2" / "1-2.trans.txt").exists()
+    shutil.rmtree(root / "dev-clean-2")
+    assert _corpus_files(root) == files
+
+    (root / MARKER_NAME).unlink()
+    assert "no completion marker" in corpus_status(root, TINY)
+
+    other = replace(TINY, hours=0.006)
+    (root / MARKER_NAME).write_text("{}")
+    assert corpus_status(root, other) is not None
+    generate_corpus(tmp_path, TINY)
+    reason = corpus_status(root, other)
+    assert reason.startswith("its settings differ") and "hours: 0.005 -> 0.006" in reason
+    assert read_marker(root)["settings"]["hours"] == 0.005
+
+
+def test_interrupted_staging_is_cleaned_and_not_used(tmp_path):
+    staging = tmp_path / ".fambench-synth-staging" / "train-synth"
+    staging.mkdir(parents=True)
+    (staging / "junk.flac").write_bytes(b"not audio")
+    root = ensure_corpus(tmp_path, TINY)
+    assert not (tmp_path / ".fambench-synth-staging").exists()
+    assert check_root(root).ok
+
+
+def test_cli_synth_reuses_a_complete_corpus(tmp_path):
+    runner = CliRunner()
+    args = ["data", "synth", "--out", str(tmp_path), "--hours", "0.005",
+            "--dev-utterances", "3", "--test-utterances", "3", "--seed", "3"]
+    first = runner.invoke(_cli(), args)
+    assert first.exit_code == 0, first.output
+    marker_mtime = (tmp_path / "LibriSpeech" / MARKER_NAME).stat().st_mtime_ns
+    second = runner.invoke(_cli(), args)
+    assert second.exit_code == 0 and "reused" in second.output
+    assert (tmp_path / "LibriSpeech" / MARKER_NAME).stat().st_mtime_ns == marker_mtime
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [({"hours": 0}, "hours"), ({"dev_utterances": 0}, "dev_utterances"),
+     ({"min_words": 5, "max_words": 4}, "min_words"), ({"rate_wpm": (300, 400)}, "rate_wpm")],
+)
+def test_invalid_settings_are_refused(changes, words):
+    with pytest.raises(ConfigError, match=words):
+        SynthSettings(**changes)
+
+
+def test_generated_audio_is_speech_level_not_silence_or_clipping(synth_corpus):
+    manifest = load_manifest(synth_corpus, "dev-synth")
+    for path in manifest["path"][:10]:
+        audio, rate = sf.read(path, dtype="float32")
+        peak = float(abs(audio).max())
+        assert rate == 16000 and 0.05 < peak <= 0.99
+
+
+def test_corpus_copy_is_readable_elsewhere(synth_corpus, tmp_path):
+    # The layout carries no absolute paths: a moved corpus still reads and checks clean.
+    moved = tmp_path / "LibriSpeech"
+    shutil.copytree(synth_corpus, moved)
+    assert load_manifest(moved, "test-synth")["path"].str.startswith(str(moved)).all()
+    assert check_root(moved, ["test-synth"]).ok

@@ -1,0 +1,88 @@
+"""`fambench run` and `fambench presets` through the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import fambench.cli.commands_run  # noqa: F401  (registers the commands)
+from fambench.cli import app
+from fambench.cli.commands_run import parse_opt_overrides
+from fambench.errors import ConfigError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="session")
+def cli_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli-cache")
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["run", *args])
+
+
+def test_run_trains_and_prints_the_result(synth_corpus, cli_cache, tmp_path):
+    out = tmp_path / "results"
+    args = ["--optimizer", "sgd", "--preset", "smoke", "--data", str(synth_corpus),
+            "--cache-dir", str(cli_cache), "--out", str(out), "--steps", "6", "--threads", "1",
+            "--opt", "lr=0.02", "--seed", "3"]
+    result = _run(*args)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = out.iterdir()
+    assert run_dir.name.startswith("smoke-sgd-s3-")
+    assert "final dev WER" in result.output and str(run_dir) in result.output.replace("\n", "")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["optimizer_overrides"] == {"lr": 0.02} and config["seed"] == 3
+    assert config["provenance"]["command"].startswith("fambench ")
+    again = _run(*args)
+    assert again.exit_code == 0 and "already completed" in again.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--optimizer", "adamw", "--preset", "nope"], "unknown preset 'nope'"),
+    (["--optimizer", "nope"], "unknown optimizer 'nope'"),
+    (["--optimizer", "adamw", "--opt", "lrr=0.1"], "unknown hyperparameter 'lrr'"),
+    (["--optimizer", "adamw", "--opt", "lr=abc"], "lr must be a number"),
+    (["--optimizer", "adamw", "--opt", "lr"], "expected key=value"),
+    (["--optimizer", "adamw", "--opt", "lr=1", "--opt", "lr=2"], "given twice"),
+    (["--optimizer", "adamw", "--preset", "mini-librispeech"], "--data ROOT"),
+    (["--optimizer", "adamw", "--preset", "mini-librispeech", "--data", "/nonexistent/x"],
+     "no such directory"),
+    (["--optimizer", "adamw", "--steps", "5", "--time-budget", "3"], "either --steps"),
+])
+def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, args, message):
+    out = tmp_path / "results"
+    result = _run(*args, "--out", str(out), "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_unwritable_out_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = _run("--optimizer", "adamw", "--out", str(blocker / "results"),
+                  "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code == 2
+    assert "cannot write results" in result.stderr and "is not a directory" in result.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+def test_parse_opt_overrides_types_values():
+    assert parse_opt_overrides(["lr=0.1", "nesterov=false", "betas=[0.9,0.98]", "n=3"]) == {
+        "lr": 0.1, "nesterov": False, "betas": [0.9, 0.98], "n": 3,
+    }
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_opt_overrides(["=3"])
+
+
+def test_presets_lists_every_preset():
+    result = runner.invoke(app, ["presets"])
+    assert result.exit_code == 0
+    for name in ("synth (default)", "smoke", "ci", "mini-librispeech", "librispeech-100"):
+        assert name in result.output
