@@ -39,17 +39,30 @@ FAM_START = 2  # analysis from the 3rd step on, so a short warmup already measur
 class BenchConformer(nn.Module):
     """Conv2d subsampling (x4) → linear → torchaudio Conformer → CTC head."""
 
-    def __init__(self, d_model: int, n_layers: int, ffn_dim: int, n_heads: int, kernel: int,
-                 n_mels: int = 80, vocab: int = 256) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        ffn_dim: int,
+        n_heads: int,
+        kernel: int,
+        n_mels: int = 80,
+        vocab: int = 256,
+    ) -> None:
         super().__init__()
         self.subsample = nn.Sequential(
-            nn.Conv2d(1, d_model, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(d_model, d_model, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(1, d_model, 3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(d_model, d_model, 3, stride=2),
+            nn.ReLU(),
         )
         freq = ((n_mels - 1) // 2 - 1) // 2
         self.input_proj = nn.Linear(d_model * freq, d_model)
         self.encoder = torchaudio.models.Conformer(
-            input_dim=d_model, num_heads=n_heads, ffn_dim=ffn_dim, num_layers=n_layers,
+            input_dim=d_model,
+            num_heads=n_heads,
+            ffn_dim=ffn_dim,
+            num_layers=n_layers,
             depthwise_conv_kernel_size=kernel,
         )
         self.head = nn.Linear(d_model, vocab)
@@ -101,10 +114,14 @@ def main() -> None:
     torch.manual_seed(0)
 
     print(
-        f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
-        f"median of {args.repeats} steps after {args.warmup} warmup steps (fam_start_step={FAM_START})"
+        f"torch {torch.__version__}, {args.threads} thread(s), {platform.machine()}, "
+        f"median of {args.repeats} steps after {args.warmup} warmup steps "
+        f"(fam_start_step={FAM_START})"
     )
-    header = f"{'model':<7} {'params':>8} {'optimizer':<10} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'x sgd':>7}"
+    header = (
+        f"{'model':<7} {'params':>8} {'optimizer':<10} {'median ms':>10} {'p10 ms':>8} "
+        f"{'p90 ms':>8} {'x sgd':>7}"
+    )
     print(header)
     print("-" * len(header))
     for key in args.models.split(","):

@@ -35,36 +35,49 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fambench-throughput-") as out:
         for name in args.optimizers.split(","):
-            outcome = run_training(RunRequest(
-                optimizer=name, preset=args.preset, steps=args.steps, out_dir=Path(out),
-                cache_dir=args.cache_dir, threads=args.threads, force=True,
-                command="benchmarks/training_throughput.py",
-            ))
+            outcome = run_training(
+                RunRequest(
+                    optimizer=name,
+                    preset=args.preset,
+                    steps=args.steps,
+                    out_dir=Path(out),
+                    cache_dir=args.cache_dir,
+                    threads=args.threads,
+                    force=True,
+                    command="benchmarks/training_throughput.py",
+                )
+            )
             t = outcome.timings
             s = outcome.summary
             train_s = t["train_s"]
             inside = t["forward_s"] + t["backward_s"] + t["optimizer_s"]
-            rows.append({
-                "optimizer": name,
-                "steps": s["steps"],
-                "train s": f"{train_s:.1f}",
-                "steps/s": f"{s['steps_per_s']:.2f}",
-                "audio s/s": f"{s['audio_s_per_s']:.1f}",
-                "forward %": f"{100 * t['forward_s'] / train_s:.1f}",
-                "backward %": f"{100 * t['backward_s'] / train_s:.1f}",
-                "optim %": f"{100 * t['optimizer_s'] / train_s:.1f}",
-                "batching %": f"{100 * t['data_s'] / train_s:.2f}",
-                "outside %": f"{100 * (train_s - inside) / train_s:.2f}",
-            })
+            rows.append(
+                {
+                    "optimizer": name,
+                    "steps": s["steps"],
+                    "train s": f"{train_s:.1f}",
+                    "steps/s": f"{s['steps_per_s']:.2f}",
+                    "audio s/s": f"{s['audio_s_per_s']:.1f}",
+                    "forward %": f"{100 * t['forward_s'] / train_s:.1f}",
+                    "backward %": f"{100 * t['backward_s'] / train_s:.1f}",
+                    "optim %": f"{100 * t['optimizer_s'] / train_s:.1f}",
+                    "batching %": f"{100 * t['data_s'] / train_s:.2f}",
+                    "outside %": f"{100 * (train_s - inside) / train_s:.2f}",
+                }
+            )
     headers = list(rows[0])
-    widths = [max(len(h), *(len(r[h]) if isinstance(r[h], str) else len(str(r[h])) for r in rows))
-              for h in headers]
+    widths = [
+        max(len(h), *(len(r[h]) if isinstance(r[h], str) else len(str(r[h])) for r in rows))
+        for h in headers
+    ]
     print(f"training throughput: preset {args.preset}, {args.steps} steps per optimizer")
     print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
     for r in rows:
         print("  ".join(str(r[h]).rjust(w) for h, w in zip(headers, widths, strict=True)))
-    print("outside % = share of training wall-clock outside forward, backward and optimizer "
-          "step (goal < 5%); batching % is the part of it spent assembling batches")
+    print(
+        "outside % = share of training wall-clock outside forward, backward and optimizer "
+        "step (goal < 5%); batching % is the part of it spent assembling batches"
+    )
 
 
 if __name__ == "__main__":

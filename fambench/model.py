@@ -94,9 +94,13 @@ class ConformerCTC(nn.Module):
     def __init__(self, settings: ModelSettings) -> None:
         super().__init__()
         if settings.vocab_size < 2:
-            raise ValueError(f"vocab_size must be at least 2 (blank + one token), got {settings.vocab_size}")
+            raise ValueError(
+                f"vocab_size must be at least 2 (blank + one token), got {settings.vocab_size}"
+            )
         self.settings = settings
-        self.frontend = ConvSubsampling(settings.n_mels, settings.frontend_channels, settings.d_model)
+        self.frontend = ConvSubsampling(
+            settings.n_mels, settings.frontend_channels, settings.d_model
+        )
         self.dropout = nn.Dropout(settings.dropout)
         self.encoder = Conformer(
             input_dim=settings.d_model,

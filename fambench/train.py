@@ -295,8 +295,9 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _schedule_steps(preset: Preset, total: int) -> dict[str, int]:
-    warmup = min(max(1, round(preset.schedule.warmup_fraction * total)), max(total - 1, 0))
-    decay_start = min(max(warmup, round(preset.schedule.decay_start_fraction * total)), total)
+    # FAMScheduler needs warmup <= decay_start < total (and total > warmup).
+    warmup = min(max(1, round(preset.schedule.warmup_fraction * total)), total - 1)
+    decay_start = min(max(warmup, round(preset.schedule.decay_start_fraction * total)), total - 1)
     return {"warmup_steps": warmup, "decay_start_step": decay_start, "total_steps": total}
 
 
@@ -363,8 +364,15 @@ def _nan() -> float:
 
 def _train_row(step: int, wall_s: float, loss: float, lr: float, grad: float) -> dict[str, float]:
     return {
-        "step": step, "wall_s": wall_s, "train_loss": loss, "lr": lr, "grad_norm": grad,
-        "dev_wer": _nan(), "dev_cer": _nan(), "dev_loss": _nan(), "eval_s": _nan(),
+        "step": step,
+        "wall_s": wall_s,
+        "train_loss": loss,
+        "lr": lr,
+        "grad_norm": grad,
+        "dev_wer": _nan(),
+        "dev_cer": _nan(),
+        "dev_loss": _nan(),
+        "eval_s": _nan(),
     }
 
 
@@ -395,8 +403,9 @@ class _Run:
         self.schedule = _schedule_steps(self.preset, plan.total_steps)
         self.optimizer = self._build_optimizer(debug=False)  # validates the hyperparameters
         self.specaug_gen = torch.Generator().manual_seed(self.plan.request.seed + 1)
-        self.stream = _BatchStream(data.train_batcher(self.preset.batch_frames,
-                                                      self.plan.request.seed))
+        self.stream = _BatchStream(
+            data.train_batcher(self.preset.batch_frames, self.plan.request.seed)
+        )
         self.ctc = torch.nn.CTCLoss(blank=0, reduction="sum", zero_infinity=True)
         self.state = _Progress()
         self.writer: Any = None
@@ -436,8 +445,13 @@ class _Run:
             self._load_checkpoint()
             resumed = True
         else:
-            for stale in (self.files.checkpoint, self.files.metrics_parquet,
-                          self.files.metrics_csv, self.files.fam_debug, self.files.summary):
+            for stale in (
+                self.files.checkpoint,
+                self.files.metrics_parquet,
+                self.files.metrics_csv,
+                self.files.fam_debug,
+                self.files.summary,
+            ):
                 stale.unlink(missing_ok=True)
             shutil.rmtree(self.files.tensorboard, ignore_errors=True)
             write_json_atomic(self.files.config, self._config())
@@ -445,8 +459,10 @@ class _Run:
         if self.plan.request.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(self.files.tensorboard),
-                                        purge_step=self.state.step + 1 if resumed else None)
+            self.writer = SummaryWriter(
+                log_dir=str(self.files.tensorboard),
+                purge_step=self.state.step + 1 if resumed else None,
+            )
         self._write_summary("running", "training")
         return resumed
 
@@ -463,19 +479,25 @@ class _Run:
             "seed": plan.request.seed,
             "steps": plan.total_steps,
             "time_budget_s": plan.request.time_budget_s,
-            "model": {**dataclasses.asdict(self.model_settings),
-                      "parameters": sum(p.numel() for p in self.model.parameters())},
+            "model": {
+                **dataclasses.asdict(self.model_settings),
+                "parameters": sum(p.numel() for p in self.model.parameters()),
+            },
             "data": self.data.describe(),
-            "schedule": {**self.schedule, **dataclasses.asdict(self.preset.schedule),
-                         "scheduler": "FAMScheduler"},
+            "schedule": {
+                **self.schedule,
+                **dataclasses.asdict(self.preset.schedule),
+                "scheduler": "FAMScheduler",
+            },
             "training": {
                 "batch_frames": self.preset.batch_frames,
                 "eval_every": self.preset.eval_every,
                 "log_every": self.preset.log_every,
                 "grad_clip": self.preset.grad_clip,
                 "max_loss": self.preset.max_loss,
-                "specaugment": (dataclasses.asdict(self.preset.specaugment)
-                                if self.preset.specaugment else None),
+                "specaugment": (
+                    dataclasses.asdict(self.preset.specaugment) if self.preset.specaugment else None
+                ),
                 "amp": self.preset.amp and self.device.type == "cuda",
             },
             "target_wer": self.preset.target_wer,
@@ -507,8 +529,9 @@ class _Run:
 
     def _load_checkpoint(self) -> None:
         try:
-            payload = torch.load(self.files.checkpoint, map_location=self.device,
-                                 weights_only=False)
+            payload = torch.load(
+                self.files.checkpoint, map_location=self.device, weights_only=False
+            )
         except Exception as exc:  # a truncated or foreign file: say which
             raise ResultsError(
                 f"cannot read checkpoint {self.files.checkpoint} ({exc}); rerun with --force"
@@ -592,12 +615,18 @@ class _Run:
             lens = batch.feat_lens.to(self.device)
             with self._autocast():
                 log_probs, out_lens = self.model(feats, lens)
-            loss = self.ctc(log_probs.float().transpose(0, 1), batch.targets.to(self.device),
-                            out_lens, batch.target_lens.to(self.device))
+            loss = self.ctc(
+                log_probs.float().transpose(0, 1),
+                batch.targets.to(self.device),
+                out_lens,
+                batch.target_lens.to(self.device),
+            )
             loss_sum += float(loss)
             tokens += int(batch.target_lens.sum())
-            hyps.extend(self.data.tokenizer.decode(ids)
-                        for ids in greedy_decode(log_probs, out_lens))
+            hyps.extend(
+                " ".join(self.data.tokenizer.decode(ids).split())
+                for ids in greedy_decode(log_probs, out_lens)
+            )
         self.model.train()
         rates = error_rates(split.references, hyps)
         rates["loss"] = loss_sum / max(tokens, 1)
@@ -610,11 +639,19 @@ class _Run:
         eval_s = time.perf_counter() - started
         s.eval_s += eval_s
         s.last_eval_step = s.step
-        s.rows.append({
-            "step": s.step, "wall_s": s.train_s, "train_loss": _nan(), "lr": _nan(),
-            "grad_norm": _nan(), "dev_wer": rates["wer"], "dev_cer": rates["cer"],
-            "dev_loss": rates["loss"], "eval_s": eval_s,
-        })
+        s.rows.append(
+            {
+                "step": s.step,
+                "wall_s": s.train_s,
+                "train_loss": _nan(),
+                "lr": _nan(),
+                "grad_norm": _nan(),
+                "dev_wer": rates["wer"],
+                "dev_cer": rates["cer"],
+                "dev_loss": rates["loss"],
+                "eval_s": eval_s,
+            }
+        )
         s.final_dev = {"wer": rates["wer"], "cer": rates["cer"]}
         if s.best_dev_wer is None or rates["wer"] < s.best_dev_wer:
             s.best_dev_wer = rates["wer"]
@@ -624,8 +661,14 @@ class _Run:
         if self.writer is not None:
             for key in ("wer", "cer", "loss"):
                 self.writer.add_scalar(f"dev/{key}", rates[key], s.step)
-        log.info("step %d: dev WER %.4f CER %.4f loss %.4f (%.1f s)", s.step, rates["wer"],
-                 rates["cer"], rates["loss"], eval_s)
+        log.info(
+            "step %d: dev WER %.4f CER %.4f loss %.4f (%.1f s)",
+            s.step,
+            rates["wer"],
+            rates["cer"],
+            rates["loss"],
+            eval_s,
+        )
         self.emit(ProgressEvent("eval", s.step, self.plan.total_steps, dev_wer=rates["wer"]))
 
     # -- training ----------------------------------------------------------------------------
@@ -656,17 +699,24 @@ class _Run:
             raise _Diverged(
                 f"diverged at step {s.step + 1}: train loss {loss_value:.4g} "
                 f"(bound {self.preset.max_loss:g}) at lr {lr:.4g}",
-                s.step + 1, loss_value, lr, _nan(),
+                s.step + 1,
+                loss_value,
+                lr,
+                _nan(),
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), self.preset.grad_clip))
+        grad_norm = float(
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.preset.grad_clip)
+        )
         t3 = time.perf_counter()
         if not math.isfinite(grad_norm):
             raise _Diverged(
                 f"diverged at step {s.step + 1}: gradient norm {grad_norm} at lr {lr:.4g}",
-                s.step + 1, loss_value, lr, grad_norm,
+                s.step + 1,
+                loss_value,
+                lr,
+                grad_norm,
             )
         self._in_update = True
         self.optimizer.step()
@@ -695,11 +745,17 @@ class _Run:
         self.timings["optimizer_s"] += t4 - t3
         self._session_steps += 1
         rate = self._session_steps / self._session_train_s
-        self.emit(ProgressEvent(
-            "train", s.step, self.plan.total_steps, train_loss=loss_value,
-            dev_wer=s.final_dev["wer"] if s.final_dev else None, steps_per_s=rate,
-            eta_s=(self.plan.total_steps - s.step) / rate,
-        ))
+        self.emit(
+            ProgressEvent(
+                "train",
+                s.step,
+                self.plan.total_steps,
+                train_loss=loss_value,
+                dev_wer=s.final_dev["wer"] if s.final_dev else None,
+                steps_per_s=rate,
+                eta_s=(self.plan.total_steps - s.step) / rate,
+            )
+        )
         return t4
 
     def _budget_spent(self) -> bool:
@@ -717,8 +773,10 @@ class _Run:
         try:
             while True:
                 done = self._budget_spent()
-                if s.step > 0 and s.last_eval_step != s.step and (
-                    done or s.step % self.preset.eval_every == 0
+                if (
+                    s.step > 0
+                    and s.last_eval_step != s.step
+                    and (done or s.step % self.preset.eval_every == 0)
                 ):
                     self._eval_dev()
                     self._save_checkpoint(self._rng_state(), self.stream.state())
@@ -741,8 +799,10 @@ class _Run:
             return "diverged", str(exc)
         except KeyboardInterrupt:
             if self._in_update:
-                message = ("interrupted during an update; run the same command to resume "
-                           "from the last checkpoint")
+                message = (
+                    "interrupted during an update; run the same command to resume "
+                    "from the last checkpoint"
+                )
             else:
                 step, rng, stream = boundary
                 if step != s.step:  # the step had finished: its end is the boundary
@@ -796,9 +856,10 @@ def run_training(request: RunRequest, progress: ProgressCallback | None = None) 
     torch.set_num_threads(plan.threads)
     emit(ProgressEvent("setup", total_steps=plan.total_steps, message="preparing data"))
     data = load_workload_data(
-        plan.preset, Path(request.cache_dir), plan.data_root,
-        log_message=lambda m: emit(ProgressEvent("setup", total_steps=plan.total_steps,
-                                                 message=m)),
+        plan.preset,
+        Path(request.cache_dir),
+        plan.data_root,
+        log_message=lambda m: emit(ProgressEvent("setup", total_steps=plan.total_steps, message=m)),
     )
     run = _Run(plan, data, progress)
 
@@ -811,8 +872,7 @@ def run_training(request: RunRequest, progress: ProgressCallback | None = None) 
     try:
         previous = _read_summary(files.summary)
         if previous and previous.get("status") in _FINISHED and not request.force:
-            return RunOutcome(plan.run_id, plan.run_dir, previous["status"], previous,
-                              skipped=True)
+            return RunOutcome(plan.run_id, plan.run_dir, previous["status"], previous, skipped=True)
         resumed = run.start(resume=not request.force)
         try:
             status, message = run.train()
@@ -821,7 +881,8 @@ def run_training(request: RunRequest, progress: ProgressCallback | None = None) 
         summary = run._write_summary(status, message)
         emit(ProgressEvent("done", run.state.step, plan.total_steps, message=message))
         timings = {**run.timings, "train_s": run._session_train_s}
-        return RunOutcome(plan.run_id, plan.run_dir, status, summary, resumed=resumed,
-                          timings=timings)
+        return RunOutcome(
+            plan.run_id, plan.run_dir, status, summary, resumed=resumed, timings=timings
+        )
     finally:
         lock.release()

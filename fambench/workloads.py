@@ -115,7 +115,7 @@ _CPU_OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
     "fam": {"lr": 0.5},  # TODO(sweep)
     "fam-fixed": {"lr": 0.5},  # TODO(sweep)
     "simple-fam": {"lr": 0.5},  # TODO(sweep)
-    "adamw": {"lr": 2e-3, "weight_decay": 1e-2},  # TODO(sweep)
+    "adamw": {"lr": 3e-3, "weight_decay": 1e-2},  # TODO(sweep)
     "sgd": {"lr": 0.05},  # TODO(sweep)
 }
 
@@ -138,7 +138,12 @@ _SMOKE = Preset(
         synth_test_utterances=20,
     ),
     model=ModelSettings(
-        d_model=48, n_layers=2, n_heads=4, ffn_dim=96, conv_kernel=7, dropout=0.1,
+        d_model=48,
+        n_layers=2,
+        n_heads=4,
+        ffn_dim=96,
+        conv_kernel=7,
+        dropout=0.1,
         frontend_channels=16,
     ),
     batch_frames=3000,
@@ -189,8 +194,10 @@ _SYNTH = Preset(
         d_model=144, n_layers=4, n_heads=4, ffn_dim=576, conv_kernel=15, frontend_channels=64
     ),
     batch_frames=3000,
-    steps=1000,
+    steps=1500,
     eval_every=250,
+    schedule=ScheduleSpec(warmup_fraction=0.1, decay_start_fraction=0.2),
+    specaugment=SpecAugmentSpec(freq_masks=2, freq_width=10, time_masks=2, time_width_ratio=0.05),
     log_every=10,
     target_wer=0.6,
     optimizer_defaults=_CPU_OPTIMIZER_DEFAULTS,
@@ -301,8 +308,9 @@ class WorkloadData:
         feats = [self.train_feats[i] for i in indices]
         if self.specaugment is not None:
             feats = [self.specaugment(f, generator) for f in feats]
-        return collate(feats, [self.train_targets[i] for i in indices],
-                       [self.train_ids[i] for i in indices])
+        return collate(
+            feats, [self.train_targets[i] for i in indices], [self.train_ids[i] for i in indices]
+        )
 
     def describe(self) -> dict[str, Any]:
         """What config.json records about the data."""
@@ -349,8 +357,7 @@ def resolve_data_root(preset: Preset, data_root: Path | None) -> Path | None:
     for subset in (spec.train_subset, spec.dev_subset, spec.test_subset):
         if subset is not None and not (root / subset).is_dir():
             raise DataError(
-                f"--data {root}: subset {subset} not found (expected the directory "
-                f"{root / subset})"
+                f"--data {root}: subset {subset} not found (expected the directory {root / subset})"
             )
     return root.resolve()
 
@@ -361,16 +368,26 @@ def _evenly_spaced(n_total: int, n_keep: int | None) -> list[int]:
     return sorted({round(i * (n_total - 1) / max(n_keep - 1, 1)) for i in range(n_keep)})
 
 
-def _eval_split(name: str, feats: list[torch.Tensor], texts: list[str], ids: list[str],
-                tokenizer: Tokenizer, max_frames: int, hop_s: float) -> Split:
+def _eval_split(
+    name: str,
+    feats: list[torch.Tensor],
+    texts: list[str],
+    ids: list[str],
+    tokenizer: Tokenizer,
+    max_frames: int,
+    hop_s: float,
+) -> Split:
     lengths = [int(f.shape[0]) for f in feats]
-    batcher = LengthBucketBatcher(lengths, max_frames=max(max_frames, max(lengths)),
-                                  shuffle=False)
+    batcher = LengthBucketBatcher(lengths, max_frames=max(max_frames, max(lengths)), shuffle=False)
     batches, references = [], []
     for indices in batcher.batches(0):
-        batches.append(collate([feats[i] for i in indices],
-                               [tokenizer.encode(texts[i]) for i in indices],
-                               [ids[i] for i in indices]))
+        batches.append(
+            collate(
+                [feats[i] for i in indices],
+                [tokenizer.encode(texts[i]) for i in indices],
+                [ids[i] for i in indices],
+            )
+        )
         references.extend(texts[i] for i in indices)
     return Split(name, batches, references, seconds=sum(lengths) * hop_s)
 
@@ -397,8 +414,10 @@ def load_workload_data(
         settings = synth_settings(spec)
         corpus_dir = synth_corpus_dir(cache_dir, settings)
         if not (corpus_dir / "LibriSpeech").is_dir():
-            say(f"generating the synthetic corpus ({spec.synth_hours:g} h) in {corpus_dir} "
-                "(first use only)")
+            say(
+                f"generating the synthetic corpus ({spec.synth_hours:g} h) in {corpus_dir} "
+                "(first use only)"
+            )
         root = ensure_corpus(corpus_dir, settings)
         info["synth"] = settings.to_json()
     else:
@@ -431,40 +450,55 @@ def load_workload_data(
 
     train_feats = normalised("train")
     train_targets = [tokenizer.encode(t) for t in train_texts]
-    kept, dropped = drop_infeasible([int(f.shape[0]) for f in train_feats],
-                                    [len(t) for t in train_targets],
-                                    ConformerCTC.subsampled_length)
+    kept, dropped = drop_infeasible(
+        [int(f.shape[0]) for f in train_feats],
+        [len(t) for t in train_targets],
+        ConformerCTC.subsampled_length,
+    )
     if dropped:
-        log.warning("dropped %d of %d training utterances too short for their transcripts",
-                    dropped, len(train_feats))
+        log.warning(
+            "dropped %d of %d training utterances too short for their transcripts",
+            dropped,
+            len(train_feats),
+        )
     if not kept:
         raise DataError(f"{root / spec.train_subset}: no training utterance is usable by CTC")
     train_ids = train["utt_id"].tolist()
     eval_splits = {
-        role: _eval_split(subsets[role], normalised(role),
-                          manifests[role]["transcript"].tolist(),
-                          manifests[role]["utt_id"].tolist(), tokenizer,
-                          preset.eval_batch_frames, hop_s)
+        role: _eval_split(
+            subsets[role],
+            normalised(role),
+            manifests[role]["transcript"].tolist(),
+            manifests[role]["utt_id"].tolist(),
+            tokenizer,
+            preset.eval_batch_frames,
+            hop_s,
+        )
         for role in ("dev", "test")
         if role in manifests
     }
     aug = preset.specaugment
-    specaugment = SpecAugment(aug.freq_masks, aug.freq_width, aug.time_masks,
-                              aug.time_width_ratio) if aug is not None else None
+    specaugment = (
+        SpecAugment(aug.freq_masks, aug.freq_width, aug.time_masks, aug.time_width_ratio)
+        if aug is not None
+        else None
+    )
     train_seconds = sum(int(train_feats[i].shape[0]) for i in kept) * hop_s
-    info.update({
-        "train_subset": spec.train_subset,
-        "dev_subset": spec.dev_subset,
-        "test_subset": spec.test_subset,
-        "train_utterances": len(kept),
-        "train_dropped": dropped,
-        "train_hours": round(train_seconds / 3600, 4),
-        "dev_utterances": eval_splits["dev"].utterances,
-        "dev_hours": round(eval_splits["dev"].seconds / 3600, 4),
-        "test_utterances": eval_splits["test"].utterances if "test" in eval_splits else None,
-        "tokenizer": tokenizer.to_json(),
-        "features": dataclasses.asdict(feature_settings),
-    })
+    info.update(
+        {
+            "train_subset": spec.train_subset,
+            "dev_subset": spec.dev_subset,
+            "test_subset": spec.test_subset,
+            "train_utterances": len(kept),
+            "train_dropped": dropped,
+            "train_hours": round(train_seconds / 3600, 4),
+            "dev_utterances": eval_splits["dev"].utterances,
+            "dev_hours": round(eval_splits["dev"].seconds / 3600, 4),
+            "test_utterances": eval_splits["test"].utterances if "test" in eval_splits else None,
+            "tokenizer": tokenizer.to_json(),
+            "features": dataclasses.asdict(feature_settings),
+        }
+    )
     return WorkloadData(
         root=root,
         tokenizer=tokenizer,

@@ -202,7 +202,9 @@ class ReferenceFAM(torch.optim.Optimizer):
                             if key not in history:
                                 history[key] = power
                             else:
-                                history[key] = group["beta"] * history[key] + (1 - group["beta"]) * power
+                                history[key] = (
+                                    group["beta"] * history[key] + (1 - group["beta"]) * power
+                                )
                         bands = [history.get(f"band_{i}", 0) for i in range(n_bands)]
                         alpha = MOMENTUM[handler](bands, group["alpha"])
                 self.last_momentum[id(p)] = alpha
@@ -211,7 +213,9 @@ class ReferenceFAM(torch.optim.Optimizer):
         return loss
 
 
-def crafted_gradient(shape: tuple[int, ...], mode: object, generator: torch.Generator) -> torch.Tensor:
+def crafted_gradient(
+    shape: tuple[int, ...], mode: object, generator: torch.Generator
+) -> torch.Tensor:
     """A gradient whose spectrum is steered: 'smooth' (low), 'alternating' (top bin), 'noise'
     (flat) or a float f in (0, 0.5): a sinusoid at f cycles per entry (a chosen band)."""
     n = 1

@@ -7,8 +7,15 @@ import torch
 
 from fambench.model import ConformerCTC, ModelSettings, count_parameters
 
-TINY = ModelSettings(d_model=48, n_layers=2, n_heads=4, ffn_dim=96, conv_kernel=7,
-                     vocab_size=29, frontend_channels=16)
+TINY = ModelSettings(
+    d_model=48,
+    n_layers=2,
+    n_heads=4,
+    ffn_dim=96,
+    conv_kernel=7,
+    vocab_size=29,
+    frontend_channels=16,
+)
 
 
 def _model(settings: ModelSettings = TINY, seed: int = 0) -> ConformerCTC:

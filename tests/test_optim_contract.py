@@ -183,7 +183,9 @@ def test_add_param_group_after_some_steps(name):
         optimizer.step()
     assert not torch.equal(extra.weight.detach(), start)
     assert all(torch.isfinite(p).all() for p in list(model.parameters()) + list(extra.parameters()))
-    if "step" in optimizer.state[extra.weight] and not torch.is_tensor(optimizer.state[extra.weight]["step"]):
+    if "step" in optimizer.state[extra.weight] and not torch.is_tensor(
+        optimizer.state[extra.weight]["step"]
+    ):
         assert optimizer.state[extra.weight]["step"] == 5
         assert optimizer.state[model.conv.weight]["step"] == 10
 
@@ -203,7 +205,9 @@ def test_float64_and_bfloat16_parameters(name, dtype):
             for value in optimizer.state[p].values():
                 if torch.is_tensor(value) and value.shape == p.shape:
                     assert value.dtype == run_dtype
-        runs[run_dtype] = [(p.detach() - s).double() for p, s in zip(model.parameters(), start, strict=True)]
+        runs[run_dtype] = [
+            (p.detach() - s).double() for p, s in zip(model.parameters(), start, strict=True)
+        ]
     moved32 = torch.cat([d.flatten() for d in runs[torch.float32]])
     moved = torch.cat([d.flatten() for d in runs[dtype]])
     if dtype == torch.float64:

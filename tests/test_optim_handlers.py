@@ -115,10 +115,12 @@ def test_conv_rule_on_crafted_bands():
 
 def test_attention_rule_on_crafted_bands():
     n = 12  # lowest quarter: index < 3; above the third quarter: index > 9
+
     def peak(index, value=0.5):
         row = [0.04] * n
         row[index] = value
         return row
+
     rows = [peak(0), peak(2), peak(3), peak(9), peak(10), peak(11), peak(1), [0.1] * n]
     bases = [0.9, 0.9, 0.9, 0.9, 0.9, 0.95, 0.88, 0.92]
     expected = [0.85, 0.85, 0.9, 0.9, 0.98, 0.98, 0.85, 0.87]  # ties → band 0 → low rule
@@ -138,7 +140,9 @@ def test_rules_equal_the_specification_on_random_band_vectors(name):
         bands = bands.double()
         base = 0.8 + 0.15 * torch.rand(300, generator=generator, dtype=torch.float64)
         got = get_handler(name).momentum(bands, base).tolist()
-        expected = [MOMENTUM[name](row, b) for row, b in zip(bands.tolist(), base.tolist(), strict=True)]
+        expected = [
+            MOMENTUM[name](row, b) for row, b in zip(bands.tolist(), base.tolist(), strict=True)
+        ]
         assert got == expected
 
 
@@ -213,7 +217,9 @@ def test_bad_handlers_are_refused(clean_registry):
 )
 def test_groups_with_names_but_no_handler_are_tagged_correctly(names, expected):
     assert infer_handler_name(names) == expected
-    params = [torch.nn.Parameter(torch.zeros(2)) for _ in names] or [torch.nn.Parameter(torch.zeros(2))]
+    params = [torch.nn.Parameter(torch.zeros(2)) for _ in names] or [
+        torch.nn.Parameter(torch.zeros(2))
+    ]
     group = {"params": params}
     if names:
         group["names"] = names

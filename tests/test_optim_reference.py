@@ -56,7 +56,10 @@ def _run_lockstep(fam, ref, pairs, steps, seed=1, drop=False, rtol=2e-5):
         for index, (fam_param, ref_param) in enumerate(pairs):
             scale = ref_param.detach().abs().max().item() + 1e-12
             torch.testing.assert_close(
-                fam_param.detach() / scale, ref_param.detach() / scale, rtol=0, atol=rtol,
+                fam_param.detach() / scale,
+                ref_param.detach() / scale,
+                rtol=0,
+                atol=rtol,
                 msg=lambda m, i=index, s=step: f"param {i} differs at step {s}: {m}",
             )
             ref_state = ref.state[ref_param]
@@ -78,7 +81,9 @@ def _run_lockstep(fam, ref, pairs, steps, seed=1, drop=False, rtol=2e-5):
 
 
 def _group_of(optimizer, param):
-    return next(i for i, g in enumerate(optimizer.param_groups) if any(p is param for p in g["params"]))
+    return next(
+        i for i, g in enumerate(optimizer.param_groups) if any(p is param for p in g["params"])
+    )
 
 
 def _index_in_group(optimizer, param):
@@ -154,8 +159,9 @@ def test_layer_boost_chooses_between_group_handlers_and_default(layer_boost):
 
 
 def test_float64_parameters_match_reference():
-    fam_groups, ref_groups, pairs = _twins(FULL_SHAPES[:5], [{"handler": "attention", "n_bands": 12}],
-                                           dtype=torch.float64, seed=7)
+    fam_groups, ref_groups, pairs = _twins(
+        FULL_SHAPES[:5], [{"handler": "attention", "n_bands": 12}], dtype=torch.float64, seed=7
+    )
     settings = dict(lr=0.05, beta=0.6, fam_start_step=2)
     fam = FAMOptimizer(fam_groups, **settings)
     ref = ReferenceFAM(ref_groups, **settings)
@@ -165,7 +171,9 @@ def test_float64_parameters_match_reference():
 
 @pytest.mark.parametrize("handler", ["default", "conv", "attention", "embedding"])
 def test_ordered_sampling_of_large_tensors_matches_plain_indexing(handler):
-    fam_groups, ref_groups, pairs = _twins(LARGE_SHAPES, [{"handler": handler, "n_bands": 10}], seed=9)
+    fam_groups, ref_groups, pairs = _twins(
+        LARGE_SHAPES, [{"handler": handler, "n_bands": 10}], seed=9
+    )
     settings = dict(lr=0.05, beta=0.6, fam_start_step=2, sampling="ordered")
     fam = FAMOptimizer(fam_groups, **settings)
     ref = ReferenceFAM(ref_groups, **settings)

@@ -26,22 +26,48 @@ from fambench.results import (
 
 def _make_run(root, run_id="synth-fam-s0-00000000", status="completed", wer=0.5):
     files = RunFiles(root / run_id)
-    write_json_atomic(files.config, {
-        "format_version": 1, "run_id": run_id, "preset": "synth", "optimizer": "fam",
-        "seed": 0, "steps": 20, "hparams_key": "lr=0.5", "optimizer_hparams": {"lr": 0.5},
-        "model": {"d_model": 144}, "target_wer": 0.6,
-        "provenance": {"torch": "2.14.1", "threads": 2},
-    })
-    write_json_atomic(files.summary, {
-        "format_version": 1, "run_id": run_id, "status": status, "steps": 20,
-        "train_s": 4.0, "final_dev_wer": wer, "time_to_target_s": float("nan"),
-    })
-    files.write_metrics([
-        {"step": 10, "wall_s": 2.0, "train_loss": 3.0, "lr": 0.1, "grad_norm": 1.0},
-        {"step": 20, "wall_s": 4.0, "train_loss": 2.0, "lr": 0.1, "grad_norm": 1.0},
-        {"step": 20, "wall_s": 4.0, "dev_wer": wer, "dev_cer": wer / 2, "dev_loss": 1.5,
-         "eval_s": 0.5},
-    ])
+    write_json_atomic(
+        files.config,
+        {
+            "format_version": 1,
+            "run_id": run_id,
+            "preset": "synth",
+            "optimizer": "fam",
+            "seed": 0,
+            "steps": 20,
+            "hparams_key": "lr=0.5",
+            "optimizer_hparams": {"lr": 0.5},
+            "model": {"d_model": 144},
+            "target_wer": 0.6,
+            "provenance": {"torch": "2.14.1", "threads": 2},
+        },
+    )
+    write_json_atomic(
+        files.summary,
+        {
+            "format_version": 1,
+            "run_id": run_id,
+            "status": status,
+            "steps": 20,
+            "train_s": 4.0,
+            "final_dev_wer": wer,
+            "time_to_target_s": float("nan"),
+        },
+    )
+    files.write_metrics(
+        [
+            {"step": 10, "wall_s": 2.0, "train_loss": 3.0, "lr": 0.1, "grad_norm": 1.0},
+            {"step": 20, "wall_s": 4.0, "train_loss": 2.0, "lr": 0.1, "grad_norm": 1.0},
+            {
+                "step": 20,
+                "wall_s": 4.0,
+                "dev_wer": wer,
+                "dev_cer": wer / 2,
+                "dev_loss": 1.5,
+                "eval_s": 0.5,
+            },
+        ]
+    )
     return files
 
 
@@ -116,8 +142,12 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
             RunLock(path).acquire()
     assert not path.exists()
     # A lock left by a process that has exited is stale.
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     import socket
 
     path.write_text(f"{socket.gethostname()} {dead}\n")

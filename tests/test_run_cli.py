@@ -27,9 +27,26 @@ def _run(*args: str):
 
 def test_run_trains_and_prints_the_result(synth_corpus, cli_cache, tmp_path):
     out = tmp_path / "results"
-    args = ["--optimizer", "sgd", "--preset", "smoke", "--data", str(synth_corpus),
-            "--cache-dir", str(cli_cache), "--out", str(out), "--steps", "6", "--threads", "1",
-            "--opt", "lr=0.02", "--seed", "3"]
+    args = [
+        "--optimizer",
+        "sgd",
+        "--preset",
+        "smoke",
+        "--data",
+        str(synth_corpus),
+        "--cache-dir",
+        str(cli_cache),
+        "--out",
+        str(out),
+        "--steps",
+        "6",
+        "--threads",
+        "1",
+        "--opt",
+        "lr=0.02",
+        "--seed",
+        "3",
+    ]
     result = _run(*args)
     assert result.exit_code == 0, result.output
     (run_dir,) = out.iterdir()
@@ -42,18 +59,23 @@ def test_run_trains_and_prints_the_result(synth_corpus, cli_cache, tmp_path):
     assert again.exit_code == 0 and "already completed" in again.output
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--optimizer", "adamw", "--preset", "nope"], "unknown preset 'nope'"),
-    (["--optimizer", "nope"], "unknown optimizer 'nope'"),
-    (["--optimizer", "adamw", "--opt", "lrr=0.1"], "unknown hyperparameter 'lrr'"),
-    (["--optimizer", "adamw", "--opt", "lr=abc"], "lr must be a number"),
-    (["--optimizer", "adamw", "--opt", "lr"], "expected key=value"),
-    (["--optimizer", "adamw", "--opt", "lr=1", "--opt", "lr=2"], "given twice"),
-    (["--optimizer", "adamw", "--preset", "mini-librispeech"], "--data ROOT"),
-    (["--optimizer", "adamw", "--preset", "mini-librispeech", "--data", "/nonexistent/x"],
-     "no such directory"),
-    (["--optimizer", "adamw", "--steps", "5", "--time-budget", "3"], "either --steps"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--optimizer", "adamw", "--preset", "nope"], "unknown preset 'nope'"),
+        (["--optimizer", "nope"], "unknown optimizer 'nope'"),
+        (["--optimizer", "adamw", "--opt", "lrr=0.1"], "unknown hyperparameter 'lrr'"),
+        (["--optimizer", "adamw", "--opt", "lr=abc"], "lr must be a number"),
+        (["--optimizer", "adamw", "--opt", "lr"], "expected key=value"),
+        (["--optimizer", "adamw", "--opt", "lr=1", "--opt", "lr=2"], "given twice"),
+        (["--optimizer", "adamw", "--preset", "mini-librispeech"], "--data ROOT"),
+        (
+            ["--optimizer", "adamw", "--preset", "mini-librispeech", "--data", "/nonexistent/x"],
+            "no such directory",
+        ),
+        (["--optimizer", "adamw", "--steps", "5", "--time-budget", "3"], "either --steps"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, args, message):
     out = tmp_path / "results"
     result = _run(*args, "--out", str(out), "--cache-dir", str(tmp_path / "cache"))
@@ -66,8 +88,14 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, args, m
 def test_unwritable_out_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = _run("--optimizer", "adamw", "--out", str(blocker / "results"),
-                  "--cache-dir", str(tmp_path / "cache"))
+    result = _run(
+        "--optimizer",
+        "adamw",
+        "--out",
+        str(blocker / "results"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert result.exit_code == 2
     assert "cannot write results" in result.stderr and "is not a directory" in result.stderr
     assert not (tmp_path / "cache").exists()
@@ -75,7 +103,10 @@ def test_unwritable_out_is_refused(tmp_path):
 
 def test_parse_opt_overrides_types_values():
     assert parse_opt_overrides(["lr=0.1", "nesterov=false", "betas=[0.9,0.98]", "n=3"]) == {
-        "lr": 0.1, "nesterov": False, "betas": [0.9, 0.98], "n": 3,
+        "lr": 0.1,
+        "nesterov": False,
+        "betas": [0.9, 0.98],
+        "n": 3,
     }
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_opt_overrides(["=3"])

@@ -26,8 +26,14 @@ def smoke(synth_corpus, smoke_cache, tmp_path):
     """A RunRequest factory for the smoke preset on the session's tiny corpus."""
 
     def make(optimizer: str, **changes) -> RunRequest:
-        fields = dict(optimizer=optimizer, preset="smoke", data_root=synth_corpus,
-                      cache_dir=smoke_cache, out_dir=tmp_path / "results", threads=1)
+        fields = dict(
+            optimizer=optimizer,
+            preset="smoke",
+            data_root=synth_corpus,
+            cache_dir=smoke_cache,
+            out_dir=tmp_path / "results",
+            threads=1,
+        )
         fields.update(changes)
         return RunRequest(**fields)
 
@@ -43,9 +49,17 @@ def test_smoke_run_end_to_end(smoke, optimizer, overrides):
     outcome = run_training(smoke(optimizer, overrides=overrides), progress=events.append)
     assert outcome.status == "completed" and not outcome.skipped and not outcome.resumed
     files = RunFiles(outcome.run_dir)
-    assert outcome.run_dir.name.startswith(f"smoke-{optimizer.replace(':', '_').replace('.', '_')}-s0-")
-    for path in (files.config, files.summary, files.metrics_parquet, files.metrics_csv,
-                 files.checkpoint, files.tokenizer):
+    assert outcome.run_dir.name.startswith(
+        f"smoke-{optimizer.replace(':', '_').replace('.', '_')}-s0-"
+    )
+    for path in (
+        files.config,
+        files.summary,
+        files.metrics_parquet,
+        files.metrics_csv,
+        files.checkpoint,
+        files.tokenizer,
+    ):
         assert path.is_file(), path
     assert not files.lock.exists()
     assert files.fam_debug.is_file() == (optimizer == "fam")
@@ -55,7 +69,9 @@ def test_smoke_run_end_to_end(smoke, optimizer, overrides):
     config, summary, metrics = run.config, run.summary, run.metrics
     assert config["optimizer"] == optimizer and config["preset"] == "smoke"
     assert config["steps"] == 30 and config["seed"] == 0
-    assert config["provenance"]["threads"] == 1 and config["provenance"]["torch"] == torch.__version__
+    assert (
+        config["provenance"]["threads"] == 1 and config["provenance"]["torch"] == torch.__version__
+    )
     assert config["model"]["vocab_size"] == 29
     assert set(summary) == set(SUMMARY_FIELDS)
     assert summary["steps"] == 30 and summary["train_s"] > 0 and summary["peak_memory_mb"] > 0
@@ -100,8 +116,10 @@ def test_divergence_stops_with_status_diverged(smoke):
     metrics = load_run(outcome.run_dir).metrics
     last = metrics.iloc[-1]
     assert last["step"] == summary["steps"] + 1
-    assert not math.isfinite(last["train_loss"]) or last["train_loss"] > 1000 or not (
-        math.isfinite(last["grad_norm"])
+    assert (
+        not math.isfinite(last["train_loss"])
+        or last["train_loss"] > 1000
+        or not (math.isfinite(last["grad_norm"]))
     )
     # A diverged run is finished: the same request reports it without training again.
     again = run_training(smoke("adamw", overrides={"lr": 1e6}))
@@ -120,14 +138,18 @@ def _interrupt_at(step: int):
     return hook
 
 
-@pytest.mark.parametrize("optimizer,overrides,stop", [
-    ("fam", {}, 22),  # after the step-15 checkpoint, FAM analysis active
-    ("adamw", {}, 7),  # before any checkpoint
-])
+@pytest.mark.parametrize(
+    "optimizer,overrides,stop",
+    [
+        ("fam", {}, 22),  # after the step-15 checkpoint, FAM analysis active
+        ("adamw", {}, 7),  # before any checkpoint
+    ],
+)
 def test_resume_equals_an_uninterrupted_run(smoke, tmp_path, optimizer, overrides, stop):
     steps = 40 if optimizer == "fam" else 30
-    whole = run_training(smoke(optimizer, steps=steps, overrides=overrides,
-                               out_dir=tmp_path / "whole"))
+    whole = run_training(
+        smoke(optimizer, steps=steps, overrides=overrides, out_dir=tmp_path / "whole")
+    )
     request = smoke(optimizer, steps=steps, overrides=overrides, out_dir=tmp_path / "split")
     first = run_training(request, progress=_interrupt_at(stop))
     assert first.status == "interrupted" and f"step {stop}" in first.summary["message"]
@@ -149,8 +171,7 @@ def test_resume_equals_an_uninterrupted_run(smoke, tmp_path, optimizer, override
     for name, tensor in state_a["model"].items():
         assert torch.equal(tensor, state_b["model"][name]), name
     if optimizer == "fam":
-        assert (RunFiles(whole.run_dir).fam_debug.read_text()
-                == files.fam_debug.read_text())
+        assert RunFiles(whole.run_dir).fam_debug.read_text() == files.fam_debug.read_text()
 
 
 def test_finished_run_is_reported_and_force_reruns_it(smoke):
@@ -193,19 +214,22 @@ def test_run_id_depends_on_settings_not_on_where_results_go(smoke, tmp_path):
     )
 
 
-@pytest.mark.parametrize("changes,error,match", [
-    ({"preset": "nope"}, ConfigError, "unknown preset 'nope'; choose one of: synth"),
-    ({"optimizer": "nope"}, ConfigError, "unknown optimizer 'nope'"),
-    ({"optimizer": "torch.optim:Nope"}, ConfigError, "has no attribute"),
-    ({"overrides": {"lrr": 0.1}}, ConfigError, "unknown hyperparameter 'lrr'"),
-    ({"overrides": {"lr": -1}}, ConfigError, "lr must be a number > 0"),
-    ({"overrides": {"lr": "fast"}}, ConfigError, "lr must be a number"),
-    ({"overrides": {"debug_dir": "x"}}, ConfigError, "set by the trainer"),
-    ({"preset": "mini-librispeech", "data_root": None}, ConfigError, "--data ROOT"),
-    ({"data_root": Path("/nonexistent/LibriSpeech")}, DataError, "no such directory"),
-    ({"steps": 0}, ConfigError, "--steps must be at least 1"),
-    ({"time_budget_s": -5.0}, ConfigError, "--time-budget must be positive"),
-])
+@pytest.mark.parametrize(
+    "changes,error,match",
+    [
+        ({"preset": "nope"}, ConfigError, "unknown preset 'nope'; choose one of: synth"),
+        ({"optimizer": "nope"}, ConfigError, "unknown optimizer 'nope'"),
+        ({"optimizer": "torch.optim:Nope"}, ConfigError, "has no attribute"),
+        ({"overrides": {"lrr": 0.1}}, ConfigError, "unknown hyperparameter 'lrr'"),
+        ({"overrides": {"lr": -1}}, ConfigError, "lr must be a number > 0"),
+        ({"overrides": {"lr": "fast"}}, ConfigError, "lr must be a number"),
+        ({"overrides": {"debug_dir": "x"}}, ConfigError, "set by the trainer"),
+        ({"preset": "mini-librispeech", "data_root": None}, ConfigError, "--data ROOT"),
+        ({"data_root": Path("/nonexistent/LibriSpeech")}, DataError, "no such directory"),
+        ({"steps": 0}, ConfigError, "--steps must be at least 1"),
+        ({"time_budget_s": -5.0}, ConfigError, "--time-budget must be positive"),
+    ],
+)
 def test_bad_requests_fail_before_writing_anything(smoke, tmp_path, changes, error, match):
     request = smoke(changes.pop("optimizer", "adamw"), **changes)
     with pytest.raises(error, match=match):

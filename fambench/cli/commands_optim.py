@@ -28,7 +28,9 @@ def optimizers_command() -> None:
     table.add_column("description")
     table.add_column("default hyperparameters (override with --opt key=value)")
     for spec in list_optimizers():
-        defaults = ", ".join(f"{key}={_format_value(value)}" for key, value in spec.defaults.items())
+        defaults = ", ".join(
+            f"{key}={_format_value(value)}" for key, value in spec.defaults.items()
+        )
         table.add_row(spec.name, spec.description, defaults or "-")
     console.print(table)
     console.print(

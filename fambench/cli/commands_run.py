@@ -90,7 +90,9 @@ class _ProgressView:
 @app.command("run")
 def run_command(
     optimizer: str = typer.Option(
-        ..., "--optimizer", "-o",
+        ...,
+        "--optimizer",
+        "-o",
         help="Registry name (fam, fam-fixed, simple-fam, adamw, sgd) or a dotted path "
         "package.module:Name (e.g. torch.optim:RAdam).",
     ),
@@ -101,7 +103,8 @@ def run_command(
     seed: int = typer.Option(0, "--seed", help="Seed of model init, data order and dropout."),
     steps: int | None = typer.Option(None, "--steps", help="Step budget (default: the preset's)."),
     time_budget: float | None = typer.Option(
-        None, "--time-budget",
+        None,
+        "--time-budget",
         help="Stop after this many training seconds (the schedule still spans the step budget).",
     ),
     opt: list[str] = typer.Option(

@@ -2,9 +2,10 @@
 
 The library keeps global state (one voice, one set of parameters, one callback), so a process
 owns at most one `ESpeak`; parallel generation uses one worker process per core, each creating
-its own. eSpeak also keeps a little state between utterances (pitch flutter, the C `rand()`
-stream used for breath noise), so callers that need bit-exact output must synthesize the same
-utterances in the same order within one fresh process — `fambench.data.synth` does exactly that.
+its own. eSpeak also keeps internal state between utterances (its random generator is re-seeded
+per utterance here, but other state is not resettable), so callers that need bit-exact output
+must synthesize the same utterances in the same order within one fresh process —
+`fambench.data.synth` does exactly that.
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ class ESpeak:
         self._lib.espeak_SetSynthCallback(self._callback)
         self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self._voice: str | None = None
+
+    @classmethod
+    def loaded(cls) -> bool:
+        """Whether this process has initialised the engine (its state then persists)."""
+        return cls._instance is not None
 
     @classmethod
     def get(cls) -> ESpeak:

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -160,12 +161,19 @@ class FeatureCache:
             raise DataError(f"cannot write feature cache {path}: {exc.strerror or exc}") from exc
 
 
+# Packing goes through numpy: single-threaded copies stay fast on a busy machine, where
+# OpenMP-parallel torch.cat over thousands of small tensors can stall for seconds.
 def _pack(feats: dict[str, torch.Tensor]) -> dict:
     ids = list(feats)
     lengths = [int(feats[i].shape[0]) for i in ids]
-    data = torch.cat([feats[i] for i in ids]) if ids else torch.zeros(0, 0)
+    n_bins = next(iter(feats.values())).shape[1] if ids else 0
+    data = np.zeros((sum(lengths), n_bins), dtype=np.float16)
+    offset = 0
+    for utt_id, length in zip(ids, lengths, strict=True):
+        data[offset : offset + length] = feats[utt_id].numpy()
+        offset += length
     return {"ids": ids, "lengths": torch.tensor(lengths, dtype=torch.int64),
-            "data": data.to(torch.float16)}
+            "data": torch.from_numpy(data)}
 
 
 def _unpack(blob: dict) -> dict[str, torch.Tensor]:

@@ -6,9 +6,9 @@
 
 * Speakers: each is one eSpeak voice setting (English accent × voice variant × pitch × pitch
   range × speaking rate); train, dev and test draw from disjoint speaker sets.
-* Text: 4–20 words drawn Zipf-like from our own 2,300-word vocabulary (`wordlist.WORDS`).
-  Speaking rates of 115–150 words per minute keep speech near 15 characters per second, far below
-  the model's 25 output frames per second.
+* Text: 4–20 words drawn Zipf-like from our own 2,400-word vocabulary (`wordlist.WORDS`).
+  Speaking rates of 115–150 words per minute keep speech near 13 characters per second
+  (always under 20), far below the model's 25 output frames per second.
 * Acoustics: random leading silence, white/pink/brown noise at a random SNR, random gain.
 * Determinism: every random choice comes from a generator seeded by (seed, subset, chapter,
   utterance), and each chapter is synthesized in a fresh process (eSpeak keeps state between
@@ -349,8 +349,10 @@ def _mp_context():
     # usual `if __name__ == "__main__":` guard in the calling script.
     from fambench.data.espeak import ESpeak
 
-    if ESpeak._instance is None and "fork" in multiprocessing.get_all_start_methods():
+    if not ESpeak.loaded() and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
+    log.warning("eSpeak is already loaded in this process (or fork is unavailable): spawning "
+                "one fresh process per chapter, which is slower")
     return multiprocessing.get_context("spawn")
 
 

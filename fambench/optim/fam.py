@@ -135,14 +135,7 @@ class _Plan:
     momentum: Tensor | None = None  # (N,) last effective momenta
     meta: list[tuple[str, int, str, int]] = field(default_factory=list)  # name, group, handler, nb
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-
-def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for dim in reversed(shape):
-        strides.append(acc)
-        acc *= max(dim, 1)
-    return tuple(reversed(strides))
+    uses_random: bool = False
 
 
 def _sample_part(shape: tuple[int, ...], sampling: str) -> tuple[_Part, tuple, Any]:
@@ -231,9 +224,7 @@ class FAMOptimizer(Optimizer):
         seed: int = 0,
         adaptive: bool = True,
     ) -> None:
-        if not isinstance(debug_interval, int) or isinstance(debug_interval, bool):
-            raise ValueError(f"debug_interval must be a positive integer, got {debug_interval!r}")
-        if debug_interval < 1:
+        if not _is_int(debug_interval) or debug_interval < 1:
             raise ValueError(f"debug_interval must be a positive integer, got {debug_interval!r}")
         if debug and not debug_dir:
             raise ValueError("debug=True needs a debug_dir")
@@ -403,17 +394,16 @@ class FAMOptimizer(Optimizer):
     ) -> list[Tensor]:
         """Effective momenta of the analysed rows, as 0-dim tensors of ``1 - a``."""
         plan = self._plan
-        if plan is None or plan.key != key:
+        if plan is None or plan.key != key or plan.device != params[0].device:
             plan = self._plan = self._build_plan(key, params)
 
-        if any(part.kind.startswith("random") for b in plan.buckets for part in b.parts):
-            generator = self._seeded_generator(steps[0])
-        else:
-            generator = None
+        generator = self._seeded_generator(steps[0]) if plan.uses_random else None
 
         outputs = []
         for bucket in plan.buckets:
-            pieces = [self._gather_part(part, grads, generator, plan.device) for part in bucket.parts]
+            pieces = [
+                self._gather_part(part, grads, generator, plan.device) for part in bucket.parts
+            ]
             batch = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
             if batch.dtype != torch.float32:
                 batch = batch.float()
@@ -492,8 +482,7 @@ class FAMOptimizer(Optimizer):
         # random_1d
         numel = part.shape[0]
         picks = [
-            torch.randperm(numel, generator=generator)[: part.counts[0]].to(device)
-            for _ in sources
+            torch.randperm(numel, generator=generator)[: part.counts[0]].to(device) for _ in sources
         ]
         return torch.stack([torch.take(g, idx) for g, idx in zip(sources, picks, strict=True)])
 
@@ -509,6 +498,11 @@ class FAMOptimizer(Optimizer):
     def _build_plan(self, key: tuple, params: list[Tensor]) -> _Plan:
         """Lay out sampling, batching, band matrices and EMA storage for the analysed rows."""
         device = params[0].device
+        other = next((p.device for p in params if p.device != device), None)
+        if other is not None:
+            raise RuntimeError(
+                f"FAMOptimizer analyses parameters on one device; got {device} and {other}"
+            )
         ema_dtype = _ema_dtype(device)
 
         # Rows of each group are consecutive; recover group indices from the key.
@@ -630,6 +624,7 @@ class FAMOptimizer(Optimizer):
             weight_views=list(weights.unbind()),
             meta=meta,
             device=device,
+            uses_random=any(part.kind.startswith("random") for b in buckets for part in b.parts),
         )
 
     # ------------------------------------------------------------------------------ debug
@@ -639,8 +634,13 @@ class FAMOptimizer(Optimizer):
         if logged:
             # Device tensors are kept until the next write, so step() does not wait for them.
             self._debug_pending.append(
-                (plan.meta, logged, [steps[r] for r in logged], plan.ema.clone(),
-                 plan.momentum.clone())
+                (
+                    plan.meta,
+                    logged,
+                    [steps[r] for r in logged],
+                    plan.ema.clone(),
+                    plan.momentum.clone(),
+                )
             )
 
     def flush_debug(self) -> None:
@@ -677,7 +677,7 @@ class FAMOptimizer(Optimizer):
             self.close()
 
     def effective_momenta(self) -> dict[str, float]:
-        """Momentum used at the last analysed step, per analysed parameter (host sync; for inspection)."""
+        """Momentum of each analysed parameter at the last step (waits for the device)."""
         plan = self._plan
         if plan is None or plan.momentum is None:
             return {}
@@ -742,8 +742,10 @@ def _validate_group(group: dict[str, Any], index: int) -> None:
         value = group[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{where}: {key} must be a number, got {value!r}")
-        if not math.isfinite(value) or value < low or (
-            high is not None and (value >= high if high_open else value > high)
+        if (
+            not math.isfinite(value)
+            or value < low
+            or (high is not None and (value >= high if high_open else value > high))
         ):
             bound = f"[{low}, {high})" if high is not None else f">= {low}"
             raise ValueError(f"{where}: {key} must be {bound}, got {value!r}")

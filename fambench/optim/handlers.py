@@ -31,7 +31,7 @@ __all__ = [
 
 
 def _partition(n_freq: int, spans: list[tuple[int, int]]) -> Tensor:
-    """0/1 matrix with column ``b`` set on rows ``[start, end)`` of ``spans[b]`` (empty if start >= end)."""
+    """0/1 matrix whose column ``b`` marks rows ``[start, end)`` of ``spans[b]`` (maybe empty)."""
     matrix = torch.zeros(n_freq, len(spans), dtype=torch.float32)
     for band, (start, end) in enumerate(spans):
         if start < end:
@@ -92,7 +92,7 @@ class ConvFrequencyHandler(FrequencyHandler):
         return _partition(n_freq, spans)
 
     def momentum(self, band_values: Tensor, base_alpha: Tensor) -> Tensor:
-        """Mid share > 0.4 → ``min(0.97, alpha + 0.07)``; else high share > 0.3 → ``min(0.95, alpha + 0.05)``."""
+        """Mid > 0.4 → ``min(0.97, alpha + 0.07)``; else high > 0.3 → ``min(0.95, alpha + 0.05)``."""
         n_bands = band_values.shape[1]
         mid = band_values[:, n_bands // 4 : (3 * n_bands) // 4].sum(dim=1)
         high = band_values[:, (3 * n_bands) // 4 :].sum(dim=1)
@@ -180,7 +180,9 @@ def register_handler(
         raise ValueError(f"handler name must be a non-empty string, got {name!r}")
     if isinstance(handler, type):
         handler = handler()
-    if not (callable(getattr(handler, "bands", None)) and callable(getattr(handler, "momentum", None))):
+    if not (
+        callable(getattr(handler, "bands", None)) and callable(getattr(handler, "momentum", None))
+    ):
         raise ValueError(
             f"handler {name!r} must provide bands(n_freq, n_bands) and "
             f"momentum(band_values, base_alpha); got {type(handler).__name__}"

@@ -144,7 +144,7 @@ def get_optimizer_spec(name: str) -> OptimizerSpec:
 
 
 def resolve_hyperparameters(name: str, **overrides: Any) -> dict[str, Any]:
-    """The hyperparameters ``build_optimizer(name, ...)`` would use: defaults + checked overrides."""
+    """Hyperparameters ``build_optimizer(name, ...)`` would use: defaults + checked overrides."""
     return _resolve(get_optimizer_spec(name), overrides)
 
 
@@ -233,7 +233,11 @@ def _check_value(key: str, value: Any, default: Any) -> str:
         return ""
     if key in ("n_bands", "fam_start_step", "min_size", "debug_interval", "seed"):
         low = {"n_bands": 1, "debug_interval": 1, "seed": None}.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or (low is not None and value < low)
+        ):
             bound = "an integer" if low is None else f"an integer >= {low}"
             return f"{key} must be {bound}, got {value!r}"
         return ""
@@ -242,7 +246,9 @@ def _check_value(key: str, value: Any, default: Any) -> str:
             return f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {value!r}"
         return ""
     if key == "debug_dir":
-        return "" if isinstance(value, str) and value else f"debug_dir must be a path, got {value!r}"
+        return (
+            "" if isinstance(value, str) and value else f"debug_dir must be a path, got {value!r}"
+        )
     if isinstance(default, bool) and not isinstance(value, bool):
         return f"{key} must be true or false, got {value!r}"
     return ""
@@ -273,9 +279,7 @@ def _entry_points() -> list[metadata.EntryPoint]:
 def _load_dotted(path: str) -> Any:
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
-        raise OptimizerConfigError(
-            f"optimizer path {path!r} must look like package.module:Name"
-        )
+        raise OptimizerConfigError(f"optimizer path {path!r} must look like package.module:Name")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -304,18 +308,27 @@ def _signature_defaults(target: Callable, skip_first: bool) -> tuple[dict[str, A
     defaults: dict[str, Any] = {}
     accepts_any = False
     parameters = list(signature.parameters.values())
-    if skip_first and parameters and parameters[0].kind in (
-        inspect.Parameter.POSITIONAL_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    if (
+        skip_first
+        and parameters
+        and parameters[0].kind
+        in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        )
     ):
         parameters = parameters[1:]
     for parameter in parameters:
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
             accepts_any = True
-        elif parameter.kind in (
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            inspect.Parameter.KEYWORD_ONLY,
-        ) and parameter.default is not inspect.Parameter.empty:
+        elif (
+            parameter.kind
+            in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.KEYWORD_ONLY,
+            )
+            and parameter.default is not inspect.Parameter.empty
+        ):
             defaults[parameter.name] = parameter.default
     return defaults, accepts_any
 

@@ -42,10 +42,13 @@ class FAMScheduler(LRScheduler):
             ("decay_start_step", decay_start),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"FAMScheduler: {key} must be a non-negative integer, got {value!r}")
+                raise ValueError(
+                    f"FAMScheduler: {key} must be a non-negative integer, got {value!r}"
+                )
         if total_steps <= warmup_steps:
             raise ValueError(
-                f"FAMScheduler: total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})"
+                f"FAMScheduler: total_steps ({total_steps}) must exceed "
+                f"warmup_steps ({warmup_steps})"
             )
         if not warmup_steps <= decay_start < total_steps:
             raise ValueError(
@@ -69,7 +72,9 @@ class FAMScheduler(LRScheduler):
             return self.warmup_start_lr + (base_lr - self.warmup_start_lr) * fraction
         if step < self.decay_start_step:
             return base_lr
-        progress = min(1.0, (step - self.decay_start_step) / (self.total_steps - self.decay_start_step))
+        progress = min(
+            1.0, (step - self.decay_start_step) / (self.total_steps - self.decay_start_step)
+        )
         return self.eta_min + (base_lr - self.eta_min) * (1.0 + math.cos(math.pi * progress)) / 2.0
 
     def get_lr(self) -> list[float]:
@@ -81,4 +86,4 @@ class FAMScheduler(LRScheduler):
 
 
 FAMScheduler2 = FAMScheduler
-"""Alias: the specification's usage example calls ``FAMScheduler2`` with FAMScheduler's signature."""
+"""Alias: the specification's usage example calls ``FAMScheduler2`` (FAMScheduler's signature)."""
