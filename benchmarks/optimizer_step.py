@@ -7,6 +7,7 @@ load affects all of them alike. FAM is timed after ``fam_start_step`` so its ana
 "reference" is the plain per-tensor implementation of the specification (tests/fam_reference.py).
 
     python benchmarks/optimizer_step.py [--threads 2] [--repeats 40] [--models small,large]
+                                        [--kernel 31] [--weight-decay 1e-4]
 """
 
 from __future__ import annotations
@@ -68,17 +69,22 @@ class BenchConformer(nn.Module):
         self.head = nn.Linear(d_model, vocab)
 
 
-def build_optimizers(model: nn.Module) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
+def build_optimizers(
+    model: nn.Module, weight_decay: float | None
+) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
+    """Each optimizer with its registry defaults (and ``weight_decay`` when given)."""
+    extra = {} if weight_decay is None else {"weight_decay": weight_decay}
     optimizers = {}
     for name in ("sgd", "adamw", "fam", "fam-fixed", "reference"):
         replica = copy.deepcopy(model)
         fill_gradients(replica, seed=0)
         if name == "reference":
-            optimizer = ReferenceFAM(get_parameter_groups(replica), fam_start_step=FAM_START)
+            groups = get_parameter_groups(replica, weight_decay=weight_decay or 0.0)
+            optimizer = ReferenceFAM(groups, fam_start_step=FAM_START)
         elif name.startswith("fam"):
-            optimizer = build_optimizer(name, replica, fam_start_step=FAM_START)
+            optimizer = build_optimizer(name, replica, fam_start_step=FAM_START, **extra)
         else:
-            optimizer = build_optimizer(name, replica)
+            optimizer = build_optimizer(name, replica, **extra)
         optimizers[name] = (replica, optimizer)
     return optimizers
 
@@ -109,6 +115,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=FAM_START + 3)
     parser.add_argument("--models", default="small,large")
     parser.add_argument("--kernel", type=int, default=31)
+    parser.add_argument(
+        "--weight-decay", type=float, default=None, help="for every optimizer (default: registry's)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -116,7 +125,8 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), {platform.machine()}, "
         f"median of {args.repeats} steps after {args.warmup} warmup steps "
-        f"(fam_start_step={FAM_START})"
+        f"(fam_start_step={FAM_START}, weight_decay="
+        f"{'registry default' if args.weight_decay is None else args.weight_decay})"
     )
     header = (
         f"{'model':<7} {'params':>8} {'optimizer':<10} {'median ms':>10} {'p10 ms':>8} "
@@ -124,10 +134,11 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    unstable = False
     for key in args.models.split(","):
         model = BenchConformer(**MODELS[key], kernel=args.kernel)
         n_params = sum(p.numel() for p in model.parameters())
-        optimizers = build_optimizers(model)
+        optimizers = build_optimizers(model, args.weight_decay)
         times = time_steps(optimizers, args.warmup, args.repeats)
         base = statistics.median(times["sgd"])
         for name, values in times.items():
@@ -135,11 +146,14 @@ def main() -> None:
             median = statistics.median(values)
             p10 = ordered[len(ordered) // 10]
             p90 = ordered[(9 * len(ordered)) // 10]
+            unstable |= p90 > 2 * p10
             print(
                 f"{key:<7} {n_params / 1e6:>7.2f}M {name:<10} {median * 1e3:>10.2f} "
                 f"{p10 * 1e3:>8.2f} {p90 * 1e3:>8.2f} {median / base:>7.2f}"
             )
         del optimizers
+    if unstable:
+        print("warning: p90 > 2 x p10 somewhere: the machine was busy, ratios are unreliable")
 
 
 if __name__ == "__main__":
