@@ -1,0 +1,94 @@
+"""Learning-rate sweep for a preset: which peak lr does each optimizer want?
+
+Trains every (optimizer, lr) cell of a grid once (seed 0) on the preset's data and model with a
+shortened step budget (the schedule keeps its shape: warmup, hold, cosine), then prints and
+writes a table of final and best dev WER per cell and the lr with the best final dev WER per
+optimizer. The chosen values are what `fambench/workloads.py` uses as the preset's defaults.
+
+    python benchmarks/lr_sweep.py --preset synth --steps 500 --out results/sweeps
+
+Runs land in `<out>/runs/` (resumable: rerunning skips finished cells); the table is
+`<out>/<preset>-lr-sweep.csv` and `.md`. This script measures and reports; it never fails on
+a bad result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from fambench.compare import to_markdown
+from fambench.train import RunRequest, run_training
+
+GRIDS: dict[str, list[float]] = {
+    "fam": [0.1, 0.2, 0.5, 1.0, 2.0],
+    "fam-fixed": [0.1, 0.2, 0.5, 1.0, 2.0],
+    "sgd": [0.01, 0.02, 0.05, 0.1, 0.2],
+    "adamw": [5e-4, 1e-3, 2e-3, 4e-3, 8e-3],
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="synth")
+    parser.add_argument("--steps", type=int, default=500, help="steps per cell")
+    parser.add_argument("--optimizers", default=",".join(GRIDS))
+    parser.add_argument("--out", type=Path, default=Path("results/sweeps"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("data"))
+    args = parser.parse_args()
+
+    rows = []
+    for optimizer in args.optimizers.split(","):
+        for lr in GRIDS[optimizer]:
+            started = time.perf_counter()
+            outcome = run_training(
+                RunRequest(
+                    optimizer=optimizer,
+                    preset=args.preset,
+                    overrides={"lr": lr},
+                    steps=args.steps,
+                    out_dir=args.out / "runs",
+                    cache_dir=args.cache_dir,
+                    command=" ".join(sys.argv),
+                )
+            )
+            s = outcome.summary
+            row = {
+                "optimizer": optimizer,
+                "lr": lr,
+                "status": s.get("status"),
+                "steps": s.get("steps"),
+                "final_dev_wer": s.get("final_dev_wer"),
+                "best_dev_wer": s.get("best_dev_wer"),
+                "final_dev_cer": s.get("final_dev_cer"),
+                "train_s": s.get("train_s"),
+                "run_id": outcome.run_id,
+            }
+            rows.append(row)
+            print(json.dumps(row), f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+    table = pd.DataFrame(rows)
+    ok = table[table["status"] == "completed"].dropna(subset=["final_dev_wer"])
+    best = ok.loc[ok.groupby("optimizer")["final_dev_wer"].idxmin()]
+    table["chosen"] = table["run_id"].isin(best["run_id"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{args.preset}-lr-sweep"
+    table.to_csv(stem.with_suffix(".csv"), index=False)
+    shown = table.drop(columns=["run_id"])
+    header = (
+        f"# Learning-rate sweep: preset `{args.preset}`, {args.steps} steps per cell, seed 0\n\n"
+        "Chosen (`chosen`): the lr with the lowest final dev WER per optimizer.\n\n"
+    )
+    stem.with_suffix(".md").write_text(header + to_markdown(shown) + "\n")
+    print(shown.to_string(index=False))
+    print("\nchosen:", {r.optimizer: r.lr for r in best.itertuples()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
