@@ -1,12 +1,12 @@
 """Training throughput: audio seconds trained per second, and where the training time goes.
 
-For each optimizer, a short run of the preset (default: synth, 60 steps) is trained with the
-real trainer; the trainer times every step's phases (batch assembly incl. SpecAugment,
+For each optimizer, a short run of the preset (default: synth, 150 steps, so that FAM's
+frequency analysis, which starts after step 100, is part of it) is trained with the real trainer; the trainer times every step's phases (batch assembly incl. SpecAugment,
 forward + CTC loss, backward + clipping, optimizer + scheduler step). The table shows the
 share of training wall-clock spent outside forward, backward and optimizer step (goal < 5%).
 
-    .venv/bin/python benchmarks/training_throughput.py [--preset synth] [--steps 60]
-        [--optimizers adamw,fam] [--cache-dir data] [--threads N]
+    .venv/bin/python benchmarks/training_throughput.py [--preset synth] [--steps 150]
+        [--optimizers adamw,fam] [--cache-dir data] [--data ROOT] [--threads N]
 
 Runs go to a temporary directory (deleted afterwards); the corpus and feature caches are
 reused from --cache-dir (the first call generates them).
@@ -25,10 +25,11 @@ from fambench.train import RunRequest, run_training
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="synth")
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--optimizers", default="adamw,fam")
     parser.add_argument("--cache-dir", type=Path, default=Path("data"))
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--data", type=Path, default=None, help="an existing corpus root")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
@@ -42,6 +43,7 @@ def main() -> None:
                     steps=args.steps,
                     out_dir=Path(out),
                     cache_dir=args.cache_dir,
+                    data_root=args.data,
                     threads=args.threads,
                     force=True,
                     command="benchmarks/training_throughput.py",

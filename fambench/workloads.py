@@ -191,13 +191,21 @@ _SYNTH = Preset(
         synth_test_utterances=300,
     ),
     model=ModelSettings(
-        d_model=144, n_layers=4, n_heads=4, ffn_dim=576, conv_kernel=15, frontend_channels=64
+        d_model=144,
+        n_layers=4,
+        n_heads=4,
+        ffn_dim=576,
+        conv_kernel=15,
+        frontend_channels=64,
+        dropout=0.0,
     ),
     batch_frames=3000,
-    steps=1500,
+    steps=2000,
     eval_every=250,
     schedule=ScheduleSpec(warmup_fraction=0.1, decay_start_fraction=0.2),
-    specaugment=SpecAugmentSpec(freq_masks=2, freq_width=10, time_masks=2, time_width_ratio=0.05),
+    # A 5-minute budget underfits: regularisation only slows it down (measured: dev WER 0.78
+    # without SpecAugment and dropout vs 0.90 with them after 500 steps).
+    specaugment=None,
     log_every=10,
     target_wer=0.6,
     optimizer_defaults=_CPU_OPTIMIZER_DEFAULTS,
