@@ -157,24 +157,30 @@ _SMOKE = Preset(
 
 _CI = Preset(
     name="ci",
-    description="about a minute per run on 2 CPU cores: 0.3 h synthetic corpus, small model",
+    description="about a minute per run on 2 CPU cores: 0.6 h synthetic corpus, small model",
     data=DataSpec(
         kind="synth",
         train_subset="train-synth",
         dev_subset="dev-synth",
         test_subset="test-synth",
-        synth_hours=0.3,
+        synth_hours=0.6,
         synth_dev_utterances=100,
         synth_test_utterances=100,
     ),
     model=ModelSettings(
-        d_model=96, n_layers=2, n_heads=4, ffn_dim=384, conv_kernel=15, frontend_channels=32
+        d_model=96,
+        n_layers=2,
+        n_heads=4,
+        ffn_dim=384,
+        conv_kernel=15,
+        frontend_channels=32,
+        dropout=0.1,
     ),
     batch_frames=2500,
-    steps=300,
-    eval_every=100,
+    steps=1000,
+    eval_every=250,
     log_every=10,
-    target_wer=0.9,
+    target_wer=0.85,
     optimizer_defaults=_CPU_OPTIMIZER_DEFAULTS,
 )
 

@@ -12,7 +12,8 @@ import torch
 
 from fambench.errors import ConfigError, DataError, ResultsError
 from fambench.results import METRIC_COLUMNS, SUMMARY_FIELDS, RunFiles, RunLock, load_run
-from fambench.train import RunRequest, plan_run, run_training
+from fambench.train import RunRequest, hparams_key, plan_run, run_training
+from fambench.workloads import get_preset
 
 
 @pytest.fixture(scope="session")
@@ -208,10 +209,12 @@ def test_run_id_depends_on_settings_not_on_where_results_go(smoke, tmp_path):
     assert base.run_id != plan_run(smoke("adamw", seed=1)).run_id
     assert base.run_id != plan_run(smoke("adamw", overrides={"lr": 1e-3})).run_id
     assert base.run_id != plan_run(smoke("adamw", steps=31)).run_id
-    assert base.hparams_key == "lr=0.002,weight_decay=0.01"
-    assert plan_run(smoke("adamw", overrides={"lr": 1e-3})).hparams_key == (
-        "lr=0.001,weight_decay=0.01"
-    )
+    defaults = get_preset("smoke").optimizer_defaults_for("adamw")
+    assert base.hparams_key == hparams_key(defaults)
+    assert base.optimizer_hparams["betas"] == (0.9, 0.999)  # the optimizer's own default
+    tuned = plan_run(smoke("adamw", overrides={"lr": 1e-3}))
+    assert tuned.hparams_key == hparams_key({**defaults, "lr": 1e-3})
+    assert "lr=0.001" in tuned.hparams_key
 
 
 @pytest.mark.parametrize(
@@ -248,3 +251,15 @@ def test_missing_subset_and_unwritable_out_are_refused(smoke, tmp_path):
         run_training(smoke("adamw", out_dir=blocker / "results"))
     assert blocker.read_text() == "not a directory"
     assert not (tmp_path / "results").exists()
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(smoke, tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"pip install 'fambench\[tensorboard\]'"):
+            run_training(smoke("adamw", tensorboard=True))
+        assert not (tmp_path / "results").exists()
+    else:
+        outcome = run_training(smoke("adamw", steps=3, tensorboard=True))
+        assert list(RunFiles(outcome.run_dir).tensorboard.glob("events.out.tfevents.*"))

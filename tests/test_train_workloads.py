@@ -1,0 +1,131 @@
+"""Workload presets and the data they materialise (on the session's tiny synthetic corpus)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from fambench.data.synth import SynthSettings
+from fambench.errors import ConfigError, DataError
+from fambench.model import ConformerCTC
+from fambench.optim import list_optimizers, resolve_hyperparameters
+from fambench.train import RunRequest, run_training
+from fambench.workloads import (
+    DEFAULT_PRESET,
+    get_preset,
+    list_presets,
+    load_workload_data,
+    resolve_data_root,
+    synth_corpus_dir,
+)
+
+
+def test_presets_are_listed_default_first_and_unknown_names_list_the_choices():
+    names = [p.name for p in list_presets()]
+    assert names[0] == DEFAULT_PRESET == "synth"
+    assert {"smoke", "synth", "ci", "mini-librispeech", "librispeech-100"} == set(names)
+    with pytest.raises(ConfigError, match="choose one of: synth, smoke"):
+        get_preset("tiny")
+
+
+@pytest.mark.parametrize("preset", [p.name for p in list_presets()])
+def test_every_preset_has_valid_defaults_for_every_builtin_optimizer(preset):
+    p = get_preset(preset)
+    builtin = {spec.name for spec in list_optimizers(include_plugins=False)}
+    assert builtin <= set(p.optimizer_defaults)
+    for name in builtin:
+        resolve_hyperparameters(name, **p.optimizer_defaults_for(name))  # raises if invalid
+    assert p.eval_every <= p.steps and p.log_every <= p.eval_every
+    assert p.model.d_model % p.model.n_heads == 0
+
+
+def test_model_sizes_match_the_issue():
+    def params(name):
+        settings = get_preset(name).model.replace(vocab_size=29)
+        return sum(t.numel() for t in ConformerCTC(settings).parameters())
+
+    assert 2.0e6 < params("synth") < 2.6e6
+    assert 8e6 < params("librispeech-100") < 12e6
+
+
+def test_synth_corpus_directory_is_keyed_by_the_settings(tmp_path):
+    a = synth_corpus_dir(tmp_path, SynthSettings(hours=0.02))
+    assert a == synth_corpus_dir(tmp_path, SynthSettings(hours=0.02))
+    assert a != synth_corpus_dir(tmp_path, SynthSettings(hours=0.03))
+    assert a.parent == tmp_path and a.name.startswith("synth-")
+
+
+def test_resolve_data_root_accepts_the_root_or_its_parent(synth_corpus, tmp_path):
+    smoke = get_preset("smoke")
+    assert resolve_data_root(smoke, None) is None
+    assert resolve_data_root(smoke, synth_corpus) == synth_corpus.resolve()
+    assert resolve_data_root(smoke, synth_corpus.parent) == synth_corpus.resolve()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a directory"):
+        resolve_data_root(smoke, tmp_path / "file")
+    with pytest.raises(ConfigError, match="--data ROOT"):
+        resolve_data_root(get_preset("librispeech-100"), None)
+
+
+def test_workload_data_is_normalised_feasible_and_batched(synth_corpus, tmp_path):
+    preset = get_preset("smoke")
+    data = load_workload_data(preset, tmp_path / "cache", synth_corpus)
+    frames = torch.cat(data.train_feats)
+    assert frames.mean().abs() < 0.05 and (frames.std() - 1).abs() < 0.1  # CMVN
+    for feats, target in zip(data.train_feats, data.train_targets, strict=True):
+        assert ConformerCTC.subsampled_length(feats.shape[0]) >= len(target) > 0
+    assert data.info["train_utterances"] == len(data.train_feats)
+    assert data.dev.utterances == 20 and data.test is not None and data.test.utterances == 20
+    dev_ids = [u for b in data.dev.batches for u in b.utt_ids]
+    assert len(set(dev_ids)) == 20
+    assert all(
+        b.feats.shape[0] * b.feats.shape[1] <= preset.eval_batch_frames for b in data.dev.batches
+    )
+    assert (
+        data.tokenizer.decode(data.dev.batches[0].targets[0][: data.dev.batches[0].target_lens[0]])
+        == (data.dev.references[0])
+    )
+    # SpecAugment draws from the given generator only: same generator state, same batch.
+    batcher = data.train_batcher(preset.batch_frames, seed=0)
+    indices = batcher.batches(0)[0]
+    rng_before = torch.get_rng_state()
+    a = data.train_batch(indices, torch.Generator().manual_seed(5))
+    b = data.train_batch(indices, torch.Generator().manual_seed(5))
+    assert torch.equal(a.feats, b.feats) and torch.equal(torch.get_rng_state(), rng_before)
+    plain = torch.nn.utils.rnn.pad_sequence(
+        [data.train_feats[i] for i in indices], batch_first=True
+    )
+    assert not torch.equal(a.feats, plain)  # masks were applied
+
+
+def test_max_dev_utterances_takes_an_even_spread(synth_corpus, tmp_path):
+    preset = get_preset("smoke")
+    limited = dataclasses.replace(
+        preset, data=dataclasses.replace(preset.data, max_dev_utterances=5)
+    )
+    data = load_workload_data(limited, tmp_path / "cache", synth_corpus)
+    ids = sorted(u for b in data.dev.batches for u in b.utt_ids)
+    assert len(ids) == 5 and ids[0].startswith("2")  # dev speakers are 2000+
+
+
+def test_librispeech_preset_trains_on_a_librispeech_layout(synth_corpus, tmp_path):
+    """mini-librispeech reads train-clean-5 and dev-clean-2 under --data (here: synthetic audio)."""
+    root = tmp_path / "mini" / "LibriSpeech"
+    root.mkdir(parents=True)
+    (root / "train-clean-5").symlink_to(synth_corpus / "train-synth", target_is_directory=True)
+    (root / "dev-clean-2").symlink_to(synth_corpus / "dev-synth", target_is_directory=True)
+    outcome = run_training(
+        RunRequest(
+            optimizer="sgd",
+            preset="mini-librispeech",
+            data_root=tmp_path / "mini",
+            steps=3,
+            out_dir=tmp_path / "results",
+            cache_dir=tmp_path / "cache",
+            threads=1,
+        )
+    )
+    assert outcome.status == "completed" and outcome.summary["test_wer"] is None
+    assert outcome.summary["final_dev_wer"] is not None
