@@ -40,6 +40,7 @@ def main() -> int:
     parser.add_argument("--optimizers", default=",".join(GRIDS))
     parser.add_argument("--out", type=Path, default=Path("results/sweeps"))
     parser.add_argument("--cache-dir", type=Path, default=Path("data"))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
     args = parser.parse_args()
 
     rows = []
@@ -54,6 +55,7 @@ def main() -> int:
                     steps=args.steps,
                     out_dir=args.out / "runs",
                     cache_dir=args.cache_dir,
+                    threads=args.threads,
                     command=" ".join(sys.argv),
                 )
             )

@@ -141,8 +141,9 @@ def run_grid(
             force=force,
             command=command,
         )
-        for name in optimizers
+        # Seed-major order: a grid stopped part-way still compares every optimizer.
         for seed in seeds
+        for name in optimizers
     ]
     if runner is None:
         from fambench.train import plan_run, run_training

@@ -53,7 +53,7 @@ def test_grid_runs_every_cell_then_writes_the_comparison(tmp_path):
         steps=100, runner=runner, on_run=lambda i, n, label: seen.append((i, n, label)), n_boot=500,
     )  # fmt: skip
     assert [(c.optimizer, c.seed) for c in runner.calls] == [
-        (o, s) for o in ("fam", "fam-fixed", "adamw", "sgd") for s in (0, 1)
+        (o, s) for s in (0, 1) for o in ("fam", "fam-fixed", "adamw", "sgd")
     ]
     assert runner.calls[0].steps == 100 and runner.calls[0].cache_dir == tmp_path / "d"
     assert seen[0] == (1, 8, "fam seed 0") and seen[-1] == (8, 8, "sgd seed 1")
@@ -84,7 +84,11 @@ def test_grid_stops_at_an_interruption_and_reports_what_exists(tmp_path):
     assert result.interrupted and len(runner.calls) == 2
     assert [r.status for r in result.runs] == ["completed", "interrupted"]
     comparison = pd.read_csv(tmp_path / "comparison.csv")
-    assert comparison.loc[0, "n_completed"] == 1 and comparison.loc[0, "n_interrupted"] == 1
+    by_optimizer = comparison.set_index("optimizer")
+    assert [(c.optimizer, c.seed) for c in runner.calls] == [("fam", 0), ("adamw", 0)]
+    assert by_optimizer.loc["fam", "n_completed"] == 1
+    assert by_optimizer.loc["adamw", "n_completed"] == 0
+    assert by_optimizer.loc["adamw", "n_interrupted"] == 1
 
 
 def test_parse_optimizers():
