@@ -39,6 +39,7 @@ class GridCell:
     data_root: Path | None = None
     force: bool = False
     command: str | None = None
+    threads: int | None = None
 
     def request(self) -> Any:
         """The fambench.train.RunRequest of this cell."""
@@ -55,6 +56,7 @@ class GridCell:
             data_root=self.data_root,
             force=self.force,
             command=self.command,
+            threads=self.threads,
         )
 
 
@@ -108,6 +110,7 @@ def run_grid(
     target_wer: float | None = None,
     force: bool = False,
     command: str | None = None,
+    threads: int | None = None,
     progress: Callable[[Any], None] | None = None,
     on_run: OnRun | None = None,
     runner: Runner | None = None,
@@ -140,6 +143,7 @@ def run_grid(
             data_root=Path(data_root) if data_root is not None else None,
             force=force,
             command=command,
+            threads=threads,
         )
         # Seed-major order: a grid stopped part-way still compares every optimizer.
         for seed in seeds

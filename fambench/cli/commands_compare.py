@@ -127,17 +127,17 @@ def fitted_table(frame: pd.DataFrame, title: str) -> Table:
 def compare_command(
     results_dirs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Results or run directories, searched recursively [default: results]"),
+        typer.Argument(help="Results or run directories, searched recursively (default: results)"),
     ] = None,
     preset: Annotated[str | None, typer.Option(help="Only runs of this preset.")] = None,
     target_wer: Annotated[
-        float | None, typer.Option(help="Target dev WER for time-to-target [default: preset's].")
+        float | None, typer.Option(help="Target dev WER for time-to-target (default: preset's).")
     ] = None,
     fmt: Annotated[
         str | None,
         typer.Option(
             "--format",
-            help="table, markdown, csv or parquet [default: from --out's suffix, else table].",
+            help="table, markdown, csv or parquet (default: from --out's suffix, else table).",
         ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
@@ -202,7 +202,7 @@ def compare_command(
 def report_command(
     results_dir: Annotated[Path, typer.Argument(help="Results directory (searched recursively).")],
     out: Annotated[
-        Path | None, typer.Option(help="Where report.md and its files go [default: RESULTS_DIR].")
+        Path | None, typer.Option(help="Where report.md and its files go (default: RESULTS_DIR).")
     ] = None,
     preset: Annotated[str | None, typer.Option(help="Only runs of this preset.")] = None,
     target_wer: Annotated[float | None, typer.Option(help="Target dev WER.")] = None,
@@ -234,12 +234,15 @@ def bench_command(
     data: Annotated[
         Path | None, typer.Option(help="LibriSpeech root (LibriSpeech presets).")
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Steps per run [default: preset's].")] = None,
+    steps: Annotated[int | None, typer.Option(help="Steps per run (default: preset's).")] = None,
     time_budget: Annotated[
         float | None, typer.Option(help="Training seconds per run instead of steps.")
     ] = None,
     target_wer: Annotated[float | None, typer.Option(help="Target dev WER.")] = None,
     force: Annotated[bool, typer.Option(help="Rerun completed runs too.")] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads per run (default: the usable CPU cores).")
+    ] = None,
 ) -> None:
     """Run every optimizer × seed (finished runs skipped, interrupted ones resumed), then report."""
     from fambench.bench import parse_optimizers, run_grid
@@ -263,6 +266,7 @@ def bench_command(
             data_root=data,
             target_wer=target_wer,
             force=force,
+            threads=threads,
             command=shlex.join(["fambench", *sys.argv[1:]]),
             progress=views,
             on_run=views.next_run,
