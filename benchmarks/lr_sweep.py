@@ -41,50 +41,72 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("results/sweeps"))
     parser.add_argument("--cache-dir", type=Path, default=Path("data"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    parser.add_argument(
+        "--report-only", action="store_true", help="only tabulate the runs already there"
+    )
     args = parser.parse_args()
 
-    rows = []
-    for optimizer in args.optimizers.split(","):
-        for lr in GRIDS[optimizer]:
-            started = time.perf_counter()
-            outcome = run_training(
-                RunRequest(
-                    optimizer=optimizer,
-                    preset=args.preset,
-                    overrides={"lr": lr},
-                    steps=args.steps,
-                    out_dir=args.out / "runs",
-                    cache_dir=args.cache_dir,
-                    threads=args.threads,
-                    command=" ".join(sys.argv),
+    if not args.report_only:
+        for optimizer in args.optimizers.split(","):
+            for lr in GRIDS[optimizer]:
+                started = time.perf_counter()
+                outcome = run_training(
+                    RunRequest(
+                        optimizer=optimizer,
+                        preset=args.preset,
+                        overrides={"lr": lr},
+                        steps=args.steps,
+                        out_dir=args.out / "runs",
+                        cache_dir=args.cache_dir,
+                        threads=args.threads,
+                        command=" ".join(sys.argv),
+                    )
                 )
-            )
-            s = outcome.summary
-            row = {
-                "optimizer": optimizer,
-                "lr": lr,
+                elapsed = time.perf_counter() - started
+                print(optimizer, lr, outcome.status, f"({elapsed:.0f} s)", flush=True)
+
+    # The table is built from the run directories, so cells trained by several processes
+    # (e.g. two of this script, one per optimizer pair) land in one table.
+    rows = []
+    for config_path in sorted((args.out / "runs").glob("*/config.json")):
+        config = json.loads(config_path.read_text())
+        summary_path = config_path.with_name("summary.json")
+        if not summary_path.is_file():
+            continue
+        s = json.loads(summary_path.read_text())
+        if config["preset"] != args.preset or config["steps"] != args.steps:
+            continue
+        rows.append(
+            {
+                "optimizer": config["optimizer"],
+                "lr": config["optimizer_overrides"].get("lr"),
                 "status": s.get("status"),
                 "steps": s.get("steps"),
                 "final_dev_wer": s.get("final_dev_wer"),
                 "best_dev_wer": s.get("best_dev_wer"),
                 "final_dev_cer": s.get("final_dev_cer"),
                 "train_s": s.get("train_s"),
-                "run_id": outcome.run_id,
+                "run_id": config["run_id"],
             }
-            rows.append(row)
-            print(json.dumps(row), f"({time.perf_counter() - started:.0f} s)", flush=True)
-
-    table = pd.DataFrame(rows)
+        )
+    if not rows:
+        print(f"no finished sweep runs under {args.out / 'runs'}")
+        return 1
+    table = pd.DataFrame(rows).drop_duplicates(["optimizer", "lr"])
+    table = table.sort_values(["optimizer", "lr"]).reset_index(drop=True)
     ok = table[table["status"] == "completed"].dropna(subset=["final_dev_wer"])
     best = ok.loc[ok.groupby("optimizer")["final_dev_wer"].idxmin()]
     table["chosen"] = table["run_id"].isin(best["run_id"])
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{args.preset}-lr-sweep"
     table.to_csv(stem.with_suffix(".csv"), index=False)
-    shown = table.drop(columns=["run_id"])
+    shown = table.drop(columns=["run_id"]).round(
+        {"final_dev_wer": 3, "best_dev_wer": 3, "final_dev_cer": 3, "train_s": 0}
+    )
     header = (
         f"# Learning-rate sweep: preset `{args.preset}`, {args.steps} steps per cell, seed 0\n\n"
-        "Chosen (`chosen`): the lr with the lowest final dev WER per optimizer.\n\n"
+        "Chosen (`chosen`): the lr with the lowest final dev WER per optimizer. Cells ran two\n"
+        "at a time, one thread each, on a shared 2-core machine: train_s is indicative only.\n\n"
     )
     stem.with_suffix(".md").write_text(header + to_markdown(shown) + "\n")
     print(shown.to_string(index=False))

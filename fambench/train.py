@@ -221,7 +221,9 @@ def plan_run(request: RunRequest) -> RunPlan:
         raise ConfigError("device cuda requested but torch sees no CUDA device")
     total_steps = request.steps or preset.steps
     identity = {
-        "preset": preset.to_dict(),
+        # The preset minus its per-optimizer table: this run's own hyperparameters are in
+        # "hparams", and retuning another optimizer must not orphan this run's directory.
+        "preset": {k: v for k, v in preset.to_dict().items() if k != "optimizer_defaults"},
         "optimizer": spec.name,
         "hparams": explicit,
         "seed": request.seed,
@@ -414,7 +416,9 @@ class _Run:
 
     def _build_optimizer(self, debug: bool) -> torch.optim.Optimizer:
         kwargs = dict(self.plan.explicit_hparams)
-        if self.plan.is_fam and debug:
+        # fam-fixed exists to leave the frequency analysis out; tracing its bands would run
+        # that analysis every step and charge it to the fixed twin's wall-clock.
+        if self.plan.is_fam and debug and self.plan.optimizer_name != "fam-fixed":
             kwargs.update(debug=True, debug_dir=str(self.files.root))
         try:
             optimizer = build_optimizer(self.plan.request.optimizer, self.model, **kwargs)
