@@ -41,8 +41,9 @@ def main() -> None:
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
-        settings = SynthSettings(hours=args.hours, dev_utterances=args.utterances,
-                                 test_utterances=args.utterances)
+        settings = SynthSettings(
+            hours=args.hours, dev_utterances=args.utterances, test_utterances=args.utterances
+        )
         root, gen_s = _timed(lambda: generate_corpus(out, settings, args.workers or None))
         marker = read_marker(root)
         gen_hours = sum(marker["subsets"][s]["seconds"] for s in SUBSETS) / 3600
@@ -57,12 +58,16 @@ def main() -> None:
         cache_mb = cache.path_for(manifest).stat().st_size / 2**20
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"data pipeline benchmark — {platform.processor() or platform.machine()}, "
-          f"{cores} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {load_before:.2f} at start")
-    print(f"corpus: {gen_hours:.3f} h generated ({train_hours:.3f} h train, "
-          f"{args.utterances} dev + {args.utterances} test utterances); "
-          "per-hour figures are scaled linearly from these measurements\n")
+    print(
+        f"data pipeline benchmark — {platform.processor() or platform.machine()}, "
+        f"{cores} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {load_before:.2f} at start"
+    )
+    print(
+        f"corpus: {gen_hours:.3f} h generated ({train_hours:.3f} h train, "
+        f"{args.utterances} dev + {args.utterances} test utterances); "
+        "per-hour figures are scaled linearly from these measurements\n"
+    )
     rows = [
         ("generate corpus (eSpeak NG, 16 kHz FLAC)", gen_s, gen_s / gen_hours),
         ("train manifest, first build (decodes every file)", manifest_s, manifest_s / train_hours),
@@ -75,8 +80,10 @@ def main() -> None:
     print(f"{'-' * width}  {'-' * 10}  {'-' * 10}")
     for name, seconds, per_hour in rows:
         print(f"{name:<{width}}  {seconds:>10.2f}  {per_hour:>10.2f}")
-    print(f"\nfeature cache: {cache_mb:.1f} MiB for {train_hours:.3f} h "
-          f"({cache_mb / train_hours:.0f} MiB per hour, float16)")
+    print(
+        f"\nfeature cache: {cache_mb:.1f} MiB for {train_hours:.3f} h "
+        f"({cache_mb / train_hours:.0f} MiB per hour, float16)"
+    )
 
 
 if __name__ == "__main__":

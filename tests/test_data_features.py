@@ -63,7 +63,8 @@ def test_a_changed_setting_or_manifest_never_reads_a_stale_cache(dev, tmp_path):
     assert next(iter(feats.values())).shape[1] == 40
     assert base.path_for(dev.head(3)) != base.path_for(dev.head(4))
     assert feature_key(dev.head(4), FeatureSettings(hop_ms=20.0)) != feature_key(
-        dev.head(4), FeatureSettings())
+        dev.head(4), FeatureSettings()
+    )
     assert len(list(tmp_path.glob("feats-*.pt"))) == 2
 
 

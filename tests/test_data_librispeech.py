@@ -27,8 +27,13 @@ def _cli():
     return app
 
 
-def build_subset(synth_root: Path, root: Path, name: str, chapters=(("19", "198"), ("26", "495")),
-                 per_chapter: int = 3) -> dict[str, str]:
+def build_subset(
+    synth_root: Path,
+    root: Path,
+    name: str,
+    chapters=(("19", "198"), ("26", "495")),
+    per_chapter: int = 3,
+) -> dict[str, str]:
     """Lay synthesized utterances out as a real-LibriSpeech-named subset; returns id -> text."""
     source = load_manifest(synth_root, "dev-synth")
     written: dict[str, str] = {}
@@ -60,8 +65,14 @@ def test_reads_hand_built_librispeech_subsets(synth_corpus, tmp_path, name):
     root = tmp_path / "LibriSpeech"
     written = build_subset(synth_corpus, root, name)
     manifest = load_manifest(root, name)
-    assert list(manifest.columns[:6]) == ["utt_id", "path", "duration", "transcript", "speaker",
-                                          "chapter"]
+    assert list(manifest.columns[:6]) == [
+        "utt_id",
+        "path",
+        "duration",
+        "transcript",
+        "speaker",
+        "chapter",
+    ]
     assert manifest["utt_id"].tolist() == sorted(written)
     assert dict(zip(manifest["utt_id"], manifest["transcript"], strict=True)) == written
     assert set(manifest["speaker"]) == {"19", "26"} and set(manifest["chapter"]) == {"198", "495"}
@@ -172,8 +183,14 @@ def _break_empty_subset(subset_dir: Path) -> tuple[Path, str]:
 
 
 BREAKERS = [
-    _break_missing_audio, _break_orphan_audio, _break_truncated_flac, _break_not_flac,
-    _break_sample_rate, _break_stereo, _break_empty_transcript, _break_lowercase_transcript,
+    _break_missing_audio,
+    _break_orphan_audio,
+    _break_truncated_flac,
+    _break_not_flac,
+    _break_sample_rate,
+    _break_stereo,
+    _break_empty_transcript,
+    _break_lowercase_transcript,
     _break_empty_subset,
 ]
 
@@ -182,7 +199,7 @@ def _snapshot(root: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
 
 
-@pytest.mark.parametrize("breaker", BREAKERS, ids=lambda b: b.__name__[len("_break_"):])
+@pytest.mark.parametrize("breaker", BREAKERS, ids=lambda b: b.__name__[len("_break_") :])
 def test_bad_input_is_reported_by_check_and_refused_by_the_reader(mini, breaker):
     subset_dir = mini / "dev-clean-2"
     path, message = breaker(subset_dir)
@@ -212,8 +229,13 @@ def test_missing_directories_are_one_line_errors(tmp_path, mini):
 
 def _fambench(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "fambench", *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fambench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_cli_exit_codes_and_messages_end_to_end(mini, tmp_path):

@@ -48,8 +48,21 @@ def _corpus_files(root: Path) -> dict[str, bytes]:
 
 def test_cli_synth_writes_a_valid_corpus_that_check_reports(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(_cli(), ["data", "synth", "--out", str(tmp_path), "--hours", "0.05",
-                                    "--dev-utterances", "30", "--test-utterances", "30"])
+    result = runner.invoke(
+        _cli(),
+        [
+            "data",
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--hours",
+            "0.05",
+            "--dev-utterances",
+            "30",
+            "--test-utterances",
+            "30",
+        ],
+    )
     assert result.exit_code == 0, result.output
     root = tmp_path / "LibriSpeech"
     for subset in SUBSETS:
@@ -61,7 +74,11 @@ def test_cli_synth_writes_a_valid_corpus_that_check_reports(tmp_path):
             assert (flac.parent / f"{speaker}-{chapter}.trans.txt").is_file()
             info = sf.info(str(flac))
             assert (info.samplerate, info.channels, info.format, info.subtype) == (
-                16000, 1, "FLAC", "PCM_16")
+                16000,
+                1,
+                "FLAC",
+                "PCM_16",
+            )
     report = check_root(root)
     assert report.ok, [str(p) for p in report.problems]
     by_name = {s.name: s for s in report.subsets}
@@ -144,7 +161,8 @@ def test_a_different_seed_gives_different_text_and_voices(synth_settings, tmp_pa
     assert plan_speakers(other) != plan_speakers(synth_settings)
     for subset in SUBSETS:
         assert next(sentence_stream(other, subset, 0)) != next(
-            sentence_stream(synth_settings, subset, 0))
+            sentence_stream(synth_settings, subset, 0)
+        )
 
 
 def test_partial_or_mismatching_corpus_is_regenerated_never_used(tmp_path, caplog):
@@ -188,8 +206,20 @@ def test_interrupted_staging_is_cleaned_and_not_used(tmp_path):
 
 def test_cli_synth_reuses_a_complete_corpus(tmp_path):
     runner = CliRunner()
-    args = ["data", "synth", "--out", str(tmp_path), "--hours", "0.005",
-            "--dev-utterances", "3", "--test-utterances", "3", "--seed", "3"]
+    args = [
+        "data",
+        "synth",
+        "--out",
+        str(tmp_path),
+        "--hours",
+        "0.005",
+        "--dev-utterances",
+        "3",
+        "--test-utterances",
+        "3",
+        "--seed",
+        "3",
+    ]
     first = runner.invoke(_cli(), args)
     assert first.exit_code == 0, first.output
     marker_mtime = (tmp_path / "LibriSpeech" / MARKER_NAME).stat().st_mtime_ns
@@ -200,8 +230,12 @@ def test_cli_synth_reuses_a_complete_corpus(tmp_path):
 
 @pytest.mark.parametrize(
     "changes, words",
-    [({"hours": 0}, "hours"), ({"dev_utterances": 0}, "dev_utterances"),
-     ({"min_words": 5, "max_words": 4}, "min_words"), ({"rate_wpm": (300, 400)}, "rate_wpm")],
+    [
+        ({"hours": 0}, "hours"),
+        ({"dev_utterances": 0}, "dev_utterances"),
+        ({"min_words": 5, "max_words": 4}, "min_words"),
+        ({"rate_wpm": (300, 400)}, "rate_wpm"),
+    ],
 )
 def test_invalid_settings_are_refused(changes, words):
     with pytest.raises(ConfigError, match=words):

@@ -26,8 +26,10 @@ LIBRISPEECH_STYLE = [
 
 @pytest.fixture(scope="module")
 def transcripts(synth_corpus):
-    return {s: load_manifest(synth_corpus, s)["transcript"].tolist()
-            for s in ("train-synth", "dev-synth", "test-synth")}
+    return {
+        s: load_manifest(synth_corpus, s)["transcript"].tolist()
+        for s in ("train-synth", "dev-synth", "test-synth")
+    }
 
 
 def test_char_tokenizer_ids_and_round_trip(transcripts):
@@ -84,8 +86,9 @@ def test_save_and_load_from_a_directory(transcripts, tmp_path, kind):
         assert loaded.decode(tok.encode(text)) == text
 
 
-@pytest.mark.parametrize("tok", [CharTokenizer(),
-                                 SentencePieceTokenizer.train(["A B C"], vocab_size=40)])
+@pytest.mark.parametrize(
+    "tok", [CharTokenizer(), SentencePieceTokenizer.train(["A B C"], vocab_size=40)]
+)
 def test_text_outside_the_alphabet_is_refused(tok):
     with pytest.raises(DataError, match="outside A-Z"):
         tok.encode("hello")

@@ -25,8 +25,9 @@ def synth(
     dev_utterances: int = typer.Option(300, "--dev-utterances", help="Utterances in dev."),
     test_utterances: int = typer.Option(300, "--test-utterances", help="Utterances in test."),
     workers: int = typer.Option(0, "--workers", help="Worker processes (0: one per core)."),
-    force: bool = typer.Option(False, "--force", help="Regenerate even if a matching corpus "
-                                                      "exists."),
+    force: bool = typer.Option(
+        False, "--force", help="Regenerate even if a matching corpus exists."
+    ),
 ) -> None:
     """Generate a synthetic speech corpus (eSpeak NG) in LibriSpeech layout.
 
@@ -36,8 +37,9 @@ def synth(
     """
     from fambench.data.synth import SynthSettings, corpus_status, generate_corpus, read_marker
 
-    settings = SynthSettings(hours=hours, dev_utterances=dev_utterances,
-                             test_utterances=test_utterances, seed=seed)
+    settings = SynthSettings(
+        hours=hours, dev_utterances=dev_utterances, test_utterances=test_utterances, seed=seed
+    )
     root = out / "LibriSpeech"
     reason = None if force else corpus_status(root, settings)
     started = time.perf_counter()
@@ -53,16 +55,21 @@ def synth(
     for column in ("subset", "utterances", "hours", "speakers"):
         table.add_column(column, justify="left" if column == "subset" else "right")
     for subset, info in marker.get("subsets", {}).items():
-        table.add_row(subset, str(info["utterances"]), f"{info['seconds'] / 3600:.3f}",
-                      str(len(info["speakers"])))
+        table.add_row(
+            subset,
+            str(info["utterances"]),
+            f"{info['seconds'] / 3600:.3f}",
+            str(len(info["speakers"])),
+        )
     console.print(table)
 
 
 @data_app.command("check")
 def check(
     root: Path = typer.Argument(..., help="A LibriSpeech root (the directory holding subsets)."),
-    subset: list[str] = typer.Option(None, "--subset", "-s",
-                                     help="Subset to check (repeatable; default: all)."),
+    subset: list[str] = typer.Option(
+        None, "--subset", "-s", help="Subset to check (repeatable; default: all)."
+    ),
 ) -> None:
     """Validate a LibriSpeech-layout root; exit 1 if any problem is found.
 
@@ -77,8 +84,13 @@ def check(
     for column in ("subset", "utterances", "hours", "speakers", "problems"):
         table.add_column(column, justify="left" if column == "subset" else "right")
     for s in report.subsets:
-        table.add_row(s.name, str(s.utterances), f"{s.hours:.3f}", str(s.speakers),
-                      str(len(s.problems)) if s.problems else "[green]0[/]")
+        table.add_row(
+            s.name,
+            str(s.utterances),
+            f"{s.hours:.3f}",
+            str(s.speakers),
+            str(len(s.problems)) if s.problems else "[green]0[/]",
+        )
     console.print(table)
     for problem in report.problems:
         console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)

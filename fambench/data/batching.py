@@ -21,8 +21,11 @@ def drop_infeasible(
     """
     if len(frames) != len(token_counts):
         raise ValueError(f"{len(frames)} frame counts but {len(token_counts)} token counts")
-    kept = [i for i, (f, n) in enumerate(zip(frames, token_counts, strict=True))
-            if n > 0 and subsampled(int(f)) >= n]
+    kept = [
+        i
+        for i, (f, n) in enumerate(zip(frames, token_counts, strict=True))
+        if n > 0 and subsampled(int(f)) >= n
+    ]
     return kept, len(frames) - len(kept)
 
 
@@ -35,8 +38,14 @@ class LengthBucketBatcher:
     Every batch satisfies ``max(length) * len(batch) <= max_frames``.
     """
 
-    def __init__(self, lengths: Sequence[int], max_frames: int, seed: int = 0,
-                 shuffle: bool = True, jitter: float = 0.1) -> None:
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_frames: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        jitter: float = 0.1,
+    ) -> None:
         self.lengths = np.asarray(lengths, dtype=np.int64)
         if self.lengths.ndim != 1 or self.lengths.size == 0:
             raise ConfigError("cannot batch an empty set of utterances")
@@ -104,8 +113,9 @@ class Batch:
         return len(self.utt_ids)
 
 
-def collate(feats: Sequence[torch.Tensor], targets: Sequence[Sequence[int]],
-            ids: Sequence[str]) -> Batch:
+def collate(
+    feats: Sequence[torch.Tensor], targets: Sequence[Sequence[int]], ids: Sequence[str]
+) -> Batch:
     """Pad a list of (T, F) features and token lists into a `Batch`."""
     if not (len(feats) == len(targets) == len(ids)) or not feats:
         raise ValueError(

@@ -92,25 +92,29 @@ def feature_key(manifest: pd.DataFrame, settings: FeatureSettings) -> str:
     """Hash of what cached features depend on: the settings and each utterance's id, path,
     sample count, file size and mtime (a regenerated corpus with equal lengths still misses)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"version": FEATURE_VERSION, **asdict(settings)},
-                             sort_keys=True).encode())
-    samples = (manifest["num_samples"] if "num_samples" in manifest
-               else (manifest["duration"] * settings.sample_rate).round().astype("int64"))
+    digest.update(
+        json.dumps({"version": FEATURE_VERSION, **asdict(settings)}, sort_keys=True).encode()
+    )
+    samples = (
+        manifest["num_samples"]
+        if "num_samples" in manifest
+        else (manifest["duration"] * settings.sample_rate).round().astype("int64")
+    )
     for utt_id, path, n in zip(manifest["utt_id"], manifest["path"], samples, strict=True):
         try:
             stat = os.stat(path)
         except OSError as exc:
             raise DataError(f"{path}: cannot read audio ({exc.strerror or exc})") from exc
-        digest.update(f"{utt_id}\0{path}\0{int(n)}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
-                      .encode())
+        digest.update(f"{utt_id}\0{path}\0{int(n)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
 
 
 class FeatureCache:
     """Computes a manifest's features once and keeps them under `cache_dir`."""
 
-    def __init__(self, cache_dir: Path, settings: FeatureSettings = FeatureSettings(),
-                 workers: int = 2) -> None:
+    def __init__(
+        self, cache_dir: Path, settings: FeatureSettings = FeatureSettings(), workers: int = 2
+    ) -> None:
         self.cache_dir = Path(cache_dir)
         self.settings = settings
         self.workers = max(1, workers)
@@ -129,8 +133,11 @@ class FeatureCache:
                 log.warning("ignoring unreadable feature cache %s (%s); recomputing", path, exc)
         started = time.perf_counter()
         feats = self.compute(manifest)
-        log.info("extracted features of %d utterances in %.1f s", len(feats),
-                 time.perf_counter() - started)
+        log.info(
+            "extracted features of %d utterances in %.1f s",
+            len(feats),
+            time.perf_counter() - started,
+        )
         self._save(path, feats)
         return feats
 
@@ -172,8 +179,11 @@ def _pack(feats: dict[str, torch.Tensor]) -> dict:
     for utt_id, length in zip(ids, lengths, strict=True):
         data[offset : offset + length] = feats[utt_id].numpy()
         offset += length
-    return {"ids": ids, "lengths": torch.tensor(lengths, dtype=torch.int64),
-            "data": torch.from_numpy(data)}
+    return {
+        "ids": ids,
+        "lengths": torch.tensor(lengths, dtype=torch.int64),
+        "data": torch.from_numpy(data),
+    }
 
 
 def _unpack(blob: dict) -> dict[str, torch.Tensor]:
@@ -212,8 +222,14 @@ class SpecAugment:
     Time-mask width adapts to the utterance: at most `time_width_ratio` of its frames.
     """
 
-    def __init__(self, freq_masks: int = 2, freq_width: int = 15, time_masks: int = 2,
-                 time_width_ratio: float = 0.05, mask_value: float = 0.0) -> None:
+    def __init__(
+        self,
+        freq_masks: int = 2,
+        freq_width: int = 15,
+        time_masks: int = 2,
+        time_width_ratio: float = 0.05,
+        mask_value: float = 0.0,
+    ) -> None:
         self.freq_masks = freq_masks
         self.freq_width = freq_width
         self.time_masks = time_masks

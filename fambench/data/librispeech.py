@@ -100,8 +100,10 @@ def _decode(path: Path | str) -> tuple[np.ndarray | None, str | None]:
     try:
         with sf.SoundFile(str(path)) as handle:
             if handle.samplerate != SAMPLE_RATE:
-                return None, (f"sample rate {handle.samplerate} Hz, expected {SAMPLE_RATE} Hz "
-                              "(other rates are refused; resample the corpus to 16 kHz)")
+                return None, (
+                    f"sample rate {handle.samplerate} Hz, expected {SAMPLE_RATE} Hz "
+                    "(other rates are refused; resample the corpus to 16 kHz)"
+                )
             if handle.channels != 1:
                 return None, f"{handle.channels} channels, expected mono"
             return handle.read(dtype="float32"), None
@@ -149,8 +151,9 @@ def directory_key(subset_dir: Path) -> str:
     digest = hashlib.sha256(_READER_VERSION.encode())
     for path in sorted(flacs + transcripts):
         stat = path.stat()
-        digest.update(f"{path.relative_to(subset_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
-                      .encode())
+        digest.update(
+            f"{path.relative_to(subset_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+        )
     return digest.hexdigest()[:32]
 
 
@@ -175,8 +178,13 @@ def _parse_transcripts(transcripts: Iterable[Path], problems: list[Problem]) -> 
                 problems.append(Problem(where, f"malformed utterance id {utt_id!r}"))
                 continue
             if (match["speaker"], match["chapter"]) != (speaker_dir, chapter_dir):
-                problems.append(Problem(where, f"utterance {utt_id} does not belong in "
-                                               f"{speaker_dir}/{chapter_dir}", utt_id))
+                problems.append(
+                    Problem(
+                        where,
+                        f"utterance {utt_id} does not belong in {speaker_dir}/{chapter_dir}",
+                        utt_id,
+                    )
+                )
                 continue
             if utt_id in entries:
                 problems.append(Problem(where, f"duplicate utterance id {utt_id}", utt_id))
@@ -185,8 +193,14 @@ def _parse_transcripts(transcripts: Iterable[Path], problems: list[Problem]) -> 
                 problems.append(Problem(where, f"empty transcript for {utt_id}", utt_id))
             elif not _TEXT_RE.fullmatch(text):
                 bad = "".join(sorted(set(text) - set("ABCDEFGHIJKLMNOPQRSTUVWXYZ' ")))
-                problems.append(Problem(where, f"transcript of {utt_id} has characters outside "
-                                               f"A-Z, apostrophe and space: {bad!r}", utt_id))
+                problems.append(
+                    Problem(
+                        where,
+                        f"transcript of {utt_id} has characters outside "
+                        f"A-Z, apostrophe and space: {bad!r}",
+                        utt_id,
+                    )
+                )
             entries[utt_id] = (text, match["speaker"], match["chapter"], trans, line_no)
     return entries
 
@@ -211,8 +225,13 @@ def _scan_subset(subset_dir: Path) -> _Scan:
     for utt_id, (_text, _spk, _chap, trans, line_no) in entries.items():
         if utt_id not in audio_by_id:
             expected = trans.parent / f"{utt_id}.flac"
-            problems.append(Problem(expected, f"audio file is missing (listed in "
-                                              f"{trans.name} line {line_no})", utt_id))
+            problems.append(
+                Problem(
+                    expected,
+                    f"audio file is missing (listed in {trans.name} line {line_no})",
+                    utt_id,
+                )
+            )
         elif utt_id not in bad_text:
             wanted.append(utt_id)
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
@@ -227,14 +246,24 @@ def _scan_subset(subset_dir: Path) -> _Scan:
             problems.append(Problem(path, "audio file holds no samples", utt_id))
             continue
         text, speaker, chapter, _, _ = entries[utt_id]
-        rows.append({
-            "utt_id": utt_id, "path": str(path), "duration": n_samples / SAMPLE_RATE,
-            "transcript": text, "speaker": speaker, "chapter": chapter,
-            "num_samples": n_samples,
-        })
+        rows.append(
+            {
+                "utt_id": utt_id,
+                "path": str(path),
+                "duration": n_samples / SAMPLE_RATE,
+                "transcript": text,
+                "speaker": speaker,
+                "chapter": chapter,
+                "num_samples": n_samples,
+            }
+        )
     if not entries and not flacs:
-        problems.append(Problem(subset_dir, "subset holds no utterances (expected "
-                                            "<speaker>/<chapter>/*.flac and *.trans.txt)"))
+        problems.append(
+            Problem(
+                subset_dir,
+                "subset holds no utterances (expected <speaker>/<chapter>/*.flac and *.trans.txt)",
+            )
+        )
     rows.sort(key=lambda r: r["utt_id"])
     return _Scan(rows, problems)
 
@@ -268,8 +297,9 @@ def _write_cache(subset_dir: Path, key: str, frame: pd.DataFrame) -> None:
     stored = frame.copy()
     stored["path"] = [str(Path(p).relative_to(subset_dir)) for p in stored["path"]]
     table = pa.Table.from_pandas(stored, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"fambench_key": key.encode()})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"fambench_key": key.encode()}
+    )
     tmp = subset_dir / f"{CACHE_NAME}.{os.getpid()}.tmp"
     try:
         pq.write_table(table, tmp)
@@ -322,9 +352,12 @@ def load_manifest(
         return frame
     first = scan.problems[0]
     more = len(scan.problems) - 1
-    hint = (f" (and {more} more problem{'s' if more != 1 else ''}; "
-            f"run `fambench data check {Path(librispeech_root)} --subset {subset}`)" if more
-            else "")
+    hint = (
+        f" (and {more} more problem{'s' if more != 1 else ''}; "
+        f"run `fambench data check {Path(librispeech_root)} --subset {subset}`)"
+        if more
+        else ""
+    )
     bad = {p.utt_id or str(p.path) for p in scan.problems}
     total = len(scan.rows) + len(bad)
     if not skip_bad or not scan.rows:
@@ -334,8 +367,9 @@ def load_manifest(
             f"{len(bad)} of {total} utterances in {subset_dir} are bad, more than the "
             f"{max_bad_fraction:.1%} that may be skipped; first: {first}"
         )
-    log.warning("skipping %d bad utterance(s) of %d in %s; first: %s",
-                len(bad), total, subset_dir, first)
+    log.warning(
+        "skipping %d bad utterance(s) of %d in %s; first: %s", len(bad), total, subset_dir, first
+    )
     return _frame(scan.rows)
 
 

@@ -46,12 +46,36 @@ MARKER_NAME = ".fambench-synth.json"
 GENERATOR_VERSION = 1
 
 ACCENTS = (
-    "en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan",
+    "en-us",
+    "en",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-029",
+    "en-us-nyc",
+    "en-gb-x-gbclan",
     "en-gb-x-gbcwmd",
 )
 VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
-    "iven", "john", "linda", "steph", "max", "ed",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "iven",
+    "john",
+    "linda",
+    "steph",
+    "max",
+    "ed",
 )
 _SUBSET_CODES = {"train-synth": 1, "dev-synth": 2, "test-synth": 3}
 _SPEAKER_ID_BASE = {"train-synth": 1000, "dev-synth": 2000, "test-synth": 3000}
@@ -83,21 +107,33 @@ class SynthSettings:
         checks = [
             (self.hours > 0, f"hours must be > 0, got {self.hours}"),
             (self.dev_utterances >= 1, f"dev_utterances must be >= 1, got {self.dev_utterances}"),
-            (self.test_utterances >= 1,
-             f"test_utterances must be >= 1, got {self.test_utterances}"),
-            (min(self.train_speakers, self.dev_speakers, self.test_speakers) >= 1,
-             "every subset needs at least one speaker"),
-            (self.train_speakers + self.dev_speakers + self.test_speakers
-             <= len(ACCENTS) * len(VARIANTS),
-             f"at most {len(ACCENTS) * len(VARIANTS)} distinct speakers are available"),
+            (
+                self.test_utterances >= 1,
+                f"test_utterances must be >= 1, got {self.test_utterances}",
+            ),
+            (
+                min(self.train_speakers, self.dev_speakers, self.test_speakers) >= 1,
+                "every subset needs at least one speaker",
+            ),
+            (
+                self.train_speakers + self.dev_speakers + self.test_speakers
+                <= len(ACCENTS) * len(VARIANTS),
+                f"at most {len(ACCENTS) * len(VARIANTS)} distinct speakers are available",
+            ),
             (self.chapters_per_speaker >= 1, "chapters_per_speaker must be >= 1"),
-            (1 <= self.min_words <= self.max_words,
-             f"need 1 <= min_words <= max_words, got {self.min_words}..{self.max_words}"),
-            (80 <= self.rate_wpm[0] <= self.rate_wpm[1] <= 200,
-             f"rate_wpm must lie within 80..200 words per minute, got {self.rate_wpm}"),
+            (
+                1 <= self.min_words <= self.max_words,
+                f"need 1 <= min_words <= max_words, got {self.min_words}..{self.max_words}",
+            ),
+            (
+                80 <= self.rate_wpm[0] <= self.rate_wpm[1] <= 200,
+                f"rate_wpm must lie within 80..200 words per minute, got {self.rate_wpm}",
+            ),
             (self.snr_db[0] <= self.snr_db[1], f"snr_db range is reversed: {self.snr_db}"),
-            (self.gain_db[0] <= self.gain_db[1] <= 0,
-             f"gain_db must be an increasing range <= 0 dB, got {self.gain_db}"),
+            (
+                self.gain_db[0] <= self.gain_db[1] <= 0,
+                f"gain_db must be an increasing range <= 0 dB, got {self.gain_db}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -259,20 +295,26 @@ def _generate_chapter(task: _ChapterTask) -> _ChapterResult:
     result = _ChapterResult(plan.subset, speaker_id)
     seconds = 0.0
     index = 0
-    while (seconds < plan.target_seconds) if plan.target_utterances == 0 else (
-        index < plan.target_utterances
+    while (
+        (seconds < plan.target_seconds)
+        if plan.target_utterances == 0
+        else (index < plan.target_utterances)
     ):
         text = next(texts)
-        espeak_seed = int(np.random.default_rng(
-            [settings.seed, code, plan.chapter_index, 2, index]).integers(2**31))
+        espeak_seed = int(
+            np.random.default_rng([settings.seed, code, plan.chapter_index, 2, index]).integers(
+                2**31
+            )
+        )
         # Lowercase: eSpeak may spell out words written in capitals.
         raw = engine.synthesize(text.lower(), plan.speaker.voice, seed=espeak_seed)
         wave = resample(torch.from_numpy(raw.astype(np.float32) / 32768.0)).numpy()
         noise_rng = np.random.default_rng([settings.seed, code, plan.chapter_index, 1, index])
         audio = _degrade(wave, noise_rng, settings)
         utt_id = f"{speaker_id}-{plan.chapter_id}-{index:04d}"
-        sf.write(chapter_dir / f"{utt_id}.flac", audio, SAMPLE_RATE, format="FLAC",
-                 subtype="PCM_16")
+        sf.write(
+            chapter_dir / f"{utt_id}.flac", audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16"
+        )
         result.utterances.append((utt_id, int(audio.shape[0]), text))
         seconds += audio.shape[0] / SAMPLE_RATE
         index += 1
@@ -285,8 +327,11 @@ def _chapter_worker(task: _ChapterTask, result_path: str) -> None:
     """Process entry point: generate one chapter, report the result (or error) as JSON."""
     try:
         result = _generate_chapter(task)
-        payload = {"subset": result.subset, "speaker_id": result.speaker_id,
-                   "utterances": result.utterances}
+        payload = {
+            "subset": result.subset,
+            "speaker_id": result.speaker_id,
+            "utterances": result.utterances,
+        }
         code = 0
     except Exception as exc:  # reported by the parent as one line
         payload = {"error": f"{type(exc).__name__}: {exc}"}
@@ -295,8 +340,9 @@ def _chapter_worker(task: _ChapterTask, result_path: str) -> None:
     raise SystemExit(code)
 
 
-def _run_chapters(tasks: list[_ChapterTask], workers: int, results_dir: Path
-                  ) -> list[_ChapterResult]:
+def _run_chapters(
+    tasks: list[_ChapterTask], workers: int, results_dir: Path
+) -> list[_ChapterResult]:
     """Run each chapter in its own fresh process, at most `workers` at a time."""
     from multiprocessing.connection import wait
 
@@ -309,8 +355,9 @@ def _run_chapters(tasks: list[_ChapterTask], workers: int, results_dir: Path
             while pending and len(running) < workers:
                 index, task = pending.pop(0)
                 result_path = results_dir / f"{index}.json"
-                proc = ctx.Process(target=_chapter_worker, args=(task, str(result_path)),
-                                   daemon=True)
+                proc = ctx.Process(
+                    target=_chapter_worker, args=(task, str(result_path)), daemon=True
+                )
                 proc.start()
                 running[proc.sentinel] = (proc, task, result_path)
             for sentinel in wait(list(running)):
@@ -322,12 +369,17 @@ def _run_chapters(tasks: list[_ChapterTask], workers: int, results_dir: Path
                     payload = {"error": f"worker died with exit code {proc.exitcode}"}
                 if "error" in payload:
                     plan = task.plan
-                    raise DataError(f"generating {plan.subset} chapter {plan.chapter_id} "
-                                    f"failed: {payload['error']}")
-                results.append(_ChapterResult(
-                    payload["subset"], payload["speaker_id"],
-                    [tuple(u) for u in payload["utterances"]],
-                ))
+                    raise DataError(
+                        f"generating {plan.subset} chapter {plan.chapter_id} "
+                        f"failed: {payload['error']}"
+                    )
+                results.append(
+                    _ChapterResult(
+                        payload["subset"],
+                        payload["speaker_id"],
+                        [tuple(u) for u in payload["utterances"]],
+                    )
+                )
     finally:
         for proc, _, _ in running.values():
             proc.terminate()
@@ -351,8 +403,10 @@ def _mp_context():
 
     if not ESpeak.loaded() and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
-    log.warning("eSpeak is already loaded in this process (or fork is unavailable): spawning "
-                "one fresh process per chapter, which is slower")
+    log.warning(
+        "eSpeak is already loaded in this process (or fork is unavailable): spawning "
+        "one fresh process per chapter, which is slower"
+    )
     return multiprocessing.get_context("spawn")
 
 
@@ -366,8 +420,10 @@ def read_marker(librispeech_root: Path) -> dict | None:
 
 def _count_files(subset_dir: Path) -> tuple[int, int]:
     """(FLAC files, transcript files) in a subset."""
-    return (sum(1 for _ in subset_dir.glob("*/*/*.flac")),
-            sum(1 for _ in subset_dir.glob("*/*/*.trans.txt")))
+    return (
+        sum(1 for _ in subset_dir.glob("*/*/*.flac")),
+        sum(1 for _ in subset_dir.glob("*/*/*.trans.txt")),
+    )
 
 
 def corpus_status(librispeech_root: Path, settings: SynthSettings) -> str | None:
@@ -382,22 +438,23 @@ def corpus_status(librispeech_root: Path, settings: SynthSettings) -> str | None
         return f"it was made by generator version {marker.get('generator_version')}"
     if marker.get("settings") != settings.to_json():
         old = marker.get("settings") or {}
-        diffs = [f"{k}: {old.get(k)} -> {v}" for k, v in settings.to_json().items()
-                 if old.get(k) != v]
+        diffs = [
+            f"{k}: {old.get(k)} -> {v}" for k, v in settings.to_json().items() if old.get(k) != v
+        ]
         return "its settings differ (" + ", ".join(diffs) + ")"
     for subset in SUBSETS:
         info = marker.get("subsets", {}).get(subset, {})
         expected = (info.get("utterances"), info.get("chapters"))
         found = _count_files(librispeech_root / subset)
         if found != expected:
-            return (f"{subset} holds {found[0]} FLAC and {found[1]} transcript files, "
-                    f"the marker records {expected[0]} and {expected[1]}")
+            return (
+                f"{subset} holds {found[0]} FLAC and {found[1]} transcript files, "
+                f"the marker records {expected[0]} and {expected[1]}"
+            )
     return None
 
 
-def generate_corpus(
-    out_dir: Path, settings: SynthSettings, workers: int | None = None
-) -> Path:
+def generate_corpus(out_dir: Path, settings: SynthSettings, workers: int | None = None) -> Path:
     """Generate the corpus under `out_dir` (replacing any synthetic subsets there).
 
     Returns the LibriSpeech root (``out_dir / "LibriSpeech"``). Other subsets in that root,
@@ -467,4 +524,3 @@ def ensure_corpus(out_dir: Path, settings: SynthSettings, workers: int | None = 
     if reason != "it does not exist":
         log.warning("regenerating the synthetic corpus at %s: %s", root, reason)
     return generate_corpus(out_dir, settings, workers)
-

@@ -116,8 +116,9 @@ class SentencePieceTokenizer:
         self.vocab_size = self._sp.get_piece_size() + 1
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, model_dir: Path | None = None
-              ) -> SentencePieceTokenizer:
+    def train(
+        cls, texts: Iterable[str], vocab_size: int, model_dir: Path | None = None
+    ) -> SentencePieceTokenizer:
         """Train on `texts`; `vocab_size` counts the blank.
 
         On a corpus too small for `vocab_size` the model comes out smaller (a warning says so)
@@ -134,8 +135,11 @@ class SentencePieceTokenizer:
         minimum = len(ALPHABET) + 1  # pieces: unk, ▁, apostrophe, A-Z
         pieces = vocab_size - 1
         if pieces < minimum:
-            log.warning("sentencepiece vocab_size %d is below the alphabet; using %d",
-                        vocab_size, minimum + 1)
+            log.warning(
+                "sentencepiece vocab_size %d is below the alphabet; using %d",
+                vocab_size,
+                minimum + 1,
+            )
             pieces = minimum
         model = io.BytesIO()
         try:
@@ -147,7 +151,10 @@ class SentencePieceTokenizer:
                 character_coverage=1.0,
                 required_chars=ALPHABET.replace(" ", ""),
                 normalization_rule_name="identity",
-                unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+                unk_id=0,
+                bos_id=-1,
+                eos_id=-1,
+                pad_id=-1,
                 hard_vocab_limit=False,
                 num_threads=1,  # deterministic
                 minloglevel=2,
@@ -156,8 +163,11 @@ class SentencePieceTokenizer:
             raise DataError(f"sentencepiece training failed: {exc}") from exc
         tokenizer = cls(model.getvalue())
         if tokenizer.vocab_size < vocab_size:
-            log.warning("the training text supports only %d sentencepiece tokens, not %d",
-                        tokenizer.vocab_size, vocab_size)
+            log.warning(
+                "the training text supports only %d sentencepiece tokens, not %d",
+                tokenizer.vocab_size,
+                vocab_size,
+            )
         if model_dir is not None:
             tokenizer.save(model_dir)
         return tokenizer
@@ -183,8 +193,12 @@ class SentencePieceTokenizer:
         return self._sp.encode(text, out_type=str)
 
     def to_json(self) -> dict:
-        return {"kind": "sentencepiece", "vocab_size": self.vocab_size,
-                "blank_id": self.blank_id, "model": SPM_FILE}
+        return {
+            "kind": "sentencepiece",
+            "vocab_size": self.vocab_size,
+            "blank_id": self.blank_id,
+            "model": SPM_FILE,
+        }
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
@@ -223,12 +237,12 @@ def load_tokenizer(directory: Path) -> CharTokenizer | SentencePieceTokenizer:
     return _KINDS[kind].load(directory)
 
 
-def build_tokenizer(kind: str, texts: Iterable[str] = (), vocab_size: int = 256
-                    ) -> CharTokenizer | SentencePieceTokenizer:
+def build_tokenizer(
+    kind: str, texts: Iterable[str] = (), vocab_size: int = 256
+) -> CharTokenizer | SentencePieceTokenizer:
     """`"char"` or `"sentencepiece"` (trained on `texts`); the workloads' single entry point."""
     if kind == "char":
         return CharTokenizer()
     if kind in ("sentencepiece", "spm", "unigram"):
         return SentencePieceTokenizer.train(texts, vocab_size)
     raise ConfigError(f"unknown tokenizer {kind!r} (choose char or sentencepiece)")
-
