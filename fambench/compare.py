@@ -633,7 +633,7 @@ def pairwise_display(pw: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in pw.iterrows():
         pairing = (
-            f"paired ({r['n_pairs']} seeds)"
+            f"paired ({r['n_pairs']} seed{'' if r['n_pairs'] == 1 else 's'})"
             if r["pairing"] == "paired"
             else (f"unpaired ({r['n_reference']} vs {r['n_other']} seeds)")
         )
