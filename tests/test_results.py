@@ -17,7 +17,6 @@ from fambench.results import (
     RunFiles,
     RunLock,
     load_run,
-    load_runs,
     metrics_frame,
     write_json_atomic,
     write_table_atomic,
@@ -84,19 +83,6 @@ def test_written_run_reads_back(tmp_path):
     pd.testing.assert_frame_equal(csv, run.metrics, check_dtype=False)
 
 
-def test_load_runs_flattens_config_and_summary(tmp_path):
-    _make_run(tmp_path / "a", "synth-fam-s0-aaaaaaaa", wer=0.5)
-    _make_run(tmp_path / "b", "synth-fam-s1-bbbbbbbb", status="diverged", wer=0.9)
-    runs, metrics = load_runs([tmp_path])
-    assert sorted(runs["run_id"]) == ["synth-fam-s0-aaaaaaaa", "synth-fam-s1-bbbbbbbb"]
-    row = runs.set_index("run_id").loc["synth-fam-s1-bbbbbbbb"]
-    assert row["status"] == "diverged" and row["final_dev_wer"] == 0.9
-    assert row["preset"] == "synth" and row["hparams_key"] == "lr=0.5"
-    assert row["optimizer_hparams.lr"] == 0.5 and row["provenance.torch"] == "2.14.1"
-    assert row["config.steps"] == 20 and row["steps"] == 20
-    assert len(metrics) == 6 and metrics.columns[0] == "run_id"
-
-
 def test_a_run_still_starting_reads_as_running(tmp_path):
     files = _make_run(tmp_path)
     files.summary.unlink()
@@ -106,11 +92,6 @@ def test_a_run_still_starting_reads_as_running(tmp_path):
 
 
 def test_clear_errors(tmp_path):
-    with pytest.raises(ResultsError, match="does not exist"):
-        load_runs([tmp_path / "missing"])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ResultsError, match="no runs found"):
-        load_runs([tmp_path / "empty"])
     files = _make_run(tmp_path / "old")
     config = json.loads(files.config.read_text())
     config["format_version"] = 0
