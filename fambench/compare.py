@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fambench.errors import ConfigError, ResultsError
-from fambench.results import FORMAT_VERSION, METRIC_COLUMNS, STATUSES
+from fambench.results import FORMAT_VERSION, METRIC_COLUMNS, STATUSES, SUMMARY_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,11 @@ PROVENANCE_KEYS = (
     "hostname",
     "started_at",
 )
-SUMMARY_FLOATS = (
-    "train_s",
-    "eval_s",
-    "final_dev_wer",
-    "final_dev_cer",
-    "best_dev_wer",
-    "test_wer",
-    "test_cer",
-    "time_to_target_s",
-    "steps_per_s",
-    "audio_s_per_s",
-    "peak_memory_mb",
+# The numeric summary fields (target_wer is read from the config's side, not averaged).
+SUMMARY_FLOATS = tuple(
+    f
+    for f in SUMMARY_FIELDS
+    if f not in ("format_version", "run_id", "status", "steps", "target_wer", "message")
 )
 TABLE_FORMATS = ("table", "markdown", "csv", "parquet")
 DEFAULT_BOOTSTRAP = 10_000
