@@ -1,8 +1,9 @@
 """Training throughput: audio seconds trained per second, and where the training time goes.
 
 For each optimizer, a short run of the preset (default: synth, 150 steps, so that FAM's
-frequency analysis, which starts after step 100, is part of it) is trained with the real trainer; the trainer times every step's phases (batch assembly incl. SpecAugment,
-forward + CTC loss, backward + clipping, optimizer + scheduler step). The table shows the
+frequency analysis, which starts after step 100, is part of it) is trained with the real
+trainer, which times every step's phases (batch assembly incl. SpecAugment, forward + CTC
+loss, backward + clipping, optimizer + scheduler step). The table shows the
 share of training wall-clock spent outside forward, backward and optimizer step (goal < 5%).
 
     .venv/bin/python benchmarks/training_throughput.py [--preset synth] [--steps 150]

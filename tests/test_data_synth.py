@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import re
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 
 from fambench.data.librispeech import check_root, load_manifest
 from fambench.data.synth import (
+    LOCK_NAME,
     MARKER_NAME,
     SUBSETS,
     SynthSettings,
@@ -193,6 +196,32 @@ def test_partial_or_mismatching_corpus_is_regenerated_never_used(tmp_path, caplo
     reason = corpus_status(root, other)
     assert reason.startswith("its settings differ") and "hours: 0.005 -> 0.006" in reason
     assert read_marker(root)["settings"]["hours"] == 0.005
+
+
+def test_a_second_generator_waits_for_the_first_and_reuses_its_corpus(tmp_path, monkeypatch):
+    import fambench.data.synth as synth
+
+    generated = []
+    real_generate = synth._generate_locked
+    monkeypatch.setattr(
+        synth, "_generate_locked", lambda *a: generated.append(1) or real_generate(*a)
+    )
+    first = open(tmp_path / LOCK_NAME, "a")  # stands for another process mid-generation
+    fcntl.flock(first, fcntl.LOCK_EX)
+    result = {}
+    waiter = threading.Thread(target=lambda: result.update(root=ensure_corpus(tmp_path, TINY)))
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive(), "ensure_corpus must wait while another generator holds the lock"
+    assert not (tmp_path / ".fambench-synth-staging").exists()
+    generate_corpus_inline = real_generate(tmp_path, TINY, 1)  # the "other process" finishes
+    fcntl.flock(first, fcntl.LOCK_UN)
+    first.close()
+    waiter.join(timeout=60)
+    assert not waiter.is_alive()
+    assert result["root"] == generate_corpus_inline
+    assert generated == [], "the waiter found the finished corpus and did not regenerate it"
+    assert check_root(result["root"]).ok
 
 
 def test_interrupted_staging_is_cleaned_and_not_used(tmp_path):

@@ -16,10 +16,13 @@
 * Completion: subsets are built in a staging directory, moved into place, and a marker
   (``.fambench-synth.json`` with the settings and file counts) is written last. `ensure_corpus`
   reuses a corpus only when that marker matches; anything else is removed and regenerated.
+  Generators sharing an output directory take turns on an flock (``.fambench-synth.lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
 SUBSETS = ("train-synth", "dev-synth", "test-synth")
 MARKER_NAME = ".fambench-synth.json"
+LOCK_NAME = ".fambench-synth.lock"
 # Bump when the generator's output changes, so an old corpus is not mistaken for a current one.
 GENERATOR_VERSION = 1
 
@@ -454,13 +458,42 @@ def corpus_status(librispeech_root: Path, settings: SynthSettings) -> str | None
     return None
 
 
+@contextlib.contextmanager
+def _generation_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `out_dir` while a corpus is generated there.
+
+    Two processes (say two `fambench run` started together on a fresh cache) would otherwise
+    share one staging directory and delete each other's files. flock is released by the
+    kernel when its holder dies, so a killed generator never leaves the lock behind.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(out_dir / LOCK_NAME, "a")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise DataError(f"cannot create corpus directory {out_dir}: {exc.strerror}") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another process is generating the corpus in %s; waiting", out_dir)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def generate_corpus(out_dir: Path, settings: SynthSettings, workers: int | None = None) -> Path:
     """Generate the corpus under `out_dir` (replacing any synthetic subsets there).
 
     Returns the LibriSpeech root (``out_dir / "LibriSpeech"``). Other subsets in that root,
     such as a real LibriSpeech download, are left alone.
     """
-    out_dir = Path(out_dir)
+    with _generation_lock(Path(out_dir)):
+        return _generate_locked(Path(out_dir), settings, workers)
+
+
+def _generate_locked(out_dir: Path, settings: SynthSettings, workers: int | None) -> Path:
     root = out_dir / "LibriSpeech"
     workers = workers or _default_workers()
     try:
@@ -517,10 +550,15 @@ def ensure_corpus(out_dir: Path, settings: SynthSettings, workers: int | None = 
 
     A missing, partial or mismatching corpus is never used: it is logged and regenerated.
     """
-    root = Path(out_dir) / "LibriSpeech"
-    reason = corpus_status(root, settings)
-    if reason is None:
+    out_dir = Path(out_dir)
+    root = out_dir / "LibriSpeech"
+    if corpus_status(root, settings) is None:
         return root
-    if reason != "it does not exist":
-        log.warning("regenerating the synthetic corpus at %s: %s", root, reason)
-    return generate_corpus(out_dir, settings, workers)
+    with _generation_lock(out_dir):
+        # Another process may have finished generating it while this one waited.
+        reason = corpus_status(root, settings)
+        if reason is None:
+            return root
+        if reason != "it does not exist":
+            log.warning("regenerating the synthetic corpus at %s: %s", root, reason)
+        return _generate_locked(out_dir, settings, workers)
