@@ -42,11 +42,12 @@ def parse_grid(text: str) -> dict[str, list[float]]:
     for item in filter(None, (part.strip() for part in text.split(";"))):
         name, _, values = item.partition("=")
         try:
-            grids[name.strip()] = [float(v) for v in values.split(",") if v.strip()]
+            lrs = [float(v) for v in values.split(",") if v.strip()]
         except ValueError:
             raise SystemExit(f"error: --grid {item!r}: expected name=lr,lr,...") from None
-        if not grids[name.strip()]:
+        if not lrs:
             raise SystemExit(f"error: --grid {item!r}: no learning rates")
+        grids[name.strip()] = lrs
     return grids
 
 

@@ -123,7 +123,7 @@ class RunPlan:
     request: RunRequest
     preset: Preset
     optimizer_name: str
-    is_fam: bool
+    fam_trace: bool  # pass debug/debug_dir so the run keeps a FAM debug trace
     explicit_hparams: dict[str, Any]  # preset defaults + user overrides
     optimizer_hparams: dict[str, Any]  # the optimizer's defaults with the above applied
     hparams_key: str
@@ -237,7 +237,7 @@ def plan_run(request: RunRequest) -> RunPlan:
         request=request,
         preset=preset,
         optimizer_name=spec.name,
-        is_fam=bool(spec.is_fam),
+        fam_trace=bool(spec.is_fam and spec.trace),
         explicit_hparams=explicit,
         optimizer_hparams=resolved,
         hparams_key=hparams_key(explicit),
@@ -416,9 +416,7 @@ class _Run:
 
     def _build_optimizer(self, debug: bool) -> torch.optim.Optimizer:
         kwargs = dict(self.plan.explicit_hparams)
-        # fam-fixed exists to leave the frequency analysis out; tracing its bands would run
-        # that analysis every step and charge it to the fixed twin's wall-clock.
-        if self.plan.is_fam and debug and self.plan.optimizer_name != "fam-fixed":
+        if self.plan.fam_trace and debug:
             kwargs.update(debug=True, debug_dir=str(self.files.root))
         try:
             optimizer = build_optimizer(self.plan.request.optimizer, self.model, **kwargs)

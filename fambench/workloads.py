@@ -113,14 +113,13 @@ class Preset:
 # `python benchmarks/lr_sweep.py --preset synth --steps 500`. FAM's step is lr x an EMA of
 # gradients, so it wants SGD-like rates far above the specification's 1e-3 (which barely
 # trains). simple-fam shares FAM's update rule and was not swept separately.
-_SWEPT_OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
+_CPU_OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
     "fam": {"lr": 0.5},
     "fam-fixed": {"lr": 0.5},
     "simple-fam": {"lr": 0.5},
     "adamw": {"lr": 2e-3, "weight_decay": 1e-2},
     "sgd": {"lr": 0.1},
 }
-_CPU_OPTIMIZER_DEFAULTS = _SWEPT_OPTIMIZER_DEFAULTS
 
 # `synth` itself: the 500-step sweep is a proxy, so its picks were checked at the full
 # 2000-step budget against 1.5x and 2x (seed 0): results/sweeps/full-budget/

@@ -62,7 +62,9 @@ class OptimizerSpec:
 
     ``factory(model, **hyperparameters)`` builds the optimizer; ``defaults`` lists every
     hyperparameter it accepts with its default (treat it as read-only). ``is_fam`` tells a
-    trainer that the optimizer accepts ``debug``/``debug_dir``. ``accepts_any`` is set when the
+    trainer that the optimizer accepts ``debug``/``debug_dir``; ``trace`` whether a trainer
+    should turn that trace on (off for ``fam-fixed``: tracing would run the frequency analysis
+    it exists to leave out, and charge it to its wall-clock). ``accepts_any`` is set when the
     factory takes ``**kwargs`` (keys beyond ``defaults`` are then passed through).
     """
 
@@ -72,6 +74,7 @@ class OptimizerSpec:
     factory: Callable[..., Optimizer] = field(repr=False)
     is_fam: bool = False
     accepts_any: bool = False
+    trace: bool = True
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
@@ -84,6 +87,7 @@ def register_optimizer(
     defaults: Mapping[str, Any],
     description: str,
     is_fam: bool = False,
+    trace: bool = True,
     replace: bool = False,
 ) -> OptimizerSpec:
     """Register ``factory(model, **hyperparameters)`` under ``name`` and return its spec."""
@@ -95,7 +99,7 @@ def register_optimizer(
         raise OptimizerConfigError(
             f"optimizer {name!r} is already registered (pass replace=True to override it)"
         )
-    spec = OptimizerSpec(name, description, dict(defaults), factory, is_fam)
+    spec = OptimizerSpec(name, description, dict(defaults), factory, is_fam, trace=trace)
     _REGISTRY[name] = spec
     return spec
 
@@ -454,6 +458,7 @@ register_optimizer(
     defaults=_FAM_DEFAULTS,
     description="FAM with frequency adaptation off: same groups and update, momentum = alpha",
     is_fam=True,
+    trace=False,
 )
 register_optimizer(
     "simple-fam",
