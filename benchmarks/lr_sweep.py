@@ -3,7 +3,8 @@
 Trains every (optimizer, lr) cell of a grid once (seed 0) on the preset's data and model with a
 shortened step budget (the schedule keeps its shape: warmup, hold, cosine), then prints and
 writes a table of final and best dev WER per cell and the lr with the best final dev WER per
-optimizer. The chosen values are what `fambench/workloads.py` uses as the preset's defaults.
+optimizer. The chosen values go into the preset's tuned-hyperparameter file,
+`fambench/workloads/tuned/<preset>.json`, which `fambench run` reads.
 
     python benchmarks/lr_sweep.py --preset synth --steps 500 --out results/sweeps
 
@@ -18,7 +19,6 @@ a bad result.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from fambench.compare import to_markdown
-from fambench.train import RunRequest, run_training
+from fambench.rundir import find_run_dirs, load_run
+from fambench.training import RunRequest, run_training
 
 GRIDS: dict[str, list[float]] = {
     "fam": [0.1, 0.2, 0.5, 1.0, 2.0],
@@ -93,13 +94,11 @@ def main() -> int:
     # The table is built from the run directories, so cells trained by several processes
     # (e.g. two of this script, one per optimizer pair) land in one table.
     rows = []
-    for config_path in sorted((args.out / "runs").glob("*/config.json")):
-        config = json.loads(config_path.read_text())
-        summary_path = config_path.with_name("summary.json")
-        if not summary_path.is_file():
-            continue
-        s = json.loads(summary_path.read_text())
-        if config["preset"] != args.preset or config["steps"] != args.steps:
+    sweep_dirs = find_run_dirs([args.out / "runs"]) if (args.out / "runs").is_dir() else []
+    for run_dir in sweep_dirs:
+        run = load_run(run_dir)
+        config, summary = run.config, run.summary
+        if summary is None or config["preset"] != args.preset or config["steps"] != args.steps:
             continue
         if config["optimizer"] not in grids:
             continue
@@ -107,13 +106,13 @@ def main() -> int:
             {
                 "optimizer": config["optimizer"],
                 "lr": config["optimizer_hparams"].get("lr"),
-                "status": s.get("status"),
-                "steps": s.get("steps"),
-                "final_dev_wer": s.get("final_dev_wer"),
-                "best_dev_wer": s.get("best_dev_wer"),
-                "final_dev_cer": s.get("final_dev_cer"),
-                "train_s": s.get("train_s"),
-                "run_id": config["run_id"],
+                "status": summary.status,
+                "steps": summary.steps,
+                "final_dev_wer": summary.final_dev_wer,
+                "best_dev_wer": summary.best_dev_wer,
+                "final_dev_cer": summary.final_dev_cer,
+                "train_s": summary.train_s,
+                "run_id": run.run_id,
             }
         )
     if not rows:

@@ -1,10 +1,11 @@
 """Time one optimizer step on Conformer-sized models: fam vs fam-fixed vs SGD vs AdamW vs reference.
 
-Builds a ~2.5M-parameter model (conv subsampling + torchaudio Conformer d=144, 4 layers,
-ffn 576, 4 heads + CTC head) and a ~20M one (d=256, 12 layers, ffn 1024), fills gradients from
-a fixed seed, and times ``step()`` of each optimizer, interleaved round-robin so that machine
-load affects all of them alike. FAM is timed after ``fam_start_step`` so its analysis runs.
-"reference" is the plain per-tensor implementation of the specification (tests/fam_reference.py).
+Builds the project's own model (fambench.model.ConformerCTC) at two sizes: a ~2.2M-parameter
+one (d=144, 4 layers, ffn 576, 4 heads, 64 front-end channels, 256 tokens) and a ~19M one
+(d=256, 12 layers, ffn 1024, 128 front-end channels), fills gradients from a fixed seed, and
+times ``step()`` of each optimizer, interleaved round-robin so that machine load affects all of
+them alike. FAM is timed after ``fam_start_step`` so its analysis runs. "reference" is the
+plain per-tensor implementation of the specification (fambench.optim.reference).
 
     python benchmarks/optimizer_step.py [--threads 2] [--repeats 40] [--models small,large]
                                         [--kernel 31] [--weight-decay 1e-4]
@@ -16,57 +17,24 @@ import argparse
 import copy
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
-import torchaudio
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from fam_reference import ReferenceFAM  # noqa: E402
-
-from fambench.optim import build_optimizer, get_parameter_groups  # noqa: E402
+from fambench.model import ConformerCTC, ModelSettings, count_parameters
+from fambench.optim import build_optimizer, get_parameter_groups
+from fambench.optim.reference import ReferenceFAM
 
 MODELS = {
-    "small": dict(d_model=144, n_layers=4, ffn_dim=576, n_heads=4),
-    "large": dict(d_model=256, n_layers=12, ffn_dim=1024, n_heads=4),
+    "small": ModelSettings(
+        d_model=144, n_layers=4, n_heads=4, ffn_dim=576, frontend_channels=64, vocab_size=256
+    ),
+    "large": ModelSettings(
+        d_model=256, n_layers=12, n_heads=4, ffn_dim=1024, frontend_channels=128, vocab_size=256
+    ),
 }
 FAM_START = 2  # analysis from the 3rd step on, so a short warmup already measures it
-
-
-class BenchConformer(nn.Module):
-    """Conv2d subsampling (x4) → linear → torchaudio Conformer → CTC head."""
-
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int,
-        ffn_dim: int,
-        n_heads: int,
-        kernel: int,
-        n_mels: int = 80,
-        vocab: int = 256,
-    ) -> None:
-        super().__init__()
-        self.subsample = nn.Sequential(
-            nn.Conv2d(1, d_model, 3, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(d_model, d_model, 3, stride=2),
-            nn.ReLU(),
-        )
-        freq = ((n_mels - 1) // 2 - 1) // 2
-        self.input_proj = nn.Linear(d_model * freq, d_model)
-        self.encoder = torchaudio.models.Conformer(
-            input_dim=d_model,
-            num_heads=n_heads,
-            ffn_dim=ffn_dim,
-            num_layers=n_layers,
-            depthwise_conv_kernel_size=kernel,
-        )
-        self.head = nn.Linear(d_model, vocab)
 
 
 def build_optimizers(
@@ -113,12 +81,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=FAM_START + 3)
-    parser.add_argument("--models", default="small,large")
+    parser.add_argument("--models", default="small,large", help="comma-separated: small, large")
     parser.add_argument("--kernel", type=int, default=31)
     parser.add_argument(
         "--weight-decay", type=float, default=None, help="for every optimizer (default: registry's)"
     )
     args = parser.parse_args()
+    unknown = sorted(set(args.models.split(",")) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)} (choose from {', '.join(MODELS)})")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -136,8 +107,8 @@ def main() -> None:
     print("-" * len(header))
     unstable = False
     for key in args.models.split(","):
-        model = BenchConformer(**MODELS[key], kernel=args.kernel)
-        n_params = sum(p.numel() for p in model.parameters())
+        model = ConformerCTC(MODELS[key].replace(conv_kernel=args.kernel))
+        n_params = count_parameters(model)
         optimizers = build_optimizers(model, args.weight_decay)
         times = time_steps(optimizers, args.warmup, args.repeats)
         base = statistics.median(times["sgd"])

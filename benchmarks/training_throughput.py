@@ -20,7 +20,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from fambench.train import RunRequest, run_training
+from fambench.training import RunRequest, run_training
 
 
 def main() -> None:

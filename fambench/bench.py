@@ -1,13 +1,14 @@
 """The benchmark grid: every optimizer × seed on one preset, then compare, plot and report.
 
-`run_grid` leans on `fambench.train.run_training` for the bookkeeping: a finished run
+`run_grid` leans on `fambench.training.run_training` for the bookkeeping: a finished run
 (completed or diverged) is reported without rerunning, an interrupted one resumes from its
-checkpoint, since the grid sends exactly the same request again. `fambench.train` is imported
+checkpoint, since the grid sends exactly the same request again. `fambench.training` is imported
 only when the grid runs, so comparing and reporting work without torch's training stack.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -42,8 +43,8 @@ class GridCell:
     threads: int | None = None
 
     def request(self) -> Any:
-        """The fambench.train.RunRequest of this cell."""
-        from fambench.train import RunRequest
+        """The fambench.training.RunRequest of this cell."""
+        from fambench.training import RunRequest
 
         return RunRequest(
             optimizer=self.optimizer,
@@ -61,7 +62,7 @@ class GridCell:
 
 
 #: Runs one cell and returns an outcome with ``run_dir``, ``status`` (and optionally
-#: ``skipped``, ``resumed``), like fambench.train.RunOutcome.
+#: ``skipped``, ``resumed``), like fambench.training.RunOutcome.
 Runner = Callable[[GridCell], Any]
 
 
@@ -87,10 +88,10 @@ class BenchResult:
 
 
 def parse_optimizers(text: str) -> list[str]:
-    """``"fam, adamw"`` → ``["fam", "adamw"]``; ConfigError when empty or repeated."""
+    """``"a, b"`` → ``["a", "b"]``; ConfigError when empty or repeated."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise ConfigError("--optimizers is empty; give names such as fam,fam-fixed,adamw,sgd")
+        raise ConfigError("--optimizers is empty; give comma-separated optimizer names")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"--optimizers names {', '.join(repeated)} more than once")
@@ -108,6 +109,7 @@ def run_grid(
     time_budget_s: float | None = None,
     data_root: str | os.PathLike[str] | None = None,
     target_wer: float | None = None,
+    reference: str,
     force: bool = False,
     command: str | None = None,
     threads: int | None = None,
@@ -131,35 +133,58 @@ def run_grid(
         raise ConfigError("no optimizers given")
     if not seeds:
         raise ConfigError("no seeds given")
+    template = GridCell(
+        optimizer="",
+        seed=0,
+        preset=preset,
+        out_dir=out,
+        cache_dir=Path(cache_dir),
+        steps=steps,
+        time_budget_s=time_budget_s,
+        data_root=Path(data_root) if data_root is not None else None,
+        force=force,
+        command=command,
+        threads=threads,
+    )
+    # Seed-major order: a grid stopped part-way still compares every optimizer.
     cells = [
-        GridCell(
-            optimizer=name,
-            seed=int(seed),
-            preset=preset,
-            out_dir=out,
-            cache_dir=Path(cache_dir),
-            steps=steps,
-            time_budget_s=time_budget_s,
-            data_root=Path(data_root) if data_root is not None else None,
-            force=force,
-            command=command,
-            threads=threads,
-        )
-        # Seed-major order: a grid stopped part-way still compares every optimizer.
+        dataclasses.replace(template, optimizer=name, seed=int(seed))
         for seed in seeds
         for name in optimizers
     ]
-    if runner is None:
-        from fambench.train import plan_run, run_training
+    done, interrupted = _run_cells(cells, runner or _training_runner(cells, progress), on_run)
+    existing = [r.run_dir for r in done if (r.run_dir / "config.json").is_file()]
+    files = None
+    if existing:
+        files = build_report(
+            load_results(existing),
+            out,
+            reference=reference,
+            sources=[out],
+            target_wer=target_wer,
+            n_boot=n_boot,
+        )
+    return BenchResult(runs=tuple(done), files=files, interrupted=interrupted)
 
-        for cell in cells:
-            plan_run(cell.request())  # validation only: no side effects
 
-        def runner(cell: GridCell) -> Any:
-            return run_training(cell.request(), progress=progress)
+def _training_runner(cells: Sequence[GridCell], progress: Callable[[Any], None] | None) -> Runner:
+    """run_training on each cell, after validating every cell's request (no side effects)."""
+    from fambench.training import plan_run, run_training
 
+    for cell in cells:
+        plan_run(cell.request())
+
+    def runner(cell: GridCell) -> Any:
+        return run_training(cell.request(), progress=progress)
+
+    return runner
+
+
+def _run_cells(
+    cells: Sequence[GridCell], runner: Runner, on_run: OnRun | None
+) -> tuple[list[GridRun], bool]:
+    """Run the cells in order; stop after one that was interrupted. (runs, interrupted)."""
     done: list[GridRun] = []
-    interrupted = False
     for index, cell in enumerate(cells, start=1):
         label = f"{cell.optimizer} seed {cell.seed}"
         if on_run is not None:
@@ -177,11 +202,5 @@ def run_grid(
         )
         log.info("%s: %s (%s)", label, outcome.status, outcome.run_dir)
         if outcome.status == "interrupted":
-            interrupted = True
-            break
-    existing = [r.run_dir for r in done if (r.run_dir / "config.json").is_file()]
-    files = None
-    if existing:
-        results = load_results(existing)
-        files = build_report(results, out, sources=[out], target_wer=target_wer, n_boot=n_boot)
-    return BenchResult(runs=tuple(done), files=files, interrupted=interrupted)
+            return done, True
+    return done, False

@@ -1,19 +1,17 @@
 """Compare runs: load run directories, aggregate over seeds, bootstrap CIs, pairwise deltas.
 
-Reads the run-directory format that `fambench.train` writes (see results/README.md):
-``config.json``, ``summary.json``, ``metrics.parquet`` (``metrics.csv`` as fallback) and, for FAM
-variants, ``fam_debug.jsonl``. Every statistic over seeds is computed from *completed* runs;
+Reads run directories through `fambench.rundir` (see results/README.md); names no optimizer:
+the reference of the pairwise table is a parameter, and an optimizer that is an ablation of the
+reference says so in its config (``ablation_of``). Every statistic over seeds is computed from *completed* runs;
 diverged, interrupted and running runs are counted, never averaged, and never crash anything.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,23 +20,21 @@ import numpy as np
 import pandas as pd
 
 from fambench.errors import ConfigError, ResultsError
-from fambench.results import FORMAT_VERSION, METRIC_COLUMNS, STATUSES, SUMMARY_FIELDS
+from fambench.fileio import atomic_write, write_text
+from fambench.rundir import (
+    METRIC_COLUMNS,
+    PROVENANCE_KEYS,
+    STATUSES,
+    SUMMARY_FIELDS,
+    find_run_dirs,
+    hparams_key,
+    load_run,
+    time_to_target,
+)
 
 log = logging.getLogger(__name__)
 
 WER_STATS = ("final_dev_wer", "best_dev_wer", "test_wer")
-PROVENANCE_KEYS = (
-    "fambench_version",
-    "git_commit",
-    "python",
-    "torch",
-    "torchaudio",
-    "device",
-    "threads",
-    "command",
-    "hostname",
-    "started_at",
-)
 # The numeric summary fields (target_wer is read from the config's side, not averaged).
 SUMMARY_FLOATS = tuple(
     f
@@ -47,7 +43,6 @@ SUMMARY_FLOATS = tuple(
 )
 TABLE_FORMATS = ("table", "markdown", "csv", "parquet")
 DEFAULT_BOOTSTRAP = 10_000
-_FAMILY_ORDER = {"fam": 0, "fam-fixed": 1, "simple-fam": 2}
 _MISSING = "—"
 _METRIC_LABELS = {
     "final_dev_wer": "final dev WER",
@@ -60,7 +55,7 @@ _METRIC_LABELS = {
 class ResultSet:
     """Runs loaded from disk.
 
-    runs: one row per run (config and summary flattened, plus ``run_dir`` and ``has_debug``).
+    runs: one row per run (config and summary flattened, plus ``run_dir`` and ``trace``, the path of the optimizer's trace file or "").
     metrics: every metric row of every run, with a ``run_id`` column.
     """
 
@@ -76,71 +71,6 @@ class ResultSet:
 # --------------------------------------------------------------------------- loading
 
 
-def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Run directories under ``paths``: each path is a run directory or is searched recursively.
-
-    A run directory is one holding ``config.json`` or ``summary.json``; its subdirectories are
-    not searched. Raises ResultsError for a missing path or a path holding no run.
-    """
-    found: dict[Path, None] = {}
-    given = [Path(p) for p in paths]
-    if not given:
-        raise ResultsError("no results directory given")
-    for root in given:
-        if not root.exists():
-            raise ResultsError(f"{root}: no such directory")
-        if not root.is_dir():
-            raise ResultsError(f"{root}: not a directory (give a results or run directory)")
-        before = len(found)
-        for run_dir in _walk_run_dirs(root):
-            found.setdefault(run_dir.resolve(), None)
-        if len(found) == before:
-            raise ResultsError(
-                f"{root}: no runs found (a run directory holds config.json and summary.json; "
-                "create some with `fambench run` or `fambench bench`)"
-            )
-    return list(found)
-
-
-def _walk_run_dirs(root: Path) -> list[Path]:
-    if _is_run_dir(root):
-        return [root]
-    out: list[Path] = []
-    for dirpath, dirnames, _ in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
-        here = Path(dirpath)
-        if here != root and _is_run_dir(here):
-            out.append(here)
-            dirnames[:] = []
-    return out
-
-
-def _is_run_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() or (path / "summary.json").is_file()
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: cannot read ({exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path}: expected a JSON object")
-    return data
-
-
-def _check_version(data: dict, path: Path) -> None:
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        what = "has no format_version" if version is None else f"is format {version!r}"
-        raise ResultsError(
-            f"{path.parent}: {path.name} {what}; this fambench reads format {FORMAT_VERSION} "
-            "(written by a different fambench version: rerun the run or use a matching fambench)"
-        )
-
-
 def _float(value: object) -> float:
     if value is None or isinstance(value, bool):
         return math.nan
@@ -150,78 +80,25 @@ def _float(value: object) -> float:
         return math.nan
 
 
-def _hparams_key(hparams: object) -> str:
-    text = json.dumps(hparams, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:8]
-
-
-def read_metrics(run_dir: Path) -> pd.DataFrame:
-    """A run's metric rows (parquet, else CSV; empty when neither is readable).
-
-    Columns are METRIC_COLUMNS (NaN where not applicable), sorted by step. Evaluation rows whose
-    ``wall_s`` is missing get it interpolated from the training rows' step → seconds curve.
-    """
-    import pyarrow as pa
-
-    frame: pd.DataFrame | None = None
-    parquet, csv = run_dir / "metrics.parquet", run_dir / "metrics.csv"
-    if parquet.is_file():
-        try:
-            frame = pd.read_parquet(parquet)
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            log.warning("%s: unreadable (%s); trying metrics.csv", parquet, exc)
-    if frame is None and csv.is_file():
-        try:
-            frame = pd.read_csv(csv)
-        except (OSError, ValueError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-            log.warning("%s: unreadable (%s)", csv, exc)
-    if frame is None:
-        frame = pd.DataFrame(columns=list(METRIC_COLUMNS))
-    for column in METRIC_COLUMNS:
-        if column not in frame.columns:
-            frame[column] = np.nan
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    frame = frame[list(METRIC_COLUMNS)].sort_values("step", kind="stable").reset_index(drop=True)
-    _fill_eval_wall_s(frame)
-    return frame
-
-
-def _fill_eval_wall_s(frame: pd.DataFrame) -> None:
-    missing = frame["wall_s"].isna() & frame["dev_wer"].notna()
-    known = frame["wall_s"].notna() & frame["step"].notna()
-    if missing.any() and known.sum() >= 1:
-        frame.loc[missing, "wall_s"] = np.interp(
-            frame.loc[missing, "step"], frame.loc[known, "step"], frame.loc[known, "wall_s"]
-        )
-
-
 def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[dict, pd.DataFrame]:
     """One run: its flattened row (config + summary) and its metric rows.
 
     A run without summary.json yet is reported as ``running``. Summary values that are missing
     are filled from the metrics (final and best dev WER).
     """
-    run_dir = Path(run_dir)
-    config_path, summary_path = run_dir / "config.json", run_dir / "summary.json"
-    if not config_path.is_file():
-        raise ResultsError(f"{run_dir}: summary.json without config.json; not a complete run")
-    config = _read_json(config_path)
-    _check_version(config, config_path)
-    summary: dict = {}
-    if summary_path.is_file():
-        summary = _read_json(summary_path)
-        _check_version(summary, summary_path)
-    metrics = read_metrics(run_dir)
-
+    run = load_run(run_dir)
+    config, metrics = run.config, run.metrics
+    summary = run.summary.to_json() if run.summary is not None else {}
     row: dict = {
-        "run_id": str(config.get("run_id") or summary.get("run_id") or run_dir.name),
+        "run_id": run.run_id,
         "preset": str(config.get("preset", "?")),
         "optimizer": str(config.get("optimizer", "?")),
+        "ablation_of": config.get("ablation_of") or "",
         "hparams_key": str(
-            config.get("hparams_key") or _hparams_key(config.get("optimizer_hparams", {}))
+            config.get("hparams_key") or hparams_key(config.get("optimizer_hparams", {}))
         ),
         "seed": config.get("seed"),
-        "status": str(summary.get("status") or "running"),
+        "status": run.status,
         "steps": _float(summary.get("steps")),
         "steps_budget": _float(config.get("steps")),
         "time_budget_s": _float(config.get("time_budget_s")),
@@ -245,8 +122,9 @@ def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[dict, pd.DataFrame]:
     for key in PROVENANCE_KEYS:
         value = provenance.get(key)
         row[key] = "" if value is None else str(value)
-    row["run_dir"] = str(run_dir)
-    row["has_debug"] = (run_dir / "fam_debug.jsonl").is_file()
+    row["run_dir"] = str(run.path)
+    trace = config.get("trace")
+    row["trace"] = str(run.path / trace) if trace and (run.path / trace).is_file() else ""
     metrics.insert(0, "run_id", row["run_id"])
     return row, metrics
 
@@ -291,13 +169,17 @@ def load_results(paths: Iterable[str | os.PathLike[str]], preset: str | None = N
     return ResultSet(runs=_sort_runs(runs), metrics=metrics)
 
 
-def _optimizer_rank(name: str) -> tuple[int, str]:
-    return (_FAMILY_ORDER.get(name, len(_FAMILY_ORDER)), name)
-
-
 def _sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    # By name, an ablation right after the optimizer it ablates.
     key = runs.apply(
-        lambda r: (r["preset"], _optimizer_rank(r["optimizer"]), r["hparams_key"], str(r["seed"])),
+        lambda r: (
+            r["preset"],
+            r["ablation_of"] or r["optimizer"],
+            bool(r["ablation_of"]),
+            r["optimizer"],
+            r["hparams_key"],
+            str(r["seed"]),
+        ),
         axis=1,
     )
     return runs.iloc[sorted(range(len(runs)), key=lambda i: key.iloc[i])].reset_index(drop=True)
@@ -346,27 +228,6 @@ def _percentiles(samples: np.ndarray, level: float) -> tuple[float, float]:
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(samples, [alpha, 1.0 - alpha])
     return (float(low), float(high))
-
-
-def time_to_target(evals: pd.DataFrame, target: float) -> float:
-    """Training seconds at which dev WER first reaches ``target``.
-
-    Linear interpolation in training seconds between the two evaluations that bracket the
-    target; the first evaluation's time when it is already at or under the target; NaN when the
-    target is never reached. ``evals`` needs ``step``, ``wall_s`` and ``dev_wer``.
-    """
-    if not math.isfinite(target):
-        return math.nan
-    points = evals.dropna(subset=["dev_wer", "wall_s"]).sort_values("step", kind="stable")
-    wer, secs = points["dev_wer"].to_numpy(), points["wall_s"].to_numpy()
-    hits = np.flatnonzero(wer <= target)
-    if hits.size == 0:
-        return math.nan
-    i = int(hits[0])
-    if i == 0:
-        return float(secs[0])
-    w0, w1, t0, t1 = wer[i - 1], wer[i], secs[i - 1], secs[i]
-    return float(t0 + (w0 - target) / (w0 - w1) * (t1 - t0))
 
 
 def _stats(values: Iterable[float], n_boot: int, seed: int) -> dict[str, float]:
@@ -464,15 +325,16 @@ def _run_time_to_target(run: pd.Series, metrics: pd.DataFrame | None, target: fl
 def pairwise(
     runs: pd.DataFrame,
     *,
-    reference: str = "fam",
+    reference: str,
     metrics: Sequence[str] = ("final_dev_wer",),
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> pd.DataFrame:
     """ΔWER = reference − other, for the reference optimizer against every other one per preset.
 
-    Against baselines this asks "does FAM help?"; against ``fam-fixed`` (same momentum, no
-    frequency signal) it asks "is it the frequency signal or just the momentum?". Completed runs
+    Against a baseline this asks "does the reference help?"; against an ablation of the
+    reference (``ablation_of`` in its config, e.g. FAM without its frequency signal) it asks
+    which part of the reference makes the difference. Completed runs
     only. Paired by seed (bootstrap over per-seed differences) when at least two seeds match,
     otherwise an unpaired bootstrap of the difference of means; ``pairing`` says which. Negative
     deltas favour the reference (lower WER).
@@ -489,7 +351,8 @@ def pairwise(
                     row = _compare(ref, other, metric, n_boot, seed)
                     if row is None:
                         continue
-                    kind = "ablation" if other_name == "fam-fixed" else "baseline"
+                    ablates = set(other["ablation_of"]) == {reference}
+                    kind = "ablation" if ablates else "baseline"
                     rows.append(
                         {
                             "preset": preset,
@@ -689,27 +552,4 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str) -> 
     if fmt == "csv":
         return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
     text = to_markdown(frame) if fmt == "markdown" else frame.to_string(index=False) + "\n"
-    return write_text_atomic(path, text)
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 text atomically; ResultsError naming the path when it cannot be written."""
-    return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def atomic_write(path: Path, writer) -> Path:
-    """Call ``writer(tmp_path)`` then rename onto ``path``; nothing half-written on failure.
-
-    The writer creates the temporary file itself, so it gets the usual permissions (umask).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer(str(tmp))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ResultsError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text(path, text)

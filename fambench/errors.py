@@ -15,3 +15,7 @@ class ConfigError(FambenchError):
 
 class ResultsError(FambenchError):
     """A results directory is missing, empty, unwritable or in an unknown format."""
+
+
+class FileWriteError(FambenchError):
+    """A file could not be written (full disk, no permission, ...); names the path."""

@@ -1,4 +1,5 @@
-"""PNG plots of a ResultSet: learning curves with CI bands over seeds, and FAM internals.
+"""PNG plots of a ResultSet: learning curves with CI bands over seeds, and optimizer traces
+(per-group momentum and band powers, from trace records such as FAM's).
 
 Figures are built with `matplotlib.figure.Figure` (no pyplot state, no display needed) and saved
 atomically. Curves average *completed* runs, like the tables; a group with no completed run is
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fambench.compare import ResultSet, atomic_write
+from fambench.compare import ResultSet
+from fambench.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def plot_all(
             )
             if path is not None:
                 written.append(path)
-        written.extend(plot_fam_debug(results, preset, out_dir))
+        written.extend(plot_traces(results, preset, out_dir))
     return written
 
 
@@ -169,11 +171,11 @@ def _preset_target(results: ResultSet, preset: str) -> float | None:
     return float(targets.iloc[0]) if len(targets) else None
 
 
-# --------------------------------------------------------------------------- FAM internals
+# --------------------------------------------------------------------------- optimizer traces
 
 
-def read_debug(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Records of a ``fam_debug.jsonl``: step, param, group, handler, momentum, band_ema (list).
+def read_trace(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Records of a trace file (JSON Lines): step, param, group, handler, momentum, band_ema (list).
 
     Lines that are not complete JSON records (a run still writing, say) are skipped.
     """
@@ -201,45 +203,45 @@ def read_debug(path: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=columns)
 
 
-def plot_fam_debug(results: ResultSet, preset: str, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Per FAM group of runs with a debug file: effective momentum and band-power heatmaps."""
+def plot_traces(results: ResultSet, preset: str, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Per group of runs with a trace: effective momentum and band-power heatmaps."""
     out_dir = Path(out_dir)
-    runs = results.runs[(results.runs["preset"] == preset) & results.runs["has_debug"]]
+    runs = results.runs[(results.runs["preset"] == preset) & (results.runs["trace"] != "")]
     keys_per_opt = runs.groupby("optimizer")["hparams_key"].nunique()
     written: list[Path] = []
     for (optimizer, hkey), group in runs.groupby(["optimizer", "hparams_key"], sort=False):
         done = group[group["status"] == "completed"]
         chosen = group if done.empty else done
-        frames = [read_debug(Path(d) / "fam_debug.jsonl") for d in chosen["run_dir"]]
-        debug = (
+        frames = [read_trace(path) for path in chosen["trace"]]
+        trace = (
             pd.concat([f for f in frames if len(f)], ignore_index=True)
             if any(len(f) for f in frames)
             else pd.DataFrame()
         )
-        if debug.empty:
+        if trace.empty:
             continue
         name = f"{_safe(preset)}-{_safe(optimizer)}"
         if keys_per_opt.get(optimizer, 1) > 1:
             name += f"-{_safe(hkey)}"
         title = f"{preset}: {optimizer} ({len(chosen)} run{'s' if len(chosen) > 1 else ''})"
-        written.append(_plot_momentum(debug, out_dir / f"{name}-momentum.png", title))
-        written.append(_plot_bands(debug, out_dir / f"{name}-bands.png", title))
+        written.append(_plot_momentum(trace, out_dir / f"{name}-momentum.png", title))
+        written.append(_plot_bands(trace, out_dir / f"{name}-bands.png", title))
     return written
 
 
-def _group_label(debug: pd.DataFrame, group: int) -> str:
-    handlers = debug.loc[debug["group"] == group, "handler"]
+def _group_label(trace: pd.DataFrame, group: int) -> str:
+    handlers = trace.loc[trace["group"] == group, "handler"]
     handler = handlers.mode().iloc[0] if len(handlers) else ""
     return f"group {group}" + (f" ({handler})" if handler else "")
 
 
-def _plot_momentum(debug: pd.DataFrame, path: Path, title: str) -> Path:
+def _plot_momentum(trace: pd.DataFrame, path: Path, title: str) -> Path:
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    means = debug.groupby(["group", "step"])["momentum"].mean()
-    for group in sorted(debug["group"].unique()):
+    means = trace.groupby(["group", "step"])["momentum"].mean()
+    for group in sorted(trace["group"].unique()):
         line = means.loc[group]
-        ax.plot(line.index, line.to_numpy(), label=_group_label(debug, group), linewidth=1.4)
+        ax.plot(line.index, line.to_numpy(), label=_group_label(trace, group), linewidth=1.4)
     ax.set_xlabel("step")
     ax.set_ylabel("effective momentum (mean over parameters)")
     ax.set_title(f"{title}: effective momentum per parameter group")
@@ -248,12 +250,12 @@ def _plot_momentum(debug: pd.DataFrame, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def band_shares(debug: pd.DataFrame, group: int) -> tuple[np.ndarray, np.ndarray]:
+def band_shares(trace: pd.DataFrame, group: int) -> tuple[np.ndarray, np.ndarray]:
     """(steps, shares[step, band]): each band's share of the group's power, mean over parameters.
 
     Only records with the group's most common band count are used.
     """
-    rows = debug[debug["group"] == group]
+    rows = trace[trace["group"] == group]
     lengths = rows["band_ema"].map(len)
     rows = rows[lengths == lengths.mode().iloc[0]] if len(rows) else rows
     if rows.empty or len(rows["band_ema"].iloc[0]) == 0:
@@ -266,18 +268,18 @@ def band_shares(debug: pd.DataFrame, group: int) -> tuple[np.ndarray, np.ndarray
     return mean.index.to_numpy(), mean.to_numpy()
 
 
-def _plot_bands(debug: pd.DataFrame, path: Path, title: str) -> Path:
-    groups = sorted(debug["group"].unique())
+def _plot_bands(trace: pd.DataFrame, path: Path, title: str) -> Path:
+    groups = sorted(trace["group"].unique())
     fig = Figure(figsize=(7.5, 1.0 + 1.9 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
-    data = {group: band_shares(debug, group) for group in groups}
+    data = {group: band_shares(trace, group) for group in groups}
     # One colour scale for every group, stretched to the data: shares near 1/n_bands would all
     # look alike on a fixed 0..1 scale.
     top = max((float(np.nanmax(sh)) for _, sh in data.values() if sh.size), default=1.0)
     image = None
     for ax, group in zip(axes, groups, strict=True):
         steps, shares = data[group]
-        ax.set_ylabel(_group_label(debug, group).replace(" (", "\n("), fontsize="small")
+        ax.set_ylabel(_group_label(trace, group).replace(" (", "\n("), fontsize="small")
         if shares.size == 0:
             ax.text(0.5, 0.5, "no band data", ha="center", va="center", transform=ax.transAxes)
             continue

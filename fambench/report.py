@@ -29,8 +29,8 @@ from fambench.compare import (
     pairwise_display,
     to_markdown,
     write_table,
-    write_text_atomic,
 )
+from fambench.fileio import write_text
 from fambench.plots import plot_all
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def write_report(
     results_dir: PathLike | Sequence[PathLike],
     out_dir: PathLike | None = None,
     *,
+    reference: str,
     preset: str | None = None,
     target_wer: float | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
@@ -66,13 +67,16 @@ def write_report(
     paths = [results_dir] if isinstance(results_dir, str | os.PathLike) else list(results_dir)
     results = load_results(paths, preset=preset)
     out = Path(out_dir) if out_dir is not None else Path(paths[0])
-    return build_report(results, out, sources=paths, target_wer=target_wer, n_boot=n_boot).report
+    return build_report(
+        results, out, reference=reference, sources=paths, target_wer=target_wer, n_boot=n_boot
+    ).report
 
 
 def build_report(
     results: ResultSet,
     out_dir: PathLike,
     *,
+    reference: str,
     sources: Sequence[PathLike] = (),
     target_wer: float | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
@@ -83,13 +87,15 @@ def build_report(
     metrics = ["final_dev_wer"]
     if results.runs["test_wer"].notna().any():
         metrics.append("test_wer")
-    pairs = pairwise(results.runs, metrics=metrics, n_boot=n_boot)
+    pairs = pairwise(results.runs, reference=reference, metrics=metrics, n_boot=n_boot)
     comparison_csv = write_table(agg, out / "comparison.csv", "csv")
     comparison_md = write_table(comparison_display(agg), out / "comparison.md", "markdown")
     pairwise_csv = write_table(pairs, out / "pairwise.csv", "csv")
     plots = plot_all(results, out, target_wer=target_wer)
-    text = render_report(results, agg, pairs, plots, out, sources=sources, n_boot=n_boot)
-    report = write_text_atomic(out / "report.md", text)
+    text = render_report(
+        results, agg, pairs, plots, out, reference=reference, sources=sources, n_boot=n_boot
+    )
+    report = write_text(out / "report.md", text)
     log.info("report written to %s", report)
     return ReportFiles(
         report, comparison_csv, comparison_md, pairwise_csv, tuple(plots), agg, pairs
@@ -103,6 +109,7 @@ def render_report(
     plots: Sequence[Path],
     out_dir: Path,
     *,
+    reference: str,
     sources: Sequence[PathLike] = (),
     n_boot: int = DEFAULT_BOOTSTRAP,
 ) -> str:
@@ -128,20 +135,23 @@ def render_report(
         "excluded) at which dev WER first reached the target, interpolated linearly between "
         "the two evaluations around it: mean over the seeds that reached it, and how many did.",
         "",
-        "## FAM against the others",
+        f"## {reference} against the others",
         "",
     ]
     if pairs.empty:
-        lines += ["No completed `fam` runs beside other optimizers: nothing to compare.", ""]
+        lines += [
+            f"No completed `{reference}` runs beside other optimizers: nothing to compare.",
+            "",
+        ]
     else:
         lines += [
             to_markdown(pairwise_display(pairs)),
-            "ΔWER = FAM − other: negative means FAM reaches a lower WER. *paired*: bootstrap "
-            "over the per-seed differences (the same seed gives both runs the same "
-            "initialisation and data order); *unpaired*: independent bootstraps of the two "
-            "means, used when fewer than two seeds match. Against the baselines this asks "
-            "whether FAM helps; against `fam-fixed` (the same momentum update without the "
-            "frequency signal) whether the frequency analysis itself does.",
+            f"ΔWER = {reference} − other: negative means {reference} reaches a lower WER. "
+            "*paired*: bootstrap over the per-seed differences (the same seed gives both runs "
+            "the same initialisation and data order); *unpaired*: independent bootstraps of the "
+            "two means, used when fewer than two seeds match. Against a *baseline* this asks "
+            f"whether {reference} helps; against an *ablation* (an optimizer registered as "
+            f"{reference} with one part removed) whether that part does.",
             "",
         ]
     lines += _plots_section(plots, out_dir, presets)
@@ -175,8 +185,9 @@ def _plots_section(plots: Sequence[Path], out_dir: Path, presets: list[str]) -> 
         return [*lines, "No metric rows to plot.", ""]
     lines += [
         "Lines are the mean over completed seeds, interpolated onto a common grid; the band is "
-        "a 95% bootstrap interval over seeds (none with one seed). The FAM plots come from "
-        "`fam_debug.jsonl` (runs with `debug` on).",
+        "a 95% bootstrap interval over seeds (none with one seed). The momentum and band "
+        "plots come from the trace an optimizer keeps in its run directory (the file named by "
+        "`trace` in config.json).",
         "",
     ]
     for plot in plots:

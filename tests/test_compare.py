@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_compare_rundirs import write_run
+from rundirs import write_run
 
 from fambench.compare import (
     aggregate,
@@ -18,11 +18,11 @@ from fambench.compare import (
     load_results,
     pairwise,
     pairwise_display,
-    time_to_target,
     to_markdown,
     write_table,
 )
 from fambench.errors import ConfigError
+from fambench.rundir import time_to_target
 
 N_BOOT = 2_000  # plenty for these checks, and fast
 
@@ -116,7 +116,7 @@ def grid(tmp_path):
             tmp_path, optimizer="fam", seed=seed, evals=_final(wer), peak_memory_mb=300 + seed
         )
     for seed, wer in enumerate([0.33, 0.36, 0.36]):
-        write_run(tmp_path, optimizer="fam-fixed", seed=seed, evals=_final(wer))
+        write_run(tmp_path, optimizer="fam-fixed", ablation_of="fam", seed=seed, evals=_final(wer))
     for seed, wer in enumerate([0.40, 0.41, 0.45]):
         write_run(tmp_path, optimizer="adamw", seed=seed, hparams_key="lr=0.002", evals=_final(wer))
     write_run(tmp_path, optimizer="sgd", seed=3, hparams_key="lr=0.05", evals=_final(0.50))
@@ -130,7 +130,8 @@ def grid(tmp_path):
 
 def test_aggregate_means_stds_and_cis(grid):
     agg = aggregate(grid.runs, grid.metrics, n_boot=N_BOOT)
-    assert list(agg["optimizer"]) == ["fam", "fam-fixed", "adamw", "sgd"]
+    # By name, an ablation right after the optimizer it ablates.
+    assert list(agg["optimizer"]) == ["adamw", "fam", "fam-fixed", "sgd"]
     fam = _row(agg, "fam")
     assert fam["n_seeds"] == 3 and fam["seeds"] == "0,1,2"
     assert fam["final_dev_wer_mean"] == pytest.approx(0.32)
@@ -194,7 +195,7 @@ def test_statuses_never_crash(tmp_path):
     shown = comparison_display(agg).iloc[0]
     assert shown["final dev WER"] == "—" and shown["95% CI"] == "—"
     assert shown["runs"] == "1 diverged · 1 interrupted · 1 running · 1 other"
-    assert pairwise(rs.runs).empty
+    assert pairwise(rs.runs, reference="fam").empty
 
 
 def test_single_seed_ci_shows_a_dash(tmp_path):
@@ -210,8 +211,8 @@ def test_single_seed_ci_shows_a_dash(tmp_path):
 
 
 def test_pairwise_paired_by_seed(grid):
-    pw = pairwise(grid.runs, n_boot=N_BOOT)
-    assert list(pw["other"]) == ["fam-fixed", "adamw", "sgd"]
+    pw = pairwise(grid.runs, reference="fam", n_boot=N_BOOT)
+    assert list(pw["other"]) == ["adamw", "fam-fixed", "sgd"]
     adamw = pw[pw["other"] == "adamw"].iloc[0]
     assert adamw["pairing"] == "paired" and adamw["n_pairs"] == 3
     assert adamw["kind"] == "baseline"
@@ -225,18 +226,18 @@ def test_pairwise_paired_by_seed(grid):
 
 
 def test_pairwise_unpaired_when_seeds_differ(grid):
-    sgd = pairwise(grid.runs, n_boot=N_BOOT).query("other == 'sgd'").iloc[0]
+    sgd = pairwise(grid.runs, reference="fam", n_boot=N_BOOT).query("other == 'sgd'").iloc[0]
     assert sgd["pairing"] == "unpaired" and sgd["n_pairs"] == 0
     assert (sgd["n_reference"], sgd["n_other"]) == (3, 2)  # the diverged seed is left out
     assert sgd["delta"] == pytest.approx(0.32 - 0.55)
     assert sgd["ci_low"] < sgd["delta"] < sgd["ci_high"] < 0
-    shown = pairwise_display(pairwise(grid.runs, n_boot=N_BOOT))
+    shown = pairwise_display(pairwise(grid.runs, reference="fam", n_boot=N_BOOT))
     assert list(shown["pairing"]) == [
         "paired (3 seeds)",
         "paired (3 seeds)",
         "unpaired (3 vs 2 seeds)",
     ]
-    assert shown.iloc[1]["ΔWER"] == "-0.100"
+    assert shown.iloc[0]["ΔWER"] == "-0.100"  # adamw
     assert shown.iloc[1]["verdict"] == "fam lower"
 
 
@@ -245,20 +246,20 @@ def test_pairwise_exact_paired_interval(tmp_path):
     for seed, (a, b) in enumerate([(0.3, 0.4), (0.2, 0.5)]):
         write_run(tmp_path, optimizer="fam", seed=seed, evals=_final(a))
         write_run(tmp_path, optimizer="sgd", seed=seed, hparams_key="x", evals=_final(b))
-    row = pairwise(load_results([tmp_path]).runs).iloc[0]
+    row = pairwise(load_results([tmp_path]).runs, reference="fam").iloc[0]
     assert row["pairing"] == "paired"
     assert row["delta"] == pytest.approx(-0.2)
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((-0.3, -0.1))
 
 
 def test_pairwise_on_test_wer_and_no_reference(grid):
-    pw = pairwise(grid.runs, metrics=("final_dev_wer", "test_wer"), n_boot=N_BOOT)
+    pw = pairwise(grid.runs, reference="fam", metrics=("final_dev_wer", "test_wer"), n_boot=N_BOOT)
     assert set(pw["metric"]) == {"final_dev_wer", "test_wer"}
     assert pw.query("metric == 'test_wer' and other == 'adamw'").iloc[0]["delta"] == pytest.approx(
         0
     )
     no_fam = grid.runs[grid.runs["optimizer"] != "fam"]
-    assert pairwise(no_fam).empty
+    assert pairwise(no_fam, reference="fam").empty
 
 
 # --------------------------------------------------------------------------- formats
@@ -276,7 +277,7 @@ def test_formats(tmp_path, grid):
     assert lines[0].startswith("| optimizer | hparams | seeds | final dev WER | 95% CI |")
     assert lines[1].startswith("|---|")
     assert len(lines) == 2 + 4
-    assert "0.320 ± 0.020" in lines[2]
+    assert "0.320 ± 0.020" in lines[3]  # adamw, then fam
     assert not list(tmp_path.glob("**/*.tmp"))
     with pytest.raises(ConfigError, match="unknown format 'xml'; choose one of table, markdown"):
         check_format("xml")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_compare_rundirs import write_run
+from rundirs import write_run
 
 from fambench.bench import GridCell, parse_optimizers, run_grid
 from fambench.errors import ConfigError
@@ -40,7 +40,7 @@ class FakeRunner:
         wer = WER[cell.optimizer] + 0.01 * cell.seed
         run_dir = write_run(
             cell.out_dir, preset=cell.preset, optimizer=cell.optimizer, seed=cell.seed,
-            hparams_key=cell.optimizer, status=status, evals=[(50, 10.0, 0.9), (100, 20.0, wer)],
+            ablation_of="fam" if cell.optimizer == "fam-fixed" else None, hparams_key=cell.optimizer, status=status, evals=[(50, 10.0, 0.9), (100, 20.0, wer)],
         )  # fmt: skip
         return Outcome(run_dir, status)
 
@@ -51,6 +51,7 @@ def test_grid_runs_every_cell_then_writes_the_comparison(tmp_path):
     result = run_grid(
         "synth", ["fam", "fam-fixed", "adamw", "sgd"], range(2), tmp_path / "out", tmp_path / "d",
         steps=100, runner=runner, on_run=lambda i, n, label: seen.append((i, n, label)), n_boot=500,
+        reference="fam",
     )  # fmt: skip
     assert [(c.optimizer, c.seed) for c in runner.calls] == [
         (o, s) for s in (0, 1) for o in ("fam", "fam-fixed", "adamw", "sgd")
@@ -61,17 +62,26 @@ def test_grid_runs_every_cell_then_writes_the_comparison(tmp_path):
     out = tmp_path / "out"
     for name in ("comparison.csv", "comparison.md", "pairwise.csv", "report.md"):
         assert (out / name).is_file()
-    assert len(list(out.glob("*.png"))) == 3  # no debug files here: the three learning curves
+    assert len(list(out.glob("*.png"))) == 3  # no trace files here: the three learning curves
     comparison = pd.read_csv(out / "comparison.csv")
-    assert comparison["optimizer"].tolist() == ["fam", "fam-fixed", "adamw", "sgd"]
-    assert comparison["final_dev_wer_mean"].tolist() == pytest.approx([0.305, 0.355, 0.405, 0.505])
+    assert comparison["optimizer"].tolist() == ["adamw", "fam", "fam-fixed", "sgd"]
+    assert comparison["final_dev_wer_mean"].tolist() == pytest.approx([0.405, 0.305, 0.355, 0.505])
     pairs = pd.read_csv(out / "pairwise.csv")
-    assert pairs["other"].tolist() == ["fam-fixed", "fam-fixed", "adamw", "adamw", "sgd", "sgd"]
-    assert pairs.query("metric == 'final_dev_wer'")["delta"].tolist() == pytest.approx(
-        [-0.05, -0.10, -0.20]
-    )
+    assert pairs["other"].tolist() == ["adamw", "adamw", "fam-fixed", "fam-fixed", "sgd", "sgd"]
+    dev = pairs.query("metric == 'final_dev_wer'")
+    assert dev["delta"].tolist() == pytest.approx([-0.10, -0.05, -0.20])
+    assert dev["kind"].tolist() == ["baseline", "ablation", "baseline"]  # fam-fixed's ablation_of
     # A second grid: every run is reported as finished, not rerun.
-    again = run_grid("synth", ["fam", "sgd"], [0], out, tmp_path / "d", runner=runner, n_boot=500)
+    again = run_grid(
+        "synth",
+        ["fam", "sgd"],
+        [0],
+        out,
+        tmp_path / "d",
+        runner=runner,
+        n_boot=500,
+        reference="fam",
+    )
     assert all(r.skipped for r in again.runs)
     assert pd.read_csv(out / "comparison.csv")["optimizer"].tolist() == ["fam", "sgd"]
 
@@ -79,8 +89,9 @@ def test_grid_runs_every_cell_then_writes_the_comparison(tmp_path):
 def test_grid_stops_at_an_interruption_and_reports_what_exists(tmp_path):
     runner = FakeRunner(interrupt_at=2)
     result = run_grid(
-        "synth", ["fam", "adamw"], range(2), tmp_path, tmp_path / "d", runner=runner, n_boot=500
-    )
+        "synth", ["fam", "adamw"], range(2), tmp_path, tmp_path / "d", runner=runner, n_boot=500,
+        reference="fam",
+    )  # fmt: skip
     assert result.interrupted and len(runner.calls) == 2
     assert [r.status for r in result.runs] == ["completed", "interrupted"]
     comparison = pd.read_csv(tmp_path / "comparison.csv")
@@ -98,4 +109,4 @@ def test_parse_optimizers():
     with pytest.raises(ConfigError, match="fam more than once"):
         parse_optimizers("fam,adamw,fam")
     with pytest.raises(ConfigError, match="no seeds"):
-        run_grid("synth", ["fam"], [], "x", "y", runner=FakeRunner())
+        run_grid("synth", ["fam"], [], "x", "y", runner=FakeRunner(), reference="fam")

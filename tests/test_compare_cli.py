@@ -6,10 +6,11 @@ import io
 
 import pandas as pd
 import pytest
-from test_compare_rundirs import write_run
+from rundirs import write_run
 from typer.testing import CliRunner
 
 import fambench.cli as cli
+from fambench.rundir import FORMAT_VERSION
 
 try:
     cli._register_commands()
@@ -121,7 +122,7 @@ def test_compare_empty_and_old_format_dirs(tmp_path):
     result = invoke("compare", old)
     assert result.exit_code == 2
     flat = result.output.replace("\n", "")
-    assert run.name in flat and "format 0" in flat and "reads format 1" in flat
+    assert run.name in flat and "format 0" in flat and f"reads format {FORMAT_VERSION}" in flat
 
 
 def test_report_command(tmp_path, runs_dir):
@@ -130,7 +131,7 @@ def test_report_command(tmp_path, runs_dir):
     assert result.exit_code == 0, result.output
     report = out / "report.md"
     assert report.is_file() and "report.md" in result.output.replace("\n", "")
-    assert "## FAM against the others" in report.read_text()
+    assert "## fam against the others" in report.read_text()
     result = invoke("report", tmp_path / "missing")
     assert result.exit_code == 2 and "no such directory" in result.output
 

@@ -3,149 +3,16 @@ and the tests of loading them: formats, fallbacks and the clear errors."""
 
 from __future__ import annotations
 
-import json
 import math
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from rundirs import write_run
 
-from fambench.compare import load_results, load_run_dir, read_metrics
+from fambench.compare import load_results, load_run_dir
 from fambench.errors import ResultsError
-
-METRIC_COLUMNS = [
-    "step", "wall_s", "train_loss", "lr", "grad_norm", "dev_wer", "dev_cer", "dev_loss", "eval_s",
-]  # fmt: skip
-
-
-def write_run(
-    root: Path,
-    *,
-    preset: str = "synth",
-    optimizer: str = "fam",
-    seed: int = 0,
-    hparams_key: str = "lr=0.5",
-    status: str = "completed",
-    evals: list[tuple[int, float, float]] = ((50, 10.0, 0.9), (100, 20.0, 0.5)),
-    train: list[tuple[int, float, float]] | None = None,
-    test_wer: float | None = 0.45,
-    target_wer: float | None = 0.6,
-    train_s: float | None = None,
-    steps_per_s: float = 5.0,
-    peak_memory_mb: float = 300.0,
-    debug: list[dict] | None = None,
-    format_version: int | None = 1,
-    summary: bool = True,
-    parquet: bool = True,
-    message: str = "",
-) -> Path:
-    """Write config.json / summary.json / metrics.parquet+csv for one run; return its dir.
-
-    ``evals`` are (step, wall_s, dev_wer); ``train`` are (step, wall_s, train_loss) and default
-    to a falling loss every 10 steps up to the last evaluation.
-    """
-    run_id = f"{preset}-{optimizer}-s{seed}-{zlib.crc32(hparams_key.encode()):08x}"
-    run_dir = root / run_id
-    run_dir.mkdir(parents=True)
-    evals = list(evals)
-    last_step = max([e[0] for e in evals] + [10])
-    if train is None:
-        seconds_per_step = (evals[-1][1] / evals[-1][0]) if evals else 0.2
-        train = [
-            (s, s * seconds_per_step, 5.0 / (1 + s / 20)) for s in range(10, last_step + 1, 10)
-        ]
-    rows = [
-        {"step": s, "wall_s": w, "train_loss": loss, "lr": 0.1, "grad_norm": 1.0}
-        for s, w, loss in train
-    ] + [
-        {"step": s, "wall_s": w, "dev_wer": wer, "dev_cer": wer / 2, "dev_loss": 1.0, "eval_s": 1.0}
-        for s, w, wer in evals
-    ]
-    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS).sort_values("step", kind="stable")
-    if parquet:
-        metrics.to_parquet(run_dir / "metrics.parquet", index=False)
-    metrics.to_csv(run_dir / "metrics.csv", index=False)
-    version = {} if format_version is None else {"format_version": format_version}
-    config = {
-        **version,
-        "run_id": run_id,
-        "preset": preset,
-        "optimizer": optimizer,
-        "optimizer_overrides": {},
-        "optimizer_hparams": {"lr": 0.5},
-        "hparams_key": hparams_key,
-        "seed": seed,
-        "steps": last_step,
-        "time_budget_s": None,
-        "model": {"d_model": 144},
-        "data": {"kind": "synth"},
-        "schedule": {},
-        "target_wer": target_wer,
-        "provenance": {
-            "fambench_version": "0.1.0",
-            "git_commit": "abc1234",
-            "python": "3.12.0",
-            "torch": "2.14.1",
-            "torchaudio": "2.11.0",
-            "device": "cpu",
-            "threads": 2,
-            "command": f"fambench run --optimizer {optimizer} --seed {seed}",
-            "hostname": "testhost",
-            "started_at": "2025-01-01T00:00:00Z",
-        },
-    }
-    (run_dir / "config.json").write_text(json.dumps(config))
-    wers = [e[2] for e in evals]
-    if summary:
-        data = {
-            **version,
-            "run_id": run_id,
-            "status": status,
-            "steps": last_step,
-            "train_s": train_s if train_s is not None else (evals[-1][1] if evals else 1.0),
-            "eval_s": float(len(evals)),
-            "final_dev_wer": wers[-1] if wers else None,
-            "final_dev_cer": wers[-1] / 2 if wers else None,
-            "best_dev_wer": min(wers) if wers else None,
-            "test_wer": test_wer,
-            "test_cer": None,
-            "target_wer": target_wer,
-            "time_to_target_s": None,
-            "steps_per_s": steps_per_s,
-            "audio_s_per_s": 50.0,
-            "peak_memory_mb": peak_memory_mb,
-            "message": message,
-        }
-        (run_dir / "summary.json").write_text(json.dumps(data))
-    if debug is not None:
-        with open(run_dir / "fam_debug.jsonl", "w") as fh:
-            for record in debug:
-                fh.write(json.dumps(record) + "\n")
-    return run_dir
-
-
-def fam_debug_records(steps=(10, 20, 30, 40)) -> list[dict]:
-    """Debug records for two groups (conv with 4 bands, attention with 3) over ``steps``."""
-    out = []
-    for step in steps:
-        for i, (group, handler, bands) in enumerate(
-            [(0, "conv", [4.0, 2.0, 1.0, 1.0]), (0, "conv", [3.0, 3.0, 1.0, 1.0]),
-             (1, "attention", [1.0, 1.0, 2.0])]
-        ):  # fmt: skip
-            out.append(
-                {
-                    "step": step,
-                    "param": f"group{group}.param{i}",
-                    "group": group,
-                    "handler": handler,
-                    "band_ema": [b * step for b in bands],
-                    "momentum": 0.9 - 0.001 * step + 0.01 * group,
-                }
-            )
-    return out
-
+from fambench.rundir import FORMAT_VERSION, read_metrics
 
 # --------------------------------------------------------------------------- loading tests
 
@@ -154,8 +21,8 @@ def test_load_results_flattens_config_and_summary(tmp_path):
     write_run(tmp_path, optimizer="fam", seed=0)
     write_run(tmp_path, optimizer="adamw", seed=0, hparams_key="lr=0.002")
     rs = load_results([tmp_path])
-    assert list(rs.runs["optimizer"]) == ["fam", "adamw"]  # FAM family first
-    fam = rs.runs.iloc[0]
+    assert list(rs.runs["optimizer"]) == ["adamw", "fam"]  # by name
+    fam = rs.runs.iloc[1]
     assert fam["status"] == "completed"
     assert fam["final_dev_wer"] == 0.5 and fam["best_dev_wer"] == 0.5
     assert fam["test_wer"] == 0.45
@@ -187,13 +54,13 @@ def test_missing_directory_and_no_paths(tmp_path):
         load_results([])
 
 
-@pytest.mark.parametrize("version", [None, 0, 2])
+@pytest.mark.parametrize("version", [None, 1, FORMAT_VERSION + 1])
 def test_other_format_version_names_the_directory(tmp_path, version):
     run = write_run(tmp_path, format_version=version)
     with pytest.raises(ResultsError) as err:
         load_results([tmp_path])
     message = str(err.value)
-    assert str(run) in message and "format 1" in message
+    assert str(run) in message and f"format {FORMAT_VERSION}" in message
     assert "\n" not in message
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import os
 
 import pytest
@@ -17,6 +19,7 @@ from fambench.data.features import (
     feature_key,
 )
 from fambench.data.librispeech import load_manifest, read_audio
+from fambench.errors import FileWriteError
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +69,78 @@ def test_a_changed_setting_or_manifest_never_reads_a_stale_cache(dev, tmp_path):
         dev.head(4), FeatureSettings()
     )
     assert len(list(tmp_path.glob("feats-*.pt"))) == 2
+
+
+def test_an_unwritable_cache_directory_is_a_file_write_error_naming_the_file(dev, tmp_path):
+    # A regular file where the cache directory should be: mkdir fails, even for root.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    cache = FeatureCache(blocker / "cache", FeatureSettings())
+    with pytest.raises(FileWriteError) as caught:
+        cache.load(dev.head(2))
+    message = str(caught.value)
+    assert message.startswith(f"cannot write {cache.path_for(dev.head(2))}:")
+    assert "\n" not in message
+    assert sorted(os.listdir(tmp_path)) == ["blocker"]
+
+
+def test_a_full_disk_while_saving_raises_and_leaves_no_partial_file(dev, tmp_path, monkeypatch):
+    import fambench.data.features as features_module
+
+    class FullDisk:
+        """A file that takes 1000 bytes, then fails like a full disk (ENOSPC)."""
+
+        def __init__(self, path, mode):
+            self._file = builtins.open(path, mode)
+            self.written = 0
+
+        def write(self, data):
+            size = memoryview(data).nbytes
+            if self.written + size > 1000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.written += size
+            return self._file.write(data)
+
+        def flush(self):
+            self._file.flush()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            self._file.close()
+
+    opened = []
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        opened.append(path)
+        return FullDisk(path, mode)
+
+    monkeypatch.setattr(features_module, "open", full_disk_open, raising=False)
+    cache = FeatureCache(tmp_path, FeatureSettings())
+    path = cache.path_for(dev.head(2))
+    with pytest.raises(FileWriteError) as caught:
+        cache.load(dev.head(2))
+    assert str(caught.value) == f"cannot write {path}: {os.strerror(errno.ENOSPC)}"
+    assert len(opened) == 1 and opened[0].name.endswith(".tmp")  # it did write a partial file
+    assert os.listdir(tmp_path) == []  # ... and removed it
+
+    monkeypatch.undo()  # disk space again: the next load writes a complete, readable cache
+    feats = FeatureCache(tmp_path, FeatureSettings()).load(dev.head(2))
+    assert os.listdir(tmp_path) == [path.name]
+    reread = FeatureCache(tmp_path, FeatureSettings()).load(dev.head(2))
+    assert list(reread) == list(feats) == dev.head(2)["utt_id"].tolist()
+    assert all((reread[k] - feats[k]).abs().max() < 0.02 for k in feats)  # float16 storage
+
+
+def test_a_failed_rename_leaves_no_temp_file(dev, tmp_path):
+    cache = FeatureCache(tmp_path, FeatureSettings())
+    path = cache.path_for(dev.head(2))
+    path.mkdir()  # the cache file's name is taken by a directory: the rename fails
+    with pytest.raises(FileWriteError, match=f"cannot write {path}"):
+        cache.load(dev.head(2))
+    assert os.listdir(tmp_path) == [path.name] and path.is_dir()
+    assert os.listdir(path) == []
 
 
 def test_rewritten_audio_changes_the_key(dev, tmp_path):

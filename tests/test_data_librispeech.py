@@ -108,6 +108,19 @@ def test_manifest_is_cached_and_rebuilt_when_the_directory_changes(mini):
     assert halved.loc["26-495-0000", "num_samples"] == len(audio) // 2
 
 
+def test_a_manifest_cache_that_cannot_be_written_is_skipped_not_fatal(mini, caplog):
+    subset_dir = mini / "dev-clean-2"
+    cache = subset_dir / CACHE_NAME
+    cache.mkdir()  # the cache's name is taken by a directory: the rename onto it fails
+    with caplog.at_level(logging.DEBUG, logger="fambench.data.librispeech"):
+        first = load_manifest(mini, "dev-clean-2")
+        second = load_manifest(mini, "dev-clean-2")
+    assert len(first) == 6 and second.equals(first)
+    assert caplog.text.count(f"not caching the manifest of {subset_dir}: cannot write {cache}") == 2
+    assert cache.is_dir() and list(cache.iterdir()) == []
+    assert not list(mini.rglob("*.tmp"))
+
+
 def test_cached_manifest_follows_a_moved_corpus(mini, tmp_path):
     load_manifest(mini, "dev-clean-2")
     moved = tmp_path / "moved"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import re
 import shutil
@@ -91,6 +92,14 @@ def test_cli_synth_writes_a_valid_corpus_that_check_reports(tmp_path):
     check = runner.invoke(_cli(), ["data", "check", str(root)])
     assert check.exit_code == 0, check.output
     assert "train-synth" in check.output and "no problems found" in check.output
+
+
+def test_the_marker_is_sorted_indented_json_and_no_temp_file_is_left(synth_corpus):
+    marker = read_marker(synth_corpus)
+    assert marker["format_version"] == 1 and set(marker["subsets"]) == set(SUBSETS)
+    text = (synth_corpus / MARKER_NAME).read_text()
+    assert text == json.dumps(marker, indent=2, sort_keys=True) + "\n"
+    assert not list(synth_corpus.parent.rglob("*.tmp"))
 
 
 def test_transcripts_read_back_exactly_as_generated(synth_corpus, synth_settings):

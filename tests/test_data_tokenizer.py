@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fambench.data.librispeech import load_manifest
@@ -12,7 +14,7 @@ from fambench.data.tokenizer import (
     build_tokenizer,
     load_tokenizer,
 )
-from fambench.errors import ConfigError, DataError
+from fambench.errors import ConfigError, DataError, FileWriteError
 
 LIBRISPEECH_STYLE = [
     "CHAPTER ONE MISSUS RACHEL LYNDE IS SURPRISED",
@@ -84,6 +86,43 @@ def test_save_and_load_from_a_directory(transcripts, tmp_path, kind):
     for text in transcripts["test-synth"]:
         assert loaded.encode(text) == tok.encode(text)
         assert loaded.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("kind", ["char", "sentencepiece"])
+def test_saved_files_are_exactly_the_documented_format(transcripts, tmp_path, kind):
+    tok = build_tokenizer(kind, transcripts["train-synth"], vocab_size=40)
+    tok.save(tmp_path)
+    expected = {"tokenizer.json"} | ({"spm.model"} if kind == "sentencepiece" else set())
+    assert {p.name for p in tmp_path.iterdir()} == expected  # no temporary files left
+    # Byte-identical to what fambench has always written: sorted keys, indent 2, newline.
+    text = json.dumps(tok.to_json(), indent=2, sort_keys=True) + "\n"
+    assert (tmp_path / "tokenizer.json").read_bytes() == text.encode()
+    if kind == "sentencepiece":
+        assert (tmp_path / "spm.model").read_bytes() == tok._proto
+
+
+@pytest.mark.parametrize(
+    "kind, first_file", [("char", "tokenizer.json"), ("sentencepiece", "spm.model")]
+)
+def test_save_where_the_directory_cannot_be_made_is_a_file_write_error(tmp_path, kind, first_file):
+    # A regular file where a directory should be: mkdir fails, even for root.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    tok = build_tokenizer(kind, ["HELLO WORLD", "IT'S A TEST"], vocab_size=40)
+    with pytest.raises(FileWriteError) as caught:
+        tok.save(blocker / "tok")
+    assert str(caught.value).startswith(f"cannot write {blocker / 'tok' / first_file}:")
+    assert [p.name for p in tmp_path.iterdir()] == ["blocker"]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_failed_tokenizer_write_leaves_no_temp_file(tmp_path):
+    # tokenizer.json taken by a directory: the temporary file is written, the rename fails.
+    (tmp_path / "tokenizer.json").mkdir()
+    with pytest.raises(FileWriteError, match=f"cannot write {tmp_path / 'tokenizer.json'}"):
+        CharTokenizer().save(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer.json"]
+    assert (tmp_path / "tokenizer.json").is_dir()
 
 
 @pytest.mark.parametrize(

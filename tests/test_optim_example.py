@@ -7,7 +7,8 @@ import logging
 import pytest
 import torch
 import torchaudio
-from fam_reference import run_single_threaded
+
+from fambench.optim.reference import run_single_threaded
 
 
 @pytest.fixture(autouse=True)

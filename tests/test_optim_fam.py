@@ -1,4 +1,5 @@
-"""FAMOptimizer specifics: debug log, sampling, fixed twin, state, errors, no host sync."""
+"""FAMOptimizer specifics: trace (the specification's debug arguments), sampling, fixed twin,
+state, errors, no host sync. The TraceWriter capability: test_optim_tracing.py."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import json
 
 import pytest
 import torch
-from fam_reference import ReferenceFAM, crafted_gradient, run_single_threaded
 from torch import nn
 
 from fambench.optim import FAMOptimizer, get_parameter_groups
+from fambench.optim.reference import ReferenceFAM, crafted_gradient, run_single_threaded
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,7 @@ def _read(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_debug_log_records_every_ten_steps_appended_in_batches(tmp_path):
+def test_debug_arguments_trace_every_ten_steps_appended_in_batches(tmp_path):
     model = _model()
     debug_dir = tmp_path / "debug"
     optimizer = FAMOptimizer(
@@ -58,9 +59,9 @@ def test_debug_log_records_every_ten_steps_appended_in_batches(tmp_path):
     )
     params = list(model.parameters())
     _steps(optimizer, params, 24)
-    assert not (debug_dir / "fam_debug.jsonl").exists()  # nothing written before debug_interval
+    assert not (debug_dir / "fam_trace.jsonl").exists()  # nothing written before debug_interval
     _steps(optimizer, params, 1, seed=1)
-    path = debug_dir / "fam_debug.jsonl"
+    path = debug_dir / "fam_trace.jsonl"
     records = _read(path)
     # numel > 300, in group order (conv, attention, norm, other):
     analysed = [
@@ -108,7 +109,7 @@ def test_debug_log_records_every_ten_steps_appended_in_batches(tmp_path):
     assert path.read_text() == text  # nothing pending, nothing written twice
 
 
-def test_debug_names_unnamed_parameters_and_flushes_on_garbage_collection(tmp_path):
+def test_trace_names_unnamed_parameters_and_flushes_on_garbage_collection(tmp_path):
     params = [
         nn.Parameter(torch.randn(400)),
         nn.Parameter(torch.randn(10)),
@@ -123,7 +124,7 @@ def test_debug_names_unnamed_parameters_and_flushes_on_garbage_collection(tmp_pa
     _steps(optimizer, params, 10)
     del optimizer
     gc.collect()
-    records = _read(tmp_path / "fam_debug.jsonl")
+    records = _read(tmp_path / "fam_trace.jsonl")
     assert [(r["param"], r["group"], r["handler"]) for r in records] == [
         ("group0.param0", 0, "default"),
         ("group1.param0", 1, "embedding"),
@@ -151,7 +152,7 @@ def test_fixed_twin_keeps_alpha_and_matches_the_plain_update(tmp_path):
     params = [p for g in logged.param_groups for p in g["params"]]
     _steps(logged, params, 10, mode="alternating")
     logged.close()
-    records = _read(tmp_path / "fam_debug.jsonl")
+    records = _read(tmp_path / "fam_trace.jsonl")
     alphas = {0.9, 0.92}
     assert records and {r["momentum"] for r in records} <= alphas
     assert any(sum(r["band_ema"][len(r["band_ema"]) // 2 :]) > 0.3 for r in records)
@@ -253,16 +254,12 @@ def test_band_ema_is_float64_state_that_survives_checkpoints_and_deepcopy():
     restored_ema = restored.state[twin.ff.weight]["band_ema"]
     assert restored_ema.dtype == torch.float64 and torch.equal(restored_ema, ema)
 
-    debug_copy = copy.deepcopy(
+    traced_copy = copy.deepcopy(
         FAMOptimizer(
             [nn.Parameter(torch.zeros(3))], debug=True, debug_dir="somewhere", debug_interval=7
         )
     )
-    assert (debug_copy.debug, debug_copy.debug_dir, debug_copy.debug_interval) == (
-        True,
-        "somewhere",
-        7,
-    )
+    assert (traced_copy._trace_dir, traced_copy._trace_interval) == ("somewhere", 7)
 
 
 def test_steady_state_step_never_syncs_with_the_host(monkeypatch):
@@ -300,7 +297,7 @@ def test_named_parameters_give_names_and_handlers(tmp_path):
     assert optimizer.param_groups[0]["handler"] == "default"
     _steps(optimizer, list(model.ff.parameters()), 10)
     optimizer.close()
-    assert [r["param"] for r in _read(tmp_path / "fam_debug.jsonl")] == ["ff.weight", "ff.bias"]
+    assert [r["param"] for r in _read(tmp_path / "fam_trace.jsonl")] == ["ff.weight", "ff.bias"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fam_reference import ANALYZE, MOMENTUM, run_single_threaded
 
 from fambench.optim import (
     AttentionFrequencyHandler,
@@ -18,6 +17,7 @@ from fambench.optim import (
     register_handler,
 )
 from fambench.optim import handlers as handlers_module
+from fambench.optim.reference import ANALYZE, MOMENTUM, run_single_threaded
 
 BUILT_IN = {
     "default": FrequencyHandler,

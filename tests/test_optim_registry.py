@@ -8,7 +8,6 @@ import textwrap
 
 import pytest
 import torch
-from fam_reference import run_single_threaded
 from torch import nn
 from typer.testing import CliRunner
 
@@ -24,6 +23,7 @@ from fambench.optim import (
     resolve_hyperparameters,
 )
 from fambench.optim import registry as registry_module
+from fambench.optim.reference import run_single_threaded
 
 
 @pytest.fixture(autouse=True)
@@ -59,15 +59,19 @@ def test_built_ins_build_the_promised_optimizers():
     fixed = build_optimizer("fam-fixed", model)
     assert isinstance(fixed, FAMOptimizer)
     assert not any(g["adaptive"] for g in fixed.param_groups)
-    assert get_optimizer_spec("fam").is_fam and get_optimizer_spec("fam-fixed").is_fam
-    assert not get_optimizer_spec("simple-fam").is_fam and not get_optimizer_spec("sgd").is_fam
+    assert get_optimizer_spec("fam-fixed").ablation_of == "fam"
+    for name in ("fam", "simple-fam", "adamw", "sgd"):
+        assert get_optimizer_spec(name).ablation_of is None
 
 
 def test_fam_defaults_are_the_specifications():
     defaults = get_optimizer_spec("fam").defaults
     assert defaults["lr"] == 1e-3 and defaults["beta"] == 0.99 and defaults["eps"] == 1e-8
     assert defaults["fam_start_step"] == 100 and defaults["min_size"] == 256
-    assert {"debug", "debug_dir", "sampling", "seed", "layer_boost"} <= set(defaults)
+    assert {"sampling", "seed", "layer_boost"} <= set(defaults)
+    # The trace is a capability (TraceWriter), not a hyperparameter.
+    assert not {"debug", "debug_dir", "debug_interval"} & set(defaults)
+    assert get_optimizer_spec("fam-fixed").defaults == defaults
 
 
 def test_overrides_reach_the_optimizer():
@@ -102,20 +106,30 @@ def test_overrides_reach_the_optimizer():
     [
         ("fam", {"lrr": 0.1}, "unknown hyperparameter 'lrr'; valid: alpha, beta,"),
         ("sgd", {"alpha": 0.9}, "valid: lr, momentum, nesterov, weight_decay"),
-        ("fam", {"lr": 0}, "lr must be a number > 0, got 0"),
-        ("adamw", {"lr": -1e-3}, "lr must be a number > 0"),
-        ("fam", {"lr": "fast"}, "lr must be a number > 0, got 'fast'"),
-        ("fam", {"alpha": 1.0}, r"alpha must be in \[0, 1\), got 1.0"),
-        ("fam-fixed", {"alpha": -0.1}, r"alpha must be in \[0, 1\)"),
-        ("simple-fam", {"alpha": 1.5}, r"alpha must be in \[0, 1\)"),
-        ("fam", {"beta": 1}, r"beta must be in \[0, 1\)"),
-        ("sgd", {"momentum": 1.2}, r"momentum must be in \[0, 1\)"),
-        ("adamw", {"betas": [0.9]}, "betas must be a pair"),
+        # Generic checks (the registry): a value must fit its default's type.
+        ("fam", {"lr": "fast"}, "lr must be a number, got 'fast'"),
+        ("fam", {"lr": float("nan")}, "lr must be a number, got nan"),
+        ("sgd", {"lr": True}, "lr must be a number, got True"),
+        ("fam", {"sampling": 3}, "sampling must be a string, got 3"),
+        ("fam", {"layer_boost": "yes"}, "layer_boost must be true or false"),
+        ("adamw", {"betas": [0.9]}, r"betas must be a list of 2 values like \[0.9, 0.999\]"),
+        ("adamw", {"betas": ["a", 0.9]}, "betas must be a list of 2 values"),
+        ("fam", {"debug": True}, "unknown hyperparameter 'debug'"),
+        # Ranges (the optimizer's own checks, reported by build_optimizer).
+        ("fam", {"lr": -1.0}, r"param group 0: lr must be >= 0.0, got -1.0"),
+        ("fam", {"alpha": 1.0}, r"param group 0: alpha must be \[0.0, 1.0\), got 1.0"),
+        ("fam-fixed", {"alpha": -0.1}, r"alpha must be \[0.0, 1.0\)"),
+        ("fam", {"beta": 1}, r"beta must be \[0.0, 1.0\)"),
         ("fam", {"n_bands": 0}, "n_bands must be an integer >= 1"),
         ("fam", {"fam_start_step": 2.5}, "fam_start_step must be an integer >= 0"),
         ("fam", {"sampling": "shuffled"}, "sampling must be one of ordered, random"),
-        ("fam", {"layer_boost": "yes"}, "layer_boost must be true or false"),
         ("fam", {"weight_decay": -1}, "weight_decay must be >= 0"),
+        ("simple-fam", {"alpha": 1.5}, r"SimpleFAM: alpha must be in \[0, 1.0\), got 1.5"),
+        ("simple-fam", {"lr": -0.1}, r"SimpleFAM: lr must be >= 0"),
+        ("adamw", {"lr": -1e-3}, "Invalid learning rate: -0.001"),
+        ("adamw", {"betas": [0.9, 1.5]}, "Invalid beta parameter at index 1: 1.5"),
+        ("sgd", {"lr": -0.1}, "Invalid learning rate: -0.1"),
+        ("sgd", {"momentum": -0.5}, "Invalid momentum value: -0.5"),
     ],
 )
 def test_bad_hyperparameters_are_refused_with_a_clear_message(name, overrides, message):
@@ -124,6 +138,26 @@ def test_bad_hyperparameters_are_refused_with_a_clear_message(name, overrides, m
     assert isinstance(info.value, ValueError)
     assert "\n" not in str(info.value)
     assert str(info.value).startswith(f"optimizer {name!r}: ")
+
+
+def test_ranges_are_checked_once_by_the_optimizer_itself(clean_registry):
+    # The registry only checks types: resolve_hyperparameters returns out-of-range values ...
+    resolved = resolve_hyperparameters("fam", lr=-1.0, alpha=1.5)
+    assert resolved["lr"] == -1.0 and resolved["alpha"] == 1.5
+    assert set(resolved) == set(get_optimizer_spec("fam").defaults)
+    # ... and FAM's own rule (lr >= 0, as in torch) decides: lr = 0 is accepted.
+    assert {g["lr"] for g in build_optimizer("fam", _model(), lr=0).param_groups} == {0}
+    # No key has a rule of its own: "alpha" of another optimizer may be anything it accepts.
+    register_optimizer(
+        "wide-alpha",
+        lambda model, alpha=5.0, betas=(1, "x"): torch.optim.SGD(model.parameters(), lr=alpha),
+        defaults={"alpha": 5.0, "betas": (1, "x")},
+        description="",
+    )
+    optimizer = build_optimizer("wide-alpha", _model(), alpha=3, betas=[2.5, None])
+    assert optimizer.param_groups[0]["lr"] == 3
+    with pytest.raises(OptimizerConfigError, match="betas must be a list of 2 values"):
+        build_optimizer("wide-alpha", _model(), betas=[None, "x"])
 
 
 def test_unknown_names_list_the_choices():
@@ -139,7 +173,7 @@ def test_unknown_names_list_the_choices():
 def test_dotted_path_to_an_optimizer_class():
     spec = get_optimizer_spec("torch.optim:RAdam")
     assert spec.defaults["lr"] == 1e-3 and spec.defaults["betas"] == (0.9, 0.999)
-    assert "params" not in spec.defaults and not spec.is_fam
+    assert "params" not in spec.defaults and spec.ablation_of is None
     model = _model()
     optimizer = build_optimizer("torch.optim:RAdam", model, lr=0.01)
     assert isinstance(optimizer, torch.optim.RAdam)
@@ -147,7 +181,7 @@ def test_dotted_path_to_an_optimizer_class():
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
     with pytest.raises(OptimizerConfigError, match="unknown hyperparameter 'momentum'"):
         build_optimizer("torch.optim:RAdam", model, momentum=0.9)
-    assert get_optimizer_spec("fambench.optim:FAMOptimizer").is_fam
+    assert isinstance(build_optimizer("fambench.optim:FAMOptimizer", model), FAMOptimizer)
 
 
 def _factory_module(tmp_path, monkeypatch, name: str) -> None:
@@ -233,6 +267,18 @@ def test_register_optimizer(clean_registry):
         register_optimizer("plain-sgd", spec.factory, defaults={}, description="")
     with pytest.raises(OptimizerConfigError, match="invalid optimizer name"):
         register_optimizer("a:b", spec.factory, defaults={}, description="")
+    assert spec.ablation_of is None
+    ablation = register_optimizer(
+        "plain-sgd-small",
+        spec.factory,
+        defaults={"lr": 0.01},
+        description="",
+        ablation_of="plain-sgd",
+    )
+    assert get_optimizer_spec("plain-sgd-small").ablation_of == "plain-sgd" == ablation.ablation_of
+    for bad in ("", "a-self", 3):
+        with pytest.raises(OptimizerConfigError, match="ablation_of must name another optimizer"):
+            register_optimizer("a-self", spec.factory, defaults={}, description="", ablation_of=bad)
     register_optimizer("not-an-optimizer", lambda model: 3, defaults={}, description="")
     with pytest.raises(
         OptimizerConfigError, match="returned int, expected a torch.optim.Optimizer"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fam_reference import GRADIENT_MODES, crafted_gradient, run_single_threaded
 
 from fambench.optim import SimpleFAM
+from fambench.optim.reference import GRADIENT_MODES, crafted_gradient, run_single_threaded
 
 
 @pytest.fixture(autouse=True)

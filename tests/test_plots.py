@@ -1,13 +1,13 @@
-"""PNG plots from hand-built runs: files written, curve numbers, FAM debug summaries."""
+"""PNG plots from hand-built runs: files written, curve numbers, optimizer trace summaries."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_compare_rundirs import fam_debug_records, write_run
+from rundirs import trace_records, write_run
 
 from fambench.compare import load_results
-from fambench.plots import band_shares, plot_all, read_debug, seed_curves
+from fambench.plots import band_shares, plot_all, read_trace, seed_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -17,7 +17,7 @@ def results(tmp_path):
     runs = tmp_path / "runs"
     for seed in range(2):
         write_run(
-            runs, optimizer="fam", seed=seed, debug=fam_debug_records(),
+            runs, optimizer="fam", seed=seed, trace=trace_records(),
             evals=[(50, 10.0 + seed, 0.9 - 0.1 * seed), (100, 20.0 + 2 * seed, 0.5 - 0.1 * seed)],
         )  # fmt: skip
         write_run(runs, optimizer="adamw", seed=seed, hparams_key="a")
@@ -75,23 +75,23 @@ def test_train_loss_curve_on_steps(results):
     assert adamw.high[-1] - adamw.low[-1] == pytest.approx(0)
 
 
-def test_band_shares_and_debug_reader(tmp_path):
-    path = tmp_path / "fam_debug.jsonl"
+def test_band_shares_and_trace_reader(tmp_path):
+    path = tmp_path / "fam_trace.jsonl"
     import json
 
-    lines = [json.dumps(r) for r in fam_debug_records(steps=(10, 20))]
+    lines = [json.dumps(r) for r in trace_records(steps=(10, 20))]
     path.write_text("\n".join(lines) + '\n{"step": 30, "par')  # a half-written last line
-    debug = read_debug(path)
-    assert len(debug) == 6 and sorted(debug["step"].unique()) == [10, 20]
-    steps, shares = band_shares(debug, 0)
+    trace = read_trace(path)
+    assert len(trace) == 6 and sorted(trace["step"].unique()) == [10, 20]
+    steps, shares = band_shares(trace, 0)
     assert list(steps) == [10, 20]
     # param0 [4,2,1,1]/8 and param1 [3,3,1,1]/8, averaged
     assert shares[0] == pytest.approx([0.4375, 0.3125, 0.125, 0.125])
-    steps, shares = band_shares(debug, 1)
+    steps, shares = band_shares(trace, 1)
     assert shares.shape == (2, 3) and shares[1] == pytest.approx([0.25, 0.25, 0.5])
 
 
-def test_runs_without_metrics_or_debug_write_nothing(tmp_path):
+def test_runs_without_metrics_or_trace_write_nothing(tmp_path):
     write_run(tmp_path / "r", optimizer="adamw", summary=False, evals=[], train=[])
     results = load_results([tmp_path / "r"])
     assert plot_all(results, tmp_path / "plots") == []

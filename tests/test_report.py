@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 import pytest
-from test_compare_rundirs import fam_debug_records, write_run
+from rundirs import trace_records, write_run
 
 from fambench.errors import ResultsError
 from fambench.report import write_report
@@ -19,7 +19,7 @@ def runs_dir(tmp_path):
     runs = tmp_path / "results"
     for seed, (fam, adamw) in enumerate([(0.30, 0.40), (0.32, 0.41), (0.34, 0.45)]):
         write_run(runs, optimizer="fam", seed=seed, evals=[(50, 10.0, 0.9), (100, 20.0, fam)],
-                  debug=fam_debug_records())  # fmt: skip
+                  trace=trace_records())  # fmt: skip
         write_run(runs, optimizer="adamw", seed=seed, hparams_key="lr=0.002",
                   evals=[(50, 10.0, 0.9), (100, 20.0, adamw)])  # fmt: skip
     write_run(runs, optimizer="sgd", seed=0, hparams_key="lr=0.05", status="diverged",
@@ -33,7 +33,7 @@ def _links(markdown: str) -> list[str]:
 
 def test_report_files_tables_and_links(tmp_path, runs_dir):
     out = tmp_path / "report"
-    report = write_report(runs_dir, out, n_boot=N_BOOT)
+    report = write_report(runs_dir, out, reference="fam", n_boot=N_BOOT)
     assert report == out / "report.md"
     text = report.read_text()
     for name in ("comparison.csv", "comparison.md", "pairwise.csv"):
@@ -55,13 +55,15 @@ def test_report_files_tables_and_links(tmp_path, runs_dir):
     assert "| torch | `2.14.1` |" in text and "| git commit | `abc1234` |" in text
     assert "`fambench run --optimizer sgd --seed 0`" in text
     comparison = pd.read_csv(out / "comparison.csv")
-    assert comparison["final_dev_wer_mean"].tolist()[:2] == pytest.approx([0.32, 0.42])
+    assert comparison["final_dev_wer_mean"].tolist()[:2] == pytest.approx(
+        [0.42, 0.32]
+    )  # adamw, fam
     pairs = pd.read_csv(out / "pairwise.csv")
     assert set(pairs["pairing"]) == {"paired"}
 
 
 def test_report_defaults_to_the_results_dir(runs_dir):
-    report = write_report(runs_dir, n_boot=N_BOOT)
+    report = write_report(runs_dir, reference="fam", n_boot=N_BOOT)
     assert report == runs_dir / "report.md"
     for link in _links(report.read_text()):
         assert (runs_dir / link).is_file()
@@ -69,11 +71,11 @@ def test_report_defaults_to_the_results_dir(runs_dir):
 
 def test_report_of_an_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ResultsError, match="no runs found"):
-        write_report(tmp_path, tmp_path / "out")
+        write_report(tmp_path, tmp_path / "out", reference="fam")
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_report_without_fam_says_so(tmp_path):
     write_run(tmp_path / "r", optimizer="adamw", hparams_key="a")
-    text = write_report(tmp_path / "r", n_boot=N_BOOT).read_text()
+    text = write_report(tmp_path / "r", reference="fam", n_boot=N_BOOT).read_text()
     assert "nothing to compare" in text

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from fambench.errors import ConfigError, DataError, ResultsError
-from fambench.results import METRIC_COLUMNS, SUMMARY_FIELDS, RunFiles, RunLock, load_run
-from fambench.train import RunRequest, hparams_key, plan_run, run_training
-from fambench.workloads import get_preset
+from fambench.rundir import METRIC_COLUMNS, SUMMARY_FIELDS, RunFiles, RunLock, hparams_key, load_run
+from fambench.training import RunRequest, plan_run, run_training
+from fambench.workloads import load_tuned
 
 
 @pytest.fixture(scope="session")
@@ -63,11 +63,12 @@ def test_smoke_run_end_to_end(smoke, optimizer, overrides):
     ):
         assert path.is_file(), path
     assert not files.lock.exists()
-    assert files.fam_debug.is_file() == (optimizer == "fam")
+    assert (files.root / "fam_trace.jsonl").is_file() == (optimizer == "fam")
     assert not list(files.root.glob(".*.tmp"))
 
     run = load_run(files.root)
-    config, summary, metrics = run.config, run.summary, run.metrics
+    config, summary, metrics = run.config, run.summary.to_json(), run.metrics
+    assert config["trace"] == ("fam_trace.jsonl" if optimizer == "fam" else None)
     assert config["optimizer"] == optimizer and config["preset"] == "smoke"
     assert config["steps"] == 30 and config["seed"] == 0
     assert (
@@ -100,9 +101,9 @@ def test_smoke_run_end_to_end(smoke, optimizer, overrides):
     assert events[-1].phase == "done"
 
 
-def test_fam_debug_log_has_records_of_the_run(smoke):
+def test_fam_trace_has_records_of_the_run(smoke):
     outcome = run_training(smoke("fam", steps=20))
-    lines = RunFiles(outcome.run_dir).fam_debug.read_text().splitlines()
+    lines = (outcome.run_dir / "fam_trace.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert records and {r["step"] for r in records} == {10, 20}
     assert {"step", "param", "group", "handler", "band_ema", "momentum"} <= set(records[0])
@@ -156,7 +157,7 @@ def test_resume_equals_an_uninterrupted_run(smoke, tmp_path, optimizer, override
     assert first.status == "interrupted" and f"step {stop}" in first.summary["message"]
     files = RunFiles(first.run_dir)
     assert files.checkpoint.is_file() and not files.lock.exists()
-    assert load_run(files.root).summary["status"] == "interrupted"
+    assert load_run(files.root).status == "interrupted"
     assert load_run(files.root).metrics["step"].max() == stop
 
     second = run_training(request)
@@ -166,13 +167,14 @@ def test_resume_equals_an_uninterrupted_run(smoke, tmp_path, optimizer, override
     a, b = load_run(whole.run_dir), load_run(second.run_dir)
     pd.testing.assert_frame_equal(_comparable(a.metrics), _comparable(b.metrics))
     for key in ("final_dev_wer", "final_dev_cer", "best_dev_wer", "test_wer", "steps"):
-        assert a.summary[key] == b.summary[key]
+        assert getattr(a.summary, key) == getattr(b.summary, key)
     state_a = torch.load(RunFiles(whole.run_dir).checkpoint, weights_only=False)
     state_b = torch.load(files.checkpoint, weights_only=False)
     for name, tensor in state_a["model"].items():
         assert torch.equal(tensor, state_b["model"][name]), name
     if optimizer == "fam":
-        assert RunFiles(whole.run_dir).fam_debug.read_text() == files.fam_debug.read_text()
+        trace = "fam_trace.jsonl"
+        assert (whole.run_dir / trace).read_text() == (files.root / trace).read_text()
 
 
 def test_finished_run_is_reported_and_force_reruns_it(smoke):
@@ -209,9 +211,9 @@ def test_run_id_depends_on_settings_not_on_where_results_go(smoke, tmp_path):
     assert base.run_id != plan_run(smoke("adamw", seed=1)).run_id
     assert base.run_id != plan_run(smoke("adamw", overrides={"lr": 1e-3})).run_id
     assert base.run_id != plan_run(smoke("adamw", steps=31)).run_id
-    defaults = get_preset("smoke").optimizer_defaults_for("adamw")
+    defaults = load_tuned("smoke").for_optimizer("adamw")
     assert base.hparams_key == hparams_key(defaults)
-    assert base.optimizer_hparams["betas"] == (0.9, 0.999)  # the optimizer's own default
+    assert base.hyperparameters["betas"] == (0.9, 0.999)  # the optimizer's own default
     tuned = plan_run(smoke("adamw", overrides={"lr": 1e-3}))
     assert tuned.hparams_key == hparams_key({**defaults, "lr": 1e-3})
     assert "lr=0.001" in tuned.hparams_key
@@ -224,9 +226,9 @@ def test_run_id_depends_on_settings_not_on_where_results_go(smoke, tmp_path):
         ({"optimizer": "nope"}, ConfigError, "unknown optimizer 'nope'"),
         ({"optimizer": "torch.optim:Nope"}, ConfigError, "has no attribute"),
         ({"overrides": {"lrr": 0.1}}, ConfigError, "unknown hyperparameter 'lrr'"),
-        ({"overrides": {"lr": -1}}, ConfigError, "lr must be a number > 0"),
+        ({"overrides": {"lr": -1}}, ConfigError, "Invalid learning rate"),
         ({"overrides": {"lr": "fast"}}, ConfigError, "lr must be a number"),
-        ({"overrides": {"debug_dir": "x"}}, ConfigError, "set by the trainer"),
+        ({"overrides": {"debug_dir": "x"}}, ConfigError, "unknown hyperparameter 'debug_dir'"),
         ({"preset": "mini-librispeech", "data_root": None}, ConfigError, "--data ROOT"),
         ({"data_root": Path("/nonexistent/LibriSpeech")}, DataError, "no such directory"),
         ({"steps": 0}, ConfigError, "--steps must be at least 1"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,12 +11,13 @@ import torch
 from fambench.data.synth import SynthSettings
 from fambench.errors import ConfigError, DataError
 from fambench.model import ConformerCTC
-from fambench.optim import list_optimizers, resolve_hyperparameters
-from fambench.train import RunRequest, run_training
+from fambench.optim import build_optimizer, list_optimizers
+from fambench.training import RunRequest, run_training
 from fambench.workloads import (
     DEFAULT_PRESET,
     get_preset,
     list_presets,
+    load_tuned,
     load_workload_data,
     resolve_data_root,
     synth_corpus_dir,
@@ -31,12 +33,16 @@ def test_presets_are_listed_default_first_and_unknown_names_list_the_choices():
 
 
 @pytest.mark.parametrize("preset", [p.name for p in list_presets()])
-def test_every_preset_has_valid_defaults_for_every_builtin_optimizer(preset):
+def test_every_preset_has_valid_tuned_values_for_every_builtin_optimizer(preset):
     p = get_preset(preset)
+    tuned = load_tuned(preset)
+    assert tuned.path is not None and tuned.source and Path(tuned.source).name.endswith(".md")
     builtin = {spec.name for spec in list_optimizers(include_plugins=False)}
-    assert builtin <= set(p.optimizer_defaults)
+    assert builtin <= set(tuned.optimizers)
     for name in builtin:
-        resolve_hyperparameters(name, **p.optimizer_defaults_for(name))  # raises if invalid
+        values = tuned.for_optimizer(name)
+        assert values["lr"] > 0
+        build_optimizer(name, torch.nn.Linear(4, 4), **values)  # the optimizer's own checks
     assert p.eval_every <= p.steps and p.log_every <= p.eval_every
     assert p.model.d_model % p.model.n_heads == 0
 

@@ -17,6 +17,8 @@ from fambench.cli import app, console, fail
 from fambench.errors import ConfigError, FambenchError
 
 DEFAULT_OPTIMIZERS = "fam,fam-fixed,adamw,sgd"
+DEFAULT_REFERENCE = "fam"
+_REFERENCE_HELP = "Optimizer every other one is compared with (ΔWER = reference − other)."
 _UNFINISHED = ("diverged", "interrupted", "running", "other")
 # The columns a narrow terminal loses first.
 _DROP_ORDER = (
@@ -99,13 +101,14 @@ def _check_target(target_wer: float | None) -> None:
         raise ConfigError(f"--target-wer must be > 0, got {target_wer}")
 
 
-def _print_tables(agg: pd.DataFrame, pairs: pd.DataFrame) -> None:
+def _print_tables(agg: pd.DataFrame, pairs: pd.DataFrame, reference: str) -> None:
     from fambench.compare import pairwise_display
 
     title = "Comparison (completed runs; mean ± sd, 95% bootstrap CI)"
     console.print(fitted_table(terminal_comparison(agg), title))
     if not pairs.empty:
-        console.print(fitted_table(pairwise_display(pairs), "FAM − other (negative: FAM lower)"))
+        title = f"{reference} − other (negative: {reference} lower)"
+        console.print(fitted_table(pairwise_display(pairs), title))
 
 
 def fitted_table(frame: pd.DataFrame, title: str) -> Table:
@@ -141,8 +144,9 @@ def compare_command(
         ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
+    reference: Annotated[str, typer.Option(help=_REFERENCE_HELP)] = DEFAULT_REFERENCE,
 ) -> None:
-    """Aggregate runs over seeds: WER with bootstrap CIs, time to target, FAM against the others."""
+    """Aggregate runs over seeds: WER with bootstrap CIs, time to target, pairwise differences."""
     from fambench.compare import (
         aggregate,
         check_format,
@@ -153,8 +157,8 @@ def compare_command(
         pairwise_display,
         to_markdown,
         write_table,
-        write_text_atomic,
     )
+    from fambench.fileio import write_text
 
     try:
         _check_target(target_wer)
@@ -170,13 +174,13 @@ def compare_command(
         metrics = ["final_dev_wer"]
         if results.runs["test_wer"].notna().any():
             metrics.append("test_wer")
-        pairs = pairwise(results.runs, metrics=metrics)
+        pairs = pairwise(results.runs, reference=reference, metrics=metrics)
         if out is not None:
             if name == "markdown":
                 text = to_markdown(comparison_display(agg))
                 if not pairs.empty:
                     text += "\n" + to_markdown(pairwise_display(pairs))
-                write_text_atomic(out, text)
+                write_text(out, text)
             elif name == "table":
                 write_table(comparison_display(agg), out, "table")
             else:
@@ -185,10 +189,10 @@ def compare_command(
         raise fail(str(exc)) from None
     if out is not None:
         if name == "table":
-            _print_tables(agg, pairs)
+            _print_tables(agg, pairs, reference)
         console.print(f"wrote {out} ({name}, {len(agg)} rows)")
     elif name == "table":
-        _print_tables(agg, pairs)
+        _print_tables(agg, pairs, reference)
     elif name == "markdown":
         typer.echo(to_markdown(comparison_display(agg)), nl=False)
         if not pairs.empty:
@@ -206,13 +210,16 @@ def report_command(
     ] = None,
     preset: Annotated[str | None, typer.Option(help="Only runs of this preset.")] = None,
     target_wer: Annotated[float | None, typer.Option(help="Target dev WER.")] = None,
+    reference: Annotated[str, typer.Option(help=_REFERENCE_HELP)] = DEFAULT_REFERENCE,
 ) -> None:
     """Write a markdown report (tables, plots, provenance) that reads well on GitHub."""
     from fambench.report import write_report
 
     try:
         _check_target(target_wer)
-        path = write_report(results_dir, out, preset=preset, target_wer=target_wer)
+        path = write_report(
+            results_dir, out, reference=reference, preset=preset, target_wer=target_wer
+        )
     except FambenchError as exc:
         raise fail(str(exc)) from None
     console.print(f"report: {path}")
@@ -239,6 +246,7 @@ def bench_command(
         float | None, typer.Option(help="Training seconds per run instead of steps.")
     ] = None,
     target_wer: Annotated[float | None, typer.Option(help="Target dev WER.")] = None,
+    reference: Annotated[str, typer.Option(help=_REFERENCE_HELP)] = DEFAULT_REFERENCE,
     force: Annotated[bool, typer.Option(help="Rerun completed runs too.")] = False,
     threads: Annotated[
         int | None, typer.Option(help="torch threads per run (default: the usable CPU cores).")
@@ -265,6 +273,7 @@ def bench_command(
             time_budget_s=time_budget,
             data_root=data,
             target_wer=target_wer,
+            reference=reference,
             force=force,
             threads=threads,
             command=shlex.join(["fambench", *sys.argv[1:]]),
@@ -304,7 +313,7 @@ class _RunViews:
         else:
             self.view = _ProgressView()
 
-    def __call__(self, event) -> None:  # fambench.train.ProgressEvent
+    def __call__(self, event) -> None:  # fambench.training.ProgressEvent
         if self.view is not None:
             self.view(event)
 

@@ -6,6 +6,7 @@ from rich.table import Table
 
 from fambench.cli import app, console
 from fambench.optim import list_optimizers
+from fambench.workloads import DEFAULT_PRESET, load_tuned
 
 
 def _format_value(value: object) -> str:
@@ -27,14 +28,23 @@ def optimizers_command() -> None:
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("description")
     table.add_column("default hyperparameters (override with --opt key=value)")
+    table.add_column(f"tuned on {DEFAULT_PRESET} (replaces the defaults there)")
+    tuned = load_tuned(DEFAULT_PRESET)
     for spec in list_optimizers():
         defaults = ", ".join(
             f"{key}={_format_value(value)}" for key, value in spec.defaults.items()
         )
-        table.add_row(spec.name, spec.description, defaults or "-")
+        mine = tuned.for_optimizer(spec.name)
+        tuned_text = ", ".join(f"{k}={_format_value(v)}" for k, v in mine.items()) or "-"
+        table.add_row(spec.name, spec.description, defaults or "-", tuned_text)
     console.print(table)
     console.print(
         "Also accepted: a dotted path package.module:Name (e.g. torch.optim:RAdam) or a plug-in "
         "registered under the entry-point group fambench.optimizers.",
         highlight=False,
     )
+    if tuned.source:
+        console.print(
+            f"Tuned values: {tuned.source} (every preset's: `fambench presets`).",
+            highlight=False,
+        )

@@ -56,7 +56,7 @@ class _ProgressView:
         self.task: int | None = None
         self.stopped = False
 
-    def __call__(self, event) -> None:  # fambench.train.ProgressEvent
+    def __call__(self, event) -> None:  # fambench.training.ProgressEvent
         if event.phase == "setup":
             console.print(f"[dim]{event.message}[/]", highlight=False)
             return
@@ -93,8 +93,8 @@ def run_command(
         ...,
         "--optimizer",
         "-o",
-        help="Registry name (fam, fam-fixed, simple-fam, adamw, sgd) or a dotted path "
-        "package.module:Name (e.g. torch.optim:RAdam).",
+        help="Registry name (see `fambench optimizers`) or a dotted path package.module:Name "
+        "(e.g. torch.optim:RAdam).",
     ),
     preset: str = typer.Option("synth", "--preset", "-p", help="Workload preset (see `presets`)."),
     data: Path | None = typer.Option(
@@ -123,7 +123,7 @@ def run_command(
     ),
 ) -> None:
     """Train a Conformer CTC model with one optimizer and record the run."""
-    from fambench.train import RunRequest, run_training
+    from fambench.training import RunRequest, run_training
 
     if steps is not None and time_budget is not None:
         raise fail("give either --steps or --time-budget, not both")
@@ -156,6 +156,13 @@ def run_command(
         view.stop()
         raise fail("interrupted before training started; nothing was recorded", code=130) from None
     view.stop()
+    _print_outcome(outcome)
+    console.print(f"results: {outcome.run_dir}", highlight=False, soft_wrap=True)
+    if outcome.status == "interrupted" and not outcome.skipped:
+        raise typer.Exit(130)
+
+
+def _print_outcome(outcome) -> None:  # fambench.training.RunOutcome
     summary = outcome.summary
     if outcome.skipped:
         console.print(
@@ -176,19 +183,18 @@ def run_command(
             + (f", test WER {_fmt(test)}" if test is not None else "")
             + f" after {summary.get('steps')} steps, {summary.get('train_s', 0):.0f} s training"
         )
-    console.print(f"results: {outcome.run_dir}", highlight=False, soft_wrap=True)
-    if outcome.status == "interrupted" and not outcome.skipped:
-        raise typer.Exit(130)
 
 
 @app.command("presets")
 def presets_command() -> None:
-    """List the workload presets."""
-    from fambench.workloads import DEFAULT_PRESET, list_presets
+    """List the workload presets and the hyperparameters tuned for each."""
+    from fambench.rundir import hparams_key
+    from fambench.workloads import DEFAULT_PRESET, list_presets, load_tuned
 
     table = Table(title="workload presets", show_lines=True)
     table.add_column("preset", no_wrap=True, style="bold")
     table.add_column("what it fixes")
+    table.add_column("tuned hyperparameters (override with --opt key=value)")
     for p in list_presets():
         if p.data.kind == "synth":
             data = f"synthetic corpus {p.data.synth_hours:g} h"
@@ -201,6 +207,10 @@ def presets_command() -> None:
             f"{p.batch_frames} frames/batch; {p.steps} steps, eval every {p.eval_every}; "
             f"target WER {_fmt(p.target_wer, '.2f')}"
         )
+        tuned = load_tuned(p.name)
+        values = "\n".join(f"{name}: {hparams_key(hp)}" for name, hp in tuned.optimizers.items())
+        if tuned.source:
+            values += f"\n[dim]from {tuned.source}[/]"
         name = p.name + (" (default)" if p.name == DEFAULT_PRESET else "")
-        table.add_row(name, f"{p.description}\n[dim]{details}[/]")
+        table.add_row(name, f"{p.description}\n[dim]{details}[/]", values or "-")
     console.print(table)

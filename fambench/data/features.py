@@ -27,6 +27,7 @@ import torch
 
 from fambench.data.librispeech import read_audio
 from fambench.errors import DataError
+from fambench.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +160,35 @@ class FeatureCache:
         return dict(zip(manifest["utt_id"], results, strict=True))
 
     def _save(self, path: Path, feats: dict[str, torch.Tensor]) -> None:
-        try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            torch.save(_pack(feats), tmp)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise DataError(f"cannot write feature cache {path}: {exc.strerror or exc}") from exc
+        """Write the cache file; FileWriteError naming `path` if that fails (a full disk too)."""
+        blob = _pack(feats)
+
+        def writer(tmp: Path) -> None:
+            # torch.save to a Python file, not a path: given a path, torch's C++ writer reports
+            # a full disk only as "RuntimeError: unexpected pos ...". Through a file the OSError
+            # (ENOSPC, EIO, ...) is raised, though torch may then mask it with that same
+            # RuntimeError while finishing the archive; unmask it so that atomic_write turns
+            # it into a FileWriteError naming the path.
+            with open(tmp, "wb") as handle:
+                try:
+                    torch.save(blob, handle)
+                except RuntimeError as exc:
+                    io_error = _os_error_in_context(exc)
+                    if io_error is None:
+                        raise
+                    raise io_error from exc
+
+        atomic_write(path, writer)
+
+
+def _os_error_in_context(exc: BaseException) -> OSError | None:
+    """The OSError that `exc` was raised while handling, if any (a short context chain)."""
+    seen = exc.__context__
+    for _ in range(4):
+        if seen is None or isinstance(seen, OSError):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 # Packing goes through numpy: single-threaded copies stay fast on a busy machine, where

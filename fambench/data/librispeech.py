@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fambench.errors import DataError
+from fambench.errors import DataError, FileWriteError
+from fambench.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -300,12 +301,9 @@ def _write_cache(subset_dir: Path, key: str, frame: pd.DataFrame) -> None:
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), b"fambench_key": key.encode()}
     )
-    tmp = subset_dir / f"{CACHE_NAME}.{os.getpid()}.tmp"
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, subset_dir / CACHE_NAME)
-    except OSError as exc:  # a read-only corpus simply goes uncached
-        tmp.unlink(missing_ok=True)
+        atomic_write(subset_dir / CACHE_NAME, lambda tmp: pq.write_table(table, tmp))
+    except FileWriteError as exc:  # a read-only corpus simply goes uncached
         log.debug("not caching the manifest of %s: %s", subset_dir, exc)
 
 

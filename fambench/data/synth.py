@@ -39,6 +39,7 @@ import numpy as np
 from fambench.data.espeak import Voice
 from fambench.data.wordlist import WORDS
 from fambench.errors import ConfigError, DataError
+from fambench.fileio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -538,9 +539,7 @@ def _generate_locked(out_dir: Path, settings: SynthSettings, workers: int | None
         "settings": settings.to_json(),
         "subsets": summary,
     }
-    tmp = root / (MARKER_NAME + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, root / MARKER_NAME)
+    write_json(root / MARKER_NAME, marker, sort_keys=True)
     log.info("generated %s in %.1f s", root, time.perf_counter() - started)
     return root
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from fambench.errors import ConfigError, DataError
+from fambench.fileio import write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,6 @@ def _check_text(text: str) -> None:
         )
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 class CharTokenizer:
     """Blank = 0, space = 1, apostrophe = 2, A–Z = 3..28 (vocab_size 29)."""
 
@@ -88,9 +82,8 @@ class CharTokenizer:
         return {"kind": "char", "vocab_size": self.vocab_size, "blank_id": self.blank_id}
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(directory / TOKENIZER_FILE, self.to_json())
+        """Write ``tokenizer.json`` (FileWriteError naming the file when that fails)."""
+        write_json(Path(directory) / TOKENIZER_FILE, self.to_json(), sort_keys=True)
 
     @classmethod
     def load(cls, directory: Path) -> CharTokenizer:
@@ -201,12 +194,10 @@ class SentencePieceTokenizer:
         }
 
     def save(self, directory: Path) -> None:
+        """Write ``spm.model`` then ``tokenizer.json`` (FileWriteError naming a failed file)."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f"{SPM_FILE}.{os.getpid()}.tmp"
-        tmp.write_bytes(self._proto)
-        os.replace(tmp, directory / SPM_FILE)
-        _write_json_atomic(directory / TOKENIZER_FILE, self.to_json())
+        write_bytes(directory / SPM_FILE, self._proto)
+        write_json(directory / TOKENIZER_FILE, self.to_json(), sort_keys=True)
 
     @classmethod
     def load(cls, directory: Path) -> SentencePieceTokenizer:

@@ -2,10 +2,13 @@
 
 Usable from any training script::
 
-    from fambench.optim import FAMOptimizer, FAMScheduler, get_parameter_groups
+    from fambench.optim import FAMOptimizer, WarmupHoldCosine, get_parameter_groups
 
     optimizer = FAMOptimizer(get_parameter_groups(model, lr=1e-3, weight_decay=1e-6))
-    scheduler = FAMScheduler(optimizer, warmup_steps=100, total_steps=10_000)
+    scheduler = WarmupHoldCosine(optimizer, warmup_steps=100, total_steps=10_000)
+
+``FAMScheduler`` and ``FAMScheduler2`` (the specification's names) are aliases of
+``WarmupHoldCosine``. An optimizer that can write a trace implements :class:`TraceWriter`.
 """
 
 from fambench.optim.fam import FAMOptimizer, infer_handler_name
@@ -29,8 +32,9 @@ from fambench.optim.registry import (
     register_optimizer,
     resolve_hyperparameters,
 )
-from fambench.optim.schedulers import FAMScheduler, FAMScheduler2
+from fambench.optim.schedules import FAMScheduler, FAMScheduler2, WarmupHoldCosine
 from fambench.optim.simple_fam import SimpleFAM
+from fambench.optim.tracing import TraceWriter
 
 __all__ = [
     "AttentionFrequencyHandler",
@@ -43,6 +47,8 @@ __all__ = [
     "OptimizerConfigError",
     "OptimizerSpec",
     "SimpleFAM",
+    "TraceWriter",
+    "WarmupHoldCosine",
     "build_optimizer",
     "get_handler",
     "get_optimizer_spec",

@@ -28,6 +28,11 @@ analysed tensors with the same length are stacked into one batch (one ``rfft`` p
 band sums are one matrix product with a cached 0/1 partition matrix, handler rules run on the
 whole batch, and updates use ``torch._foreach_*`` kernels. The layout of this work (the "plan")
 is computed once per set of analysed tensors and reused.
+
+Trace: FAMOptimizer is a :class:`~fambench.optim.tracing.TraceWriter`. Once tracing is on, every
+``TRACE_EVERY`` steps of each analysed tensor it records the band EMAs and the momentum in
+``<directory>/fam_trace.jsonl``. A trainer turns it on with :meth:`FAMOptimizer.start_trace`;
+the specification's constructor arguments (see the class) do the same.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from fambench.optim.handlers import FrequencyHandler, get_handler
+from fambench.optim.tracing import truncate_trace
 
 __all__ = ["FAMOptimizer", "infer_handler_name"]
 
@@ -55,8 +61,8 @@ SAMPLE_ROWS = 64
 SAMPLE_COLS = 64
 SAMPLE_1D = 1000
 RUNS_1D = 8
-DEBUG_EVERY = 10
-DEBUG_FILE = "fam_debug.jsonl"
+TRACE_EVERY = 10
+TRACE_FILE = "fam_trace.jsonl"
 SAMPLING_MODES = ("ordered", "random")
 
 _ATTENTION_KEYS = ("attention", "attn", "mha")
@@ -138,6 +144,52 @@ class _Plan:
     uses_random: bool = False
 
 
+@dataclass
+class _RowLayout:
+    """What the plan needs to know about each analysed row, collected in one pass."""
+
+    row_groups: list[int]  # group index of each row
+    # (id(handler), n_bands) -> (first band column, handler, n_bands): rows that share a handler
+    # and a band count share band columns in the bucket outputs.
+    configs: dict[tuple[int, int], tuple[int, FrequencyHandler, int]] = field(default_factory=dict)
+    n_cols: int = 0  # band columns of all configs together
+    row_config: list[tuple[int, int]] = field(default_factory=list)  # key into ``configs``
+    row_beta: list[float] = field(default_factory=list)
+    row_eps: list[float] = field(default_factory=list)
+    blocks: list[_Block] = field(default_factory=list)
+    meta: list[tuple[str, int, str, int]] = field(default_factory=list)
+    parts_by_length: dict[int, dict[tuple, _Part]] = field(default_factory=dict)
+
+    # A bucket output row holds the band columns, then the spectrum's total, then a column that
+    # is always zero: the gather index pads rows with fewer bands than ``max_bands`` with it.
+    @property
+    def total_col(self) -> int:
+        return self.n_cols
+
+    @property
+    def zero_col(self) -> int:
+        return self.n_cols + 1
+
+    @property
+    def width(self) -> int:
+        return self.n_cols + 2
+
+    @property
+    def max_bands(self) -> int:
+        return max(n_bands for _, _, n_bands in self.configs.values())
+
+    def row_columns(self, row: int) -> tuple[int, FrequencyHandler, int]:
+        """(first band column, handler, n_bands) of ``row``."""
+        return self.configs[self.row_config[row]]
+
+
+@dataclass
+class _EmaStorage:
+    ema: Tensor  # (N, max_bands)
+    ema_weight: Tensor  # (N, 1)
+    first_weight: Tensor | None  # (N, 1), or None when every row has an EMA already
+
+
 def _sample_part(shape: tuple[int, ...], sampling: str) -> tuple[_Part, tuple, Any]:
     """Describe the gradient sample of a parameter of ``shape``.
 
@@ -173,6 +225,80 @@ def _sample_part(shape: tuple[int, ...], sampling: str) -> tuple[_Part, tuple, A
     return _Part("strided", [], RUNS_1D * run, size=size), ("strided", size), ((step, 1), None)
 
 
+def _row_groups(key: tuple) -> list[int]:
+    """Group index of each row; rows of a group are consecutive in the plan key."""
+    row_groups: list[int] = []
+    current = -1
+    for item in key:
+        if isinstance(item, tuple):
+            current = item[0]
+        else:
+            row_groups.append(current)
+    return row_groups
+
+
+def _add_to_part(
+    parts_by_length: dict[int, dict[tuple, _Part]], row: int, shape: tuple[int, ...], sampling: str
+) -> None:
+    """Add ``row`` to the part its sample batches with, creating the part if needed."""
+    part, part_key, strided = _sample_part(shape, sampling)
+    same_length = parts_by_length.setdefault(part.length, {})
+    part = same_length.setdefault(part_key, part)
+    part.rows.append(row)
+    if strided is not None:
+        part.strides.append(strided[0])
+        part.fallbacks.append(strided[1])
+
+
+def _build_buckets(layout: _RowLayout, device: torch.device) -> tuple[list[_Bucket], list[int]]:
+    """One bucket per sample length, shortest first.
+
+    Also returns each row's position among the rows of the concatenated bucket outputs.
+    """
+    buckets: list[_Bucket] = []
+    position = [0] * len(layout.row_groups)
+    offset = 0
+    for length in sorted(layout.parts_by_length):
+        parts = list(layout.parts_by_length[length].values())
+        matrix = _band_matrix(length // 2 + 1, layout)
+        for part in parts:
+            for r in part.rows:
+                position[r] = offset
+                offset += 1
+        buckets.append(_Bucket(parts, matrix.to(device)))
+    return buckets, position
+
+
+def _band_matrix(n_freq: int, layout: _RowLayout) -> Tensor:
+    """(n_freq, width) float32: each config's bands in its columns, ones in the total column."""
+    matrix = torch.zeros(n_freq, layout.width, dtype=torch.float32)
+    for col, handler, n_bands in layout.configs.values():
+        bands = torch.as_tensor(handler.bands(n_freq, n_bands), dtype=torch.float32)
+        if tuple(bands.shape) != (n_freq, n_bands):
+            raise ValueError(
+                f"{type(handler).__name__}.bands({n_freq}, {n_bands}) returned shape "
+                f"{tuple(bands.shape)}, expected ({n_freq}, {n_bands})"
+            )
+        matrix[:, col : col + n_bands] = bands.cpu()
+    matrix[:, layout.total_col] = 1.0
+    return matrix
+
+
+def _gather_index(layout: _RowLayout, position: list[int]) -> Tensor:
+    """(N, max_bands + 1) flat indices into the concatenated bucket outputs (on the CPU).
+
+    Per row: its band columns, padded with the zero column up to ``max_bands``, then its total.
+    """
+    max_bands = layout.max_bands
+    gather = torch.empty(len(position), max_bands + 1, dtype=torch.long)
+    for r in range(len(position)):
+        col, _, n_bands = layout.row_columns(r)
+        cols = list(range(col, col + n_bands)) + [layout.zero_col] * (max_bands - n_bands)
+        cols.append(layout.total_col)
+        gather[r] = torch.tensor(cols) + position[r] * layout.width
+    return gather
+
+
 class FAMOptimizer(Optimizer):
     """Frequency-Adaptive Momentum with per-group frequency handlers.
 
@@ -192,16 +318,21 @@ class FAMOptimizer(Optimizer):
         layer_boost: True → each group uses its own handler; False → every group uses the
             'default' handler.
         min_size: only tensors with more entries are analysed.
-        debug: append per-parameter band EMAs and momenta to ``<debug_dir>/fam_debug.jsonl``
-            every 10 steps (records are written every ``debug_interval`` steps and on
-            :meth:`close`).
-        debug_dir: directory of the debug file.
-        debug_interval: steps between writes of the debug file.
+        debug: turn the trace on from the start: per-parameter band EMAs and momenta are
+            recorded every 10 steps in ``<debug_dir>/fam_trace.jsonl`` (written every
+            ``debug_interval`` steps, on :meth:`flush_trace` and on :meth:`close`).
+        debug_dir: directory of the trace file.
+        debug_interval: steps between writes of the trace file.
         sampling: ``"ordered"`` or ``"random"``, how tensors with more than 10000 entries are
             sampled (see the module docstring).
         seed: seed of the private generator used by ``sampling="random"``.
         adaptive: False gives the fixed-momentum twin (``fam-fixed``): same update, momentum
-            always ``alpha``; the analysis then runs only when ``debug`` is on, for the record.
+            always ``alpha``; the analysis then runs only when tracing is on, for the record.
+
+    ``debug``, ``debug_dir`` and ``debug_interval`` are the specification's names for the trace
+    and are kept as they are. A trainer uses the :class:`~fambench.optim.tracing.TraceWriter`
+    capability instead: :meth:`start_trace` (which also drops the records an interrupted run left
+    after its checkpoint) and :meth:`flush_trace`.
     """
 
     def __init__(
@@ -242,9 +373,9 @@ class FAMOptimizer(Optimizer):
             seed=seed,
             adaptive=adaptive,
         )
-        self.debug = bool(debug)
-        self.debug_dir = str(debug_dir) if debug_dir else ""
-        self.debug_interval = debug_interval
+        # The trace: directory (None = off) and steps between writes.
+        self._trace_dir: str | None = os.fspath(debug_dir) if debug else None
+        self._trace_interval = debug_interval
         self._step_calls = 0
         self._reset_runtime()
         super().__init__(params, defaults)
@@ -255,7 +386,7 @@ class FAMOptimizer(Optimizer):
         """Caches that are rebuilt on demand (never pickled, never in the state dict)."""
         self._plan: _Plan | None = None
         self._generator: torch.Generator | None = None
-        self._debug_pending: list[tuple] = []
+        self._trace_pending: list[tuple] = []
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; tags it with a handler and validates its settings."""
@@ -275,9 +406,8 @@ class FAMOptimizer(Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.update(
-            debug=self.debug,
-            debug_dir=self.debug_dir,
-            debug_interval=self.debug_interval,
+            _trace_dir=self._trace_dir,
+            _trace_interval=self._trace_interval,
             _step_calls=self._step_calls,
         )
         return state
@@ -285,11 +415,10 @@ class FAMOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         # load_state_dict() also lands here with only "state" and "param_groups".
-        self.__dict__.setdefault("debug", False)
-        self.__dict__.setdefault("debug_dir", "")
-        self.__dict__.setdefault("debug_interval", 1000)
+        self.__dict__.setdefault("_trace_dir", None)
+        self.__dict__.setdefault("_trace_interval", 1000)
         self.__dict__.setdefault("_step_calls", 0)
-        if "_debug_pending" not in self.__dict__:
+        if "_trace_pending" not in self.__dict__:
             self._reset_runtime()
         self._plan = None
 
@@ -316,6 +445,7 @@ class FAMOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self._step_calls += 1
+        tracing = self._trace_dir is not None
 
         # Analysed tensors ("rows"), in group order then parameter order.
         row_params: list[Tensor] = []
@@ -331,7 +461,7 @@ class FAMOptimizer(Optimizer):
             moms: list[Tensor] = []
             steps: list[int] = []
             analysed: list[int] = []
-            analyse = group["adaptive"] or self.debug
+            analyse = group["adaptive"] or tracing
             start, min_size = group["fam_start_step"], group["min_size"]
             for p in group["params"]:
                 grad = p.grad
@@ -383,8 +513,8 @@ class FAMOptimizer(Optimizer):
         for params, moms, lr in updates:
             torch._foreach_add_(params, moms, alpha=-lr)
 
-        if self.debug and self._step_calls % self.debug_interval == 0:
-            self.flush_debug()
+        if tracing and self._step_calls % self._trace_interval == 0:
+            self.flush_trace()
         return loss
 
     # ------------------------------------------------------------------------ analysis
@@ -441,8 +571,8 @@ class FAMOptimizer(Optimizer):
         plan.momentum = momentum
         plan.weights.copy_(1.0 - momentum)
 
-        if self.debug:
-            self._record_debug(plan, steps)
+        if self._trace_dir is not None:
+            self._record_trace(plan, steps)
         return plan.weight_views
 
     def _gather_part(
@@ -504,107 +634,10 @@ class FAMOptimizer(Optimizer):
                 f"FAMOptimizer analyses parameters on one device; got {device} and {other}"
             )
         ema_dtype = _ema_dtype(device)
-
-        # Rows of each group are consecutive; recover group indices from the key.
-        row_groups: list[int] = []
-        current = -1
-        for item in key:
-            if isinstance(item, tuple):
-                current = item[0]
-            else:
-                row_groups.append(current)
-
-        blocks: list[_Block] = []
-        configs: dict[tuple[int, int], tuple[int, FrequencyHandler, int]] = {}
-        n_cols = 0
-        row_config: list[tuple[int, int]] = []
-        row_beta: list[float] = []
-        row_eps: list[float] = []
-        meta: list[tuple[str, int, str, int]] = []
-        parts_by_length: dict[int, dict[tuple, _Part]] = {}
-        names_cache: dict[int, dict[int, str]] = {}
-
-        for r, (gi, p) in enumerate(zip(row_groups, params, strict=True)):
-            group = self.param_groups[gi]
-            handler, handler_name = _effective_handler(group)
-            n_bands = group["n_bands"]
-            config_key = (id(handler), n_bands)
-            if config_key not in configs:
-                configs[config_key] = (n_cols, handler, n_bands)
-                n_cols += n_bands
-            row_config.append(config_key)
-            row_beta.append(group["beta"])
-            row_eps.append(group["eps"])
-            if not blocks or row_groups[r - 1] != gi:
-                blocks.append(
-                    _Block(r, r, n_bands, handler, bool(group["adaptive"]), torch.empty(0))
-                )
-            blocks[-1].stop = r + 1
-            if gi not in names_cache:
-                names_cache[gi] = _param_names(group, gi)
-            meta.append((names_cache[gi][id(p)], gi, handler_name, n_bands))
-
-            part, part_key, strided = _sample_part(tuple(p.shape), group["sampling"])
-            bucket = parts_by_length.setdefault(part.length, {})
-            part = bucket.setdefault(part_key, part)
-            part.rows.append(r)
-            if strided is not None:
-                part.strides.append(strided[0])
-                part.fallbacks.append(strided[1])
-
-        for block in blocks:
-            alpha = self.param_groups[row_groups[block.start]]["alpha"]
-            block.base_alpha = torch.full(
-                (block.stop - block.start,), float(alpha), dtype=ema_dtype, device=device
-            )
-
-        total_col, zero_col = n_cols, n_cols + 1
-        width = n_cols + 2
-        buckets: list[_Bucket] = []
-        position = [0] * len(params)
-        offset = 0
-        for length in sorted(parts_by_length):
-            parts = list(parts_by_length[length].values())
-            n_freq = length // 2 + 1
-            matrix = torch.zeros(n_freq, width, dtype=torch.float32)
-            for col, handler, n_bands in configs.values():
-                bands = torch.as_tensor(handler.bands(n_freq, n_bands), dtype=torch.float32)
-                if tuple(bands.shape) != (n_freq, n_bands):
-                    raise ValueError(
-                        f"{type(handler).__name__}.bands({n_freq}, {n_bands}) returned shape "
-                        f"{tuple(bands.shape)}, expected ({n_freq}, {n_bands})"
-                    )
-                matrix[:, col : col + n_bands] = bands.cpu()
-            matrix[:, total_col] = 1.0
-            for part in parts:
-                for r in part.rows:
-                    position[r] = offset
-                    offset += 1
-            buckets.append(_Bucket(parts, matrix.to(device)))
-
-        max_bands = max(n_bands for _, _, n_bands in configs.values())
-        gather = torch.empty(len(params), max_bands + 1, dtype=torch.long)
-        for r in range(len(params)):
-            col, _, n_bands = configs[row_config[r]]
-            cols = list(range(col, col + n_bands)) + [zero_col] * (max_bands - n_bands)
-            cols.append(total_col)
-            gather[r] = torch.tensor(cols) + position[r] * width
-
-        ema = torch.zeros(len(params), max_bands, dtype=ema_dtype, device=device)
-        first = torch.full((len(params), 1), -1.0, dtype=ema_dtype)
-        for r, p in enumerate(params):
-            state = self.state[p]
-            n_bands = configs[row_config[r]][2]
-            old = state.get("band_ema")
-            if isinstance(old, Tensor) and old.numel() == n_bands:
-                ema[r, :n_bands] = old.reshape(-1).to(device=device, dtype=ema_dtype)
-            else:
-                first[r] = 1.0
-            state["band_ema"] = ema[r, :n_bands]
-        ema_weight = 1.0 - torch.tensor(row_beta, dtype=ema_dtype).unsqueeze(1)
-        first_weight = None
-        if bool((first > 0).any()):
-            first_weight = torch.where(first > 0, first, ema_weight).to(device)
+        layout = self._collect_rows(_row_groups(key), params, device, ema_dtype)
+        buckets, position = _build_buckets(layout, device)
+        gather = _gather_index(layout, position)
+        storage = self._ema_storage(params, layout, device, ema_dtype)
 
         weight_dtype = (
             torch.float64 if all(p.dtype == torch.float64 for p in params) else torch.float32
@@ -614,26 +647,118 @@ class FAMOptimizer(Optimizer):
             key=key,
             buckets=buckets,
             gather=gather.to(device),
-            denom_eps=torch.tensor(row_eps, dtype=ema_dtype, device=device).unsqueeze(1),
-            guard_zero=any(e == 0 for e in row_eps),
-            ema=ema,
-            ema_weight=ema_weight.to(device),
-            first_weight=first_weight,
-            blocks=blocks,
+            denom_eps=torch.tensor(layout.row_eps, dtype=ema_dtype, device=device).unsqueeze(1),
+            guard_zero=any(e == 0 for e in layout.row_eps),
+            ema=storage.ema,
+            ema_weight=storage.ema_weight,
+            first_weight=storage.first_weight,
+            blocks=layout.blocks,
             weights=weights,
             weight_views=list(weights.unbind()),
-            meta=meta,
+            meta=layout.meta,
             device=device,
             uses_random=any(part.kind.startswith("random") for b in buckets for part in b.parts),
         )
 
-    # ------------------------------------------------------------------------------ debug
+    def _collect_rows(
+        self,
+        row_groups: list[int],
+        params: list[Tensor],
+        device: torch.device,
+        ema_dtype: torch.dtype,
+    ) -> _RowLayout:
+        """One pass over the rows: band columns, group blocks, trace meta and sample parts."""
+        layout = _RowLayout(row_groups)
+        names_cache: dict[int, dict[int, str]] = {}
+        for r, (gi, p) in enumerate(zip(row_groups, params, strict=True)):
+            group = self.param_groups[gi]
+            handler, handler_name = _effective_handler(group)
+            n_bands = group["n_bands"]
+            config_key = (id(handler), n_bands)
+            if config_key not in layout.configs:
+                layout.configs[config_key] = (layout.n_cols, handler, n_bands)
+                layout.n_cols += n_bands
+            layout.row_config.append(config_key)
+            layout.row_beta.append(group["beta"])
+            layout.row_eps.append(group["eps"])
+            if not layout.blocks or row_groups[r - 1] != gi:
+                layout.blocks.append(
+                    _Block(r, r, n_bands, handler, bool(group["adaptive"]), torch.empty(0))
+                )
+            layout.blocks[-1].stop = r + 1
+            if gi not in names_cache:
+                names_cache[gi] = _param_names(group, gi)
+            layout.meta.append((names_cache[gi][id(p)], gi, handler_name, n_bands))
+            _add_to_part(layout.parts_by_length, r, tuple(p.shape), group["sampling"])
 
-    def _record_debug(self, plan: _Plan, steps: list[int]) -> None:
-        logged = [r for r, s in enumerate(steps) if s % DEBUG_EVERY == 0]
+        for block in layout.blocks:
+            alpha = self.param_groups[row_groups[block.start]]["alpha"]
+            block.base_alpha = torch.full(
+                (block.stop - block.start,), float(alpha), dtype=ema_dtype, device=device
+            )
+        return layout
+
+    def _ema_storage(
+        self,
+        params: list[Tensor],
+        layout: _RowLayout,
+        device: torch.device,
+        ema_dtype: torch.dtype,
+    ) -> _EmaStorage:
+        """Allocate the band EMAs and point each row's ``state["band_ema"]`` at its row.
+
+        A saved ``band_ema`` of the right size is carried over; rows without one get weight 1
+        at their first observation, so their EMA starts there.
+        """
+        n_rows = len(params)
+        ema = torch.zeros(n_rows, layout.max_bands, dtype=ema_dtype, device=device)
+        first = torch.full((n_rows, 1), -1.0, dtype=ema_dtype)
+        for r, p in enumerate(params):
+            state = self.state[p]
+            n_bands = layout.row_columns(r)[2]
+            old = state.get("band_ema")
+            if isinstance(old, Tensor) and old.numel() == n_bands:
+                ema[r, :n_bands] = old.reshape(-1).to(device=device, dtype=ema_dtype)
+            else:
+                first[r] = 1.0
+            state["band_ema"] = ema[r, :n_bands]
+        ema_weight = 1.0 - torch.tensor(layout.row_beta, dtype=ema_dtype).unsqueeze(1)
+        first_weight = None
+        if bool((first > 0).any()):
+            first_weight = torch.where(first > 0, first, ema_weight).to(device)
+        return _EmaStorage(ema, ema_weight.to(device), first_weight)
+
+    # ------------------------------------------------------------------------------ trace
+
+    def start_trace(self, directory: str | os.PathLike[str], resume_step: int = 0) -> str | None:
+        """Begin writing the trace into ``directory``; returns ``TRACE_FILE`` (its name there).
+
+        Records of ``<directory>/fam_trace.jsonl`` after ``resume_step`` (written by an
+        interrupted run after its checkpoint) and a last line cut short are dropped first, so
+        the resumed run appends exactly what an uninterrupted one would have written; a fresh
+        run (``resume_step=0``) thus starts from an empty trace. The file is cut in place.
+
+        Returns None and turns nothing on when no group is adaptive (``fam-fixed``): its trace
+        would run the frequency analysis the ablation exists to leave out, and charge it to its
+        wall-clock.
+        """
+        if not any(group["adaptive"] for group in self.param_groups):
+            return None
+        trace_dir = os.fspath(directory)
+        if not trace_dir:
+            raise ValueError("start_trace needs a directory")
+        if self._trace_pending:
+            self.flush_trace()  # pending records belong to the previous trace
+        truncate_trace(os.path.join(trace_dir, TRACE_FILE), resume_step)
+        os.makedirs(trace_dir, exist_ok=True)
+        self._trace_dir = trace_dir
+        return TRACE_FILE
+
+    def _record_trace(self, plan: _Plan, steps: list[int]) -> None:
+        logged = [r for r, s in enumerate(steps) if s % TRACE_EVERY == 0]
         if logged:
             # Device tensors are kept until the next write, so step() does not wait for them.
-            self._debug_pending.append(
+            self._trace_pending.append(
                 (
                     plan.meta,
                     logged,
@@ -643,10 +768,10 @@ class FAMOptimizer(Optimizer):
                 )
             )
 
-    def flush_debug(self) -> None:
-        """Append the pending debug records to ``<debug_dir>/fam_debug.jsonl``."""
-        pending, self._debug_pending = self._debug_pending, []
-        if not pending or not self.debug_dir:
+    def flush_trace(self) -> None:
+        """Append the pending trace records to ``<directory>/fam_trace.jsonl`` now."""
+        pending, self._trace_pending = self._trace_pending, []
+        if not pending or self._trace_dir is None:
             return
         lines = []
         for meta, logged, steps, ema, momentum in pending:
@@ -662,15 +787,15 @@ class FAMOptimizer(Optimizer):
                     "momentum": momenta[r],
                 }
                 lines.append(json.dumps(record) + "\n")
-        os.makedirs(self.debug_dir, exist_ok=True)
-        with open(os.path.join(self.debug_dir, DEBUG_FILE), "a", encoding="utf-8") as handle:
+        os.makedirs(self._trace_dir, exist_ok=True)
+        with open(os.path.join(self._trace_dir, TRACE_FILE), "a", encoding="utf-8") as handle:
             handle.writelines(lines)
-        logger.debug("wrote %d FAM debug records to %s", len(lines), self.debug_dir)
+        logger.debug("wrote %d FAM trace records to %s", len(lines), self._trace_dir)
 
     def close(self) -> None:
-        """Write any pending debug records (also done on garbage collection)."""
-        if self.__dict__.get("debug") and self.__dict__.get("_debug_pending"):
-            self.flush_debug()
+        """Write any pending trace records (also done on garbage collection)."""
+        if self.__dict__.get("_trace_pending"):
+            self.flush_trace()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

@@ -8,9 +8,15 @@
 3. an entry point of the group ``fambench.optimizers`` (the object it loads may be an
    :class:`OptimizerSpec`, an Optimizer subclass or a callable taking the model).
 
-Overrides are checked against the entry's defaults (unknown keys are refused, listing the valid
-ones) and against the usual ranges (``lr > 0``, momenta in ``[0, 1)``, ...). Every problem is an
-:class:`OptimizerConfigError` with a one-line message.
+Overrides are checked generically against the entry's defaults: unknown keys are refused
+(listing the valid ones) and a value must fit its default's type (see :func:`_check_value`).
+Ranges are the optimizer's own business: it checks its values when built, and
+:func:`build_optimizer` reports its ``ValueError``/``TypeError``. Every problem is an
+:class:`OptimizerConfigError` with a one-line message naming the optimizer.
+
+The registry knows no optimizer by name: what a trainer or a comparison needs is a capability an
+entry declares (``OptimizerSpec.ablation_of``) or an optimizer implements
+(:class:`~fambench.optim.tracing.TraceWriter`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import inspect
 import json
 import logging
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -31,7 +38,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from fambench.optim.fam import SAMPLING_MODES, FAMOptimizer
+from fambench.optim.fam import FAMOptimizer
 from fambench.optim.groups import get_parameter_groups
 from fambench.optim.simple_fam import SimpleFAM
 
@@ -61,20 +68,19 @@ class OptimizerSpec:
     """A registry entry.
 
     ``factory(model, **hyperparameters)`` builds the optimizer; ``defaults`` lists every
-    hyperparameter it accepts with its default (treat it as read-only). ``is_fam`` tells a
-    trainer that the optimizer accepts ``debug``/``debug_dir``; ``trace`` whether a trainer
-    should turn that trace on (off for ``fam-fixed``: tracing would run the frequency analysis
-    it exists to leave out, and charge it to its wall-clock). ``accepts_any`` is set when the
-    factory takes ``**kwargs`` (keys beyond ``defaults`` are then passed through).
+    hyperparameter it accepts with its default (treat it as read-only). ``accepts_any`` is set
+    when the factory takes ``**kwargs`` (keys beyond ``defaults`` are then passed through).
+    ``ablation_of`` is the registry name of the optimizer this entry is an ablation of (the same
+    method with one part switched off, e.g. ``fam-fixed`` of ``fam``), so that a comparison can
+    label the pair "ablation" rather than "baseline"; None for an optimizer of its own.
     """
 
     name: str
     description: str
     defaults: dict[str, Any]
     factory: Callable[..., Optimizer] = field(repr=False)
-    is_fam: bool = False
     accepts_any: bool = False
-    trace: bool = True
+    ablation_of: str | None = None
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
@@ -86,20 +92,28 @@ def register_optimizer(
     *,
     defaults: Mapping[str, Any],
     description: str,
-    is_fam: bool = False,
-    trace: bool = True,
+    ablation_of: str | None = None,
     replace: bool = False,
 ) -> OptimizerSpec:
-    """Register ``factory(model, **hyperparameters)`` under ``name`` and return its spec."""
+    """Register ``factory(model, **hyperparameters)`` under ``name`` and return its spec.
+
+    ``ablation_of`` names the optimizer this one is an ablation of (see :class:`OptimizerSpec`).
+    """
     if not isinstance(name, str) or not name or ":" in name:
         raise OptimizerConfigError(f"invalid optimizer name {name!r} (non-empty, no ':')")
     if not callable(factory):
         raise OptimizerConfigError(f"optimizer {name!r}: factory must be callable")
+    if ablation_of is not None and (
+        not isinstance(ablation_of, str) or not ablation_of or ablation_of == name
+    ):
+        raise OptimizerConfigError(
+            f"optimizer {name!r}: ablation_of must name another optimizer, got {ablation_of!r}"
+        )
     if name in _REGISTRY and not replace:
         raise OptimizerConfigError(
             f"optimizer {name!r} is already registered (pass replace=True to override it)"
         )
-    spec = OptimizerSpec(name, description, dict(defaults), factory, is_fam, trace=trace)
+    spec = OptimizerSpec(name, description, dict(defaults), factory, ablation_of=ablation_of)
     _REGISTRY[name] = spec
     return spec
 
@@ -148,12 +162,20 @@ def get_optimizer_spec(name: str) -> OptimizerSpec:
 
 
 def resolve_hyperparameters(name: str, **overrides: Any) -> dict[str, Any]:
-    """Hyperparameters ``build_optimizer(name, ...)`` would use: defaults + checked overrides."""
+    """Hyperparameters ``build_optimizer(name, ...)`` would use: defaults + overrides.
+
+    Only the generic checks run here (known keys, types that fit the defaults); the optimizer
+    checks its ranges when :func:`build_optimizer` builds it.
+    """
     return _resolve(get_optimizer_spec(name), overrides)
 
 
 def build_optimizer(name: str, model: nn.Module | Iterable, **overrides: Any) -> Optimizer:
-    """Build optimizer ``name`` for ``model`` with hyperparameter ``overrides``."""
+    """Build optimizer ``name`` for ``model`` with hyperparameter ``overrides``.
+
+    A ``ValueError`` or ``TypeError`` of the factory (the optimizer refusing a value) becomes an
+    :class:`OptimizerConfigError` naming the optimizer.
+    """
     spec = get_optimizer_spec(name)
     hyperparameters = _resolve(spec, overrides)
     try:
@@ -200,61 +222,39 @@ def parse_override_value(text: str) -> Any:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_range(key: str, value: Any, low: float, high: float | None, closed_high: bool) -> str:
-    if not _is_number(value) or not math.isfinite(value):
-        return f"{key} must be a number, got {value!r}"
-    if value < low or (high is not None and (value > high if closed_high else value >= high)):
-        upper = "]" if closed_high else ")"
-        bound = f"in [{low:g}, {high:g}{upper}" if high is not None else f">= {low:g}"
-        return f"{key} must be {bound}, got {value!r}"
-    return ""
+    """A finite int or float (bools are not numbers here)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Integral):
+        return True
+    return isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def _check_value(key: str, value: Any, default: Any) -> str:
-    """Empty string when ``value`` is acceptable for ``key``, else the problem."""
-    if value is None and default is None:
-        return ""
-    if key == "lr":
-        if not _is_number(value) or not math.isfinite(value) or value <= 0:
-            return f"lr must be a number > 0, got {value!r}"
-        return ""
-    if key in ("alpha", "beta", "momentum"):
-        return _check_range(key, value, 0.0, 1.0, closed_high=False)
-    if key == "dampening":
-        return _check_range(key, value, 0.0, 1.0, closed_high=True)
-    if key in ("weight_decay", "eps"):
-        return _check_range(key, value, 0.0, None, closed_high=False)
-    if key == "betas":
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            return f"betas must be a pair like [0.9, 0.999], got {value!r}"
-        for beta in value:
-            problem = _check_range("betas", beta, 0.0, 1.0, closed_high=False)
-            if problem:
-                return problem
-        return ""
-    if key in ("n_bands", "fam_start_step", "min_size", "debug_interval", "seed"):
-        low = {"n_bands": 1, "debug_interval": 1, "seed": None}.get(key, 0)
-        if (
-            not isinstance(value, int)
-            or isinstance(value, bool)
-            or (low is not None and value < low)
-        ):
-            bound = "an integer" if low is None else f"an integer >= {low}"
-            return f"{key} must be {bound}, got {value!r}"
-        return ""
-    if key == "sampling":
-        if value not in SAMPLING_MODES:
-            return f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {value!r}"
-        return ""
-    if key == "debug_dir":
-        return (
-            "" if isinstance(value, str) and value else f"debug_dir must be a path, got {value!r}"
+    """Empty string when ``value`` fits the type of ``default``, else the problem.
+
+    bool default → a bool; int/float default → a finite number (not a bool); str default → a
+    string; tuple/list default → a list or tuple of the same length, with numbers where the
+    default has numbers; None or any other default → anything. Ranges are the optimizer's own.
+    """
+    if isinstance(default, bool):
+        return "" if isinstance(value, bool) else f"{key} must be true or false, got {value!r}"
+    if isinstance(default, (int, float)):
+        return "" if _is_number(value) else f"{key} must be a number, got {value!r}"
+    if isinstance(default, str):
+        return "" if isinstance(value, str) else f"{key} must be a string, got {value!r}"
+    if isinstance(default, (tuple, list)):
+        fits = (
+            isinstance(value, (tuple, list))
+            and len(value) == len(default)
+            and all(
+                _is_number(item)
+                for item, model in zip(value, default, strict=True)
+                if _is_number(model)
+            )
         )
-    if isinstance(default, bool) and not isinstance(value, bool):
-        return f"{key} must be true or false, got {value!r}"
+        if not fits:
+            return f"{key} must be a list of {len(default)} values like {list(default)!r}, got {value!r}"
     return ""
 
 
@@ -358,7 +358,6 @@ def _spec_from_object(name: str, obj: Any) -> OptimizerSpec:
             _first_doc_line(obj) or f"{obj.__module__}.{obj.__qualname__}",
             defaults,
             factory,
-            is_fam=issubclass(obj, FAMOptimizer),
             accepts_any=accepts_any,
         )
     if callable(obj):
@@ -368,7 +367,6 @@ def _spec_from_object(name: str, obj: Any) -> OptimizerSpec:
             _first_doc_line(obj) or name,
             defaults,
             obj,
-            is_fam=bool(getattr(obj, "is_fam", False)),
             accepts_any=accepts_any,
         )
     raise OptimizerConfigError(
@@ -392,10 +390,8 @@ _FAM_DEFAULTS: dict[str, Any] = {
     "layer_boost": True,
     "sampling": "ordered",
     "seed": 0,
-    "debug": False,
-    "debug_dir": "./fam_debug",
-    "debug_interval": 1000,
 }
+"""FAM's hyperparameters. Its trace is no hyperparameter: see FAMOptimizer.start_trace."""
 
 
 def _fam_factory(adaptive: bool) -> Callable[..., Optimizer]:
@@ -419,9 +415,6 @@ def _fam_factory(adaptive: bool) -> Callable[..., Optimizer]:
             fam_start_step=hp["fam_start_step"],
             layer_boost=hp["layer_boost"],
             min_size=hp["min_size"],
-            debug=hp["debug"],
-            debug_dir=hp["debug_dir"],
-            debug_interval=hp["debug_interval"],
             sampling=hp["sampling"],
             seed=hp["seed"],
             adaptive=adaptive,
@@ -450,15 +443,13 @@ register_optimizer(
         "Frequency-Adaptive Momentum over module-type groups (conv/attention/embedding/norm/"
         "other); alpha/n_bands none = each group's own value"
     ),
-    is_fam=True,
 )
 register_optimizer(
     "fam-fixed",
     _fam_factory(adaptive=False),
     defaults=_FAM_DEFAULTS,
     description="FAM with frequency adaptation off: same groups and update, momentum = alpha",
-    is_fam=True,
-    trace=False,
+    ablation_of="fam",
 )
 register_optimizer(
     "simple-fam",

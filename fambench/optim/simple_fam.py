@@ -1,4 +1,4 @@
-"""SimpleFAM: the specification's lightweight FAM variant (one rule, no handlers, no debug).
+"""SimpleFAM: the specification's lightweight FAM variant (one rule, no handlers, no trace).
 
 For tensors with more than 1000 entries, after their 100th step, the momentum becomes
 ``min(0.98, alpha + 0.05 * r)`` where ``r`` is the share of the upper half of the magnitude

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fambench.metrics import error_rates, greedy_decode
+from fambench.workloads.recognition import error_rates, greedy_decode
 
 
 def _one_hot_log_probs(paths: list[list[int]], vocab: int = 6) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """Plain per-tensor reference of the FAM specification's algorithm (for tests and benchmarks).
 
+Used to check the fast FAMOptimizer (tests) and as a timing baseline (benchmarks); not part
+of the optimizer registry. Depends on torch only, like the rest of fambench.optim.
+
 Written for clarity, not speed: one parameter at a time, Python loops over bands, ``.item()``
 per band, the band EMA as a dict of Python floats — as the specification does it. Only the
 specification's defects that would make it unusable as a reference are left out: no prints,

@@ -1,4 +1,8 @@
-"""FAMScheduler: linear warmup, hold, cosine decay to ``eta_min`` — for any optimizer."""
+"""WarmupHoldCosine: linear warmup, hold, cosine decay to ``eta_min`` — for any optimizer.
+
+``FAMScheduler`` and ``FAMScheduler2`` are the FAM specification's names for this schedule and
+remain available as aliases of the same class.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,11 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["FAMScheduler", "FAMScheduler2"]
+__all__ = ["FAMScheduler", "FAMScheduler2", "WarmupHoldCosine"]
 
 
-class FAMScheduler(LRScheduler):
-    """Step-based schedule: warmup → hold → cosine.
+class WarmupHoldCosine(LRScheduler):
+    """Step-based schedule: linear warmup → hold → cosine decay (every optimizer's schedule).
 
     At scheduler step ``t`` and base learning rate ``base``:
 
@@ -35,6 +39,7 @@ class FAMScheduler(LRScheduler):
         eta_min: float = 1e-6,
         last_epoch: int = -1,
     ) -> None:
+        name = type(self).__name__
         decay_start = warmup_steps if decay_start_step is None else decay_start_step
         for key, value in (
             ("warmup_steps", warmup_steps),
@@ -42,22 +47,19 @@ class FAMScheduler(LRScheduler):
             ("decay_start_step", decay_start),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(
-                    f"FAMScheduler: {key} must be a non-negative integer, got {value!r}"
-                )
+                raise ValueError(f"{name}: {key} must be a non-negative integer, got {value!r}")
         if total_steps <= warmup_steps:
             raise ValueError(
-                f"FAMScheduler: total_steps ({total_steps}) must exceed "
-                f"warmup_steps ({warmup_steps})"
+                f"{name}: total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})"
             )
         if not warmup_steps <= decay_start < total_steps:
             raise ValueError(
-                f"FAMScheduler: decay_start_step ({decay_start}) must be in "
+                f"{name}: decay_start_step ({decay_start}) must be in "
                 f"[warmup_steps, total_steps) = [{warmup_steps}, {total_steps})"
             )
         for key, value in (("warmup_start_lr", warmup_start_lr), ("eta_min", eta_min)):
             if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"FAMScheduler: {key} must be >= 0, got {value!r}")
+                raise ValueError(f"{name}: {key} must be >= 0, got {value!r}")
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
         self.decay_start_step = decay_start
@@ -85,5 +87,8 @@ class FAMScheduler(LRScheduler):
         return self.get_lr()
 
 
-FAMScheduler2 = FAMScheduler
-"""Alias: the specification's usage example calls ``FAMScheduler2`` (FAMScheduler's signature)."""
+FAMScheduler = WarmupHoldCosine
+"""Alias: the FAM specification's name for this schedule."""
+
+FAMScheduler2 = WarmupHoldCosine
+"""Alias: the name the specification's usage example calls (the same class)."""

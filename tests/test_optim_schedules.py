@@ -1,4 +1,4 @@
-"""FAMScheduler: warmup → hold → cosine, with any optimizer."""
+"""WarmupHoldCosine (alias FAMScheduler, FAMScheduler2): warmup → hold → cosine, any optimizer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from fambench.optim import FAMOptimizer, FAMScheduler, FAMScheduler2
+from fambench.optim import FAMOptimizer, FAMScheduler, FAMScheduler2, WarmupHoldCosine, schedules
 
 
 def _optimizer(kind: str = "sgd", lrs=(0.1, 0.02)):
@@ -31,7 +31,7 @@ def _run(scheduler, optimizer, steps):
 @pytest.mark.parametrize("kind", ["sgd", "fam"])
 def test_warmup_hold_cosine_values(kind):
     optimizer = _optimizer(kind)
-    scheduler = FAMScheduler(
+    scheduler = WarmupHoldCosine(
         optimizer,
         warmup_steps=10,
         total_steps=50,
@@ -56,8 +56,14 @@ def test_warmup_hold_cosine_values(kind):
     assert history[59] == pytest.approx([1e-4, 1e-4])  # stays at eta_min after total_steps
 
 
-def test_decay_start_defaults_to_warmup_end_and_alias():
-    assert FAMScheduler2 is FAMScheduler
+def test_the_specifications_names_are_aliases_of_the_same_class():
+    assert FAMScheduler is WarmupHoldCosine and FAMScheduler2 is WarmupHoldCosine
+    assert {"FAMScheduler", "FAMScheduler2", "WarmupHoldCosine"} <= set(schedules.__all__)
+    scheduler = FAMScheduler(_optimizer(), warmup_steps=2, total_steps=4)
+    assert type(scheduler) is WarmupHoldCosine
+
+
+def test_decay_start_defaults_to_warmup_end():
     optimizer = _optimizer(lrs=(1.0,))
     scheduler = FAMScheduler2(optimizer=optimizer, warmup_steps=4, total_steps=8, eta_min=0.0)
     history = [lrs[0] for lrs in _run(scheduler, optimizer, 9)]
@@ -68,10 +74,10 @@ def test_decay_start_defaults_to_warmup_end_and_alias():
 
 def test_state_dict_round_trip():
     optimizer = _optimizer()
-    scheduler = FAMScheduler(optimizer, warmup_steps=5, total_steps=40)
+    scheduler = WarmupHoldCosine(optimizer, warmup_steps=5, total_steps=40)
     _run(scheduler, optimizer, 12)
     restored_optimizer = _optimizer()
-    restored = FAMScheduler(restored_optimizer, warmup_steps=5, total_steps=40)
+    restored = WarmupHoldCosine(restored_optimizer, warmup_steps=5, total_steps=40)
     restored_optimizer.load_state_dict(optimizer.state_dict())
     restored.load_state_dict(scheduler.state_dict())
     assert _run(restored, restored_optimizer, 10) == _run(scheduler, optimizer, 10)
@@ -90,5 +96,13 @@ def test_state_dict_round_trip():
     ],
 )
 def test_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"^WarmupHoldCosine: .*{message}"):
         FAMScheduler(_optimizer(), **kwargs)
+
+
+def test_errors_name_a_subclass():
+    class Shorter(WarmupHoldCosine):
+        pass
+
+    with pytest.raises(ValueError, match="^Shorter: warmup_steps must be"):
+        Shorter(_optimizer(), warmup_steps=-1)

@@ -1,4 +1,4 @@
-"""Run-directory files: atomic writes, the lock, loading runs back into pandas."""
+"""The run-directory format: its writers, the lock, and loading runs back into pandas."""
 
 from __future__ import annotations
 
@@ -12,23 +12,22 @@ import pandas as pd
 import pytest
 
 from fambench.errors import ResultsError
-from fambench.results import (
+from fambench.rundir import (
+    FORMAT_VERSION,
     METRIC_COLUMNS,
+    SUMMARY_FIELDS,
     RunFiles,
     RunLock,
+    Summary,
     load_run,
-    metrics_frame,
-    write_json_atomic,
-    write_table_atomic,
 )
 
 
 def _make_run(root, run_id="synth-fam-s0-00000000", status="completed", wer=0.5):
     files = RunFiles(root / run_id)
-    write_json_atomic(
-        files.config,
+    files.write_config(
         {
-            "format_version": 1,
+            "format_version": FORMAT_VERSION,
             "run_id": run_id,
             "preset": "synth",
             "optimizer": "fam",
@@ -39,19 +38,17 @@ def _make_run(root, run_id="synth-fam-s0-00000000", status="completed", wer=0.5)
             "model": {"d_model": 144},
             "target_wer": 0.6,
             "provenance": {"torch": "2.14.1", "threads": 2},
-        },
+        }
     )
-    write_json_atomic(
-        files.summary,
-        {
-            "format_version": 1,
-            "run_id": run_id,
-            "status": status,
-            "steps": 20,
-            "train_s": 4.0,
-            "final_dev_wer": wer,
-            "time_to_target_s": float("nan"),
-        },
+    files.write_summary(
+        Summary(
+            run_id=run_id,
+            status=status,
+            steps=20,
+            train_s=4.0,
+            final_dev_wer=wer,
+            time_to_target_s=float("nan"),
+        )
     )
     files.write_metrics(
         [
@@ -74,8 +71,10 @@ def test_written_run_reads_back(tmp_path):
     files = _make_run(tmp_path)
     run = load_run(files.root)
     assert run.run_id == "synth-fam-s0-00000000"
-    assert run.summary["status"] == "completed" and run.summary["final_dev_wer"] == 0.5
-    assert run.summary["time_to_target_s"] is None  # NaN is written as null
+    assert run.summary.status == "completed" and run.summary.final_dev_wer == 0.5
+    on_disk = json.loads(files.summary.read_text())
+    assert on_disk["time_to_target_s"] is None  # NaN is written as null
+    assert tuple(on_disk) == SUMMARY_FIELDS and on_disk["format_version"] == FORMAT_VERSION
     assert list(run.metrics.columns) == list(METRIC_COLUMNS)
     assert run.metrics["step"].dtype == "int64"
     assert math.isnan(run.metrics.loc[0, "dev_wer"]) and run.metrics.loc[2, "dev_wer"] == 0.5
@@ -87,8 +86,9 @@ def test_a_run_still_starting_reads_as_running(tmp_path):
     files = _make_run(tmp_path)
     files.summary.unlink()
     files.metrics_parquet.unlink()
+    files.metrics_csv.unlink()
     run = load_run(files.root)
-    assert run.summary["status"] == "running" and run.metrics.empty
+    assert run.summary is None and run.status == "running" and run.metrics.empty
 
 
 def test_clear_errors(tmp_path):
@@ -96,23 +96,13 @@ def test_clear_errors(tmp_path):
     config = json.loads(files.config.read_text())
     config["format_version"] = 0
     files.config.write_text(json.dumps(config))
-    with pytest.raises(ResultsError, match=r"format_version 0.*reads format_version 1"):
+    with pytest.raises(
+        ResultsError, match=rf"is format 0; this fambench reads format {FORMAT_VERSION}"
+    ):
         load_run(files.root)
     files.config.write_text("{broken")
     with pytest.raises(ResultsError, match="not valid JSON"):
         load_run(files.root)
-
-
-def test_atomic_writes_leave_no_temporary_files_and_keep_old_content_on_failure(tmp_path):
-    path = tmp_path / "x.json"
-    write_json_atomic(path, {"a": 1})
-    with pytest.raises(TypeError):
-        write_json_atomic(path, {"a": object()})
-    assert json.loads(path.read_text()) == {"a": 1}
-    write_table_atomic(metrics_frame([{"step": 1, "train_loss": 2.0}]), tmp_path / "m.parquet")
-    with pytest.raises(ValueError, match="unknown table format"):
-        write_table_atomic(metrics_frame([]), tmp_path / "m.txt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "x.json"]
 
 
 def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):

@@ -1,0 +1,101 @@
+"""The training loop, top to bottom: budget → evaluate + checkpoint → step → log."""
+
+from __future__ import annotations
+
+import time
+
+from fambench.rundir import train_row
+from fambench.training.checkpoint import save_checkpoint
+from fambench.training.state import Boundary
+from fambench.training.step import Diverged, RunContext, train_step
+from fambench.workloads.recognition import evaluate
+
+
+def train_loop(run: RunContext) -> tuple[str, str]:
+    """Train until the step or time budget is spent; returns (status, message).
+
+    Divergence ends the run ("diverged"); Ctrl-C ends it "interrupted", with a checkpoint at
+    the last step boundary so the same command resumes it.
+    """
+    state, trainee, plan = run.state, run.trainee, run.plan
+    trainee.model.train()
+    boundary = Boundary.of(trainee, state)
+    try:
+        while True:
+            done = budget_spent(run)
+            due = done or state.step % plan.preset.eval_every == 0
+            if state.step > 0 and state.last_eval_step != state.step and due:
+                evaluate_dev(run)
+                save_checkpoint(
+                    run.files.checkpoint, plan.run_id, trainee, state, Boundary.of(trainee, state)
+                )
+                run.logger.write_metrics(state)
+                run.logger.write_summary(state, "running", "training")
+            if done:
+                break
+            # An interruption inside the step saves this boundary: by then the forward pass has
+            # drawn dropout and SpecAugment randomness that a resumed run must draw again.
+            mark = time.perf_counter()
+            boundary = Boundary.of(trainee, state)
+            ended = train_step(run, mark)
+            # Bookkeeping and the progress display count as training time too.
+            tail = time.perf_counter() - ended
+            state.train_s += tail
+            run.session.train_s += tail
+    except Diverged as exc:
+        state.rows.append(train_row(exc.step, state.train_s, exc.loss, exc.lr, exc.grad_norm))
+        run.logger.write_metrics(state)
+        return "diverged", str(exc)
+    except KeyboardInterrupt:
+        return interrupted(run, boundary)
+    if run.data.test is not None:
+        state.test, _ = timed_evaluation(run, "test")
+    run.logger.write_metrics(state)
+    return "completed", completion_message(run)
+
+
+def budget_spent(run: RunContext) -> bool:
+    budget = run.plan.request.time_budget_s
+    state = run.state
+    return state.step >= run.plan.total_steps or (budget is not None and state.train_s >= budget)
+
+
+def timed_evaluation(run: RunContext, split: str) -> tuple[dict[str, float], float]:
+    """Evaluate on the dev or test split: (wer, cer, loss), seconds (counted as eval time)."""
+    started = time.perf_counter()
+    rates = evaluate(
+        run.trainee.model, getattr(run.data, split), run.data, run.plan.preset, run.trainee.device
+    )
+    seconds = time.perf_counter() - started
+    run.state.eval_s += seconds
+    return rates, seconds
+
+
+def evaluate_dev(run: RunContext) -> None:
+    rates, seconds = timed_evaluation(run, "dev")
+    run.state.record_eval(rates)
+    run.logger.evaluation(run.state, rates, seconds)
+
+
+def interrupted(run: RunContext, boundary: Boundary) -> tuple[str, str]:
+    """Save what an interruption allows and say how to resume."""
+    state = run.state
+    if run.session.in_update:
+        message = (
+            "interrupted during an update; run the same command to resume from the last checkpoint"
+        )
+    else:
+        if boundary.step != state.step:  # the step had finished: its end is the boundary
+            boundary = Boundary.of(run.trainee, state)
+        save_checkpoint(run.files.checkpoint, run.plan.run_id, run.trainee, state, boundary)
+        message = f"interrupted at step {state.step}; run the same command to resume"
+    run.logger.write_metrics(state)
+    return "interrupted", message
+
+
+def completion_message(run: RunContext) -> str:
+    budget, steps = run.plan.request.time_budget_s, run.state.step
+    message = f"completed {steps} steps"
+    if budget is not None and steps < run.plan.total_steps:
+        message += f" (time budget of {budget:g} s reached)"
+    return message

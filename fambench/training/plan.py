@@ -1,0 +1,197 @@
+"""From what the user asked for to the resolved plan of one run, and the run's identity.
+
+`plan_run` validates everything before anything is written: preset, budget, optimizer name,
+hyperparameters (the optimizer's own checks, by building it on a probe module), data root,
+output directory. The run id hashes what decides the result and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fambench.errors import ConfigError, ResultsError
+from fambench.optim import build_optimizer, get_optimizer_spec, resolve_hyperparameters
+from fambench.rundir import hparams_key
+from fambench.workloads import Preset, get_preset, load_tuned, resolve_data_root
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked for. Everything else comes from the preset and the tuned values."""
+
+    optimizer: str
+    preset: str = "synth"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    steps: int | None = None  # default: the preset's step budget
+    time_budget_s: float | None = None  # stop after this many training seconds
+    out_dir: Path = Path("results")
+    cache_dir: Path = Path("data")
+    data_root: Path | None = None
+    force: bool = False
+    tensorboard: bool = False
+    threads: int | None = None  # default: the CPU cores this process may use, at most 16
+    device: str | None = None  # default: cuda when available, else cpu
+    command: str | None = None  # the command line, for provenance
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A validated request: the resolved configuration of one run."""
+
+    request: RunRequest
+    preset: Preset
+    optimizer_name: str
+    ablation_of: str | None  # the registry's word: this optimizer is an ablation of that one
+    explicit_hparams: dict[str, Any]  # tuned values + user overrides (labels the run)
+    hyperparameters: dict[str, Any]  # everything the optimizer is built with
+    tuned_from: str | None  # the sweep the tuned values came from
+    schedule: dict[str, int]  # warmup_steps, decay_start_step, total_steps
+    run_id: str
+    run_dir: Path
+    data_root: Path | None
+    device: torch.device
+    threads: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.schedule["total_steps"]
+
+    @property
+    def hparams_key(self) -> str:
+        return hparams_key(self.explicit_hparams)
+
+
+def default_threads() -> int:
+    """The CPU cores this process may run on (at most 16)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 16))
+
+
+def run_identity(
+    preset: Preset,
+    optimizer: str,
+    hyperparameters: Mapping[str, Any],
+    request: RunRequest,
+    total_steps: int,
+    data_root: Path | None,
+) -> dict[str, Any]:
+    """What decides a run's result: preset settings (no description), resolved
+    hyperparameters, seed, budget and data. Equal identities share one run directory."""
+    return {
+        "preset": preset.identity(),
+        "optimizer": optimizer,
+        "hyperparameters": dict(hyperparameters),
+        "seed": request.seed,
+        "steps": total_steps,
+        "time_budget_s": request.time_budget_s,
+        "data_root": str(data_root) if data_root is not None else None,
+    }
+
+
+def run_id_of(identity: Mapping[str, Any]) -> str:
+    """``<preset>-<optimizer>-s<seed>-<first 8 hex of sha1(identity as sorted JSON)>``."""
+    text = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    optimizer = re.sub(r"[^A-Za-z0-9_-]", "_", identity["optimizer"])
+    return f"{identity['preset']['name']}-{optimizer}-s{identity['seed']}-{digest}"
+
+
+def schedule_steps(preset: Preset, total: int) -> dict[str, int]:
+    """The schedule's steps; WarmupHoldCosine needs warmup <= decay_start < total."""
+    warmup = min(max(1, round(preset.schedule.warmup_fraction * total)), total - 1)
+    decay_start = min(max(warmup, round(preset.schedule.decay_start_fraction * total)), total - 1)
+    return {"warmup_steps": warmup, "decay_start_step": decay_start, "total_steps": total}
+
+
+def _check_request(request: RunRequest) -> None:
+    if request.steps is not None and request.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {request.steps}")
+    if request.time_budget_s is not None and not request.time_budget_s > 0:
+        raise ConfigError(f"--time-budget must be positive, got {request.time_budget_s}")
+    if request.threads is not None and request.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {request.threads}")
+    if request.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install 'fambench[tensorboard]'"
+            ) from None
+
+
+def _check_writable(out_dir: Path) -> None:
+    probe = out_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ResultsError(f"cannot write results to {out_dir}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ResultsError(f"cannot write results to {out_dir}: {probe} is not writable")
+
+
+def _device(request: RunRequest) -> torch.device:
+    if request.device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(request.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but torch sees no CUDA device")
+    return device
+
+
+def _hyperparameters(request: RunRequest, preset: Preset) -> tuple[Any, dict, dict, str | None]:
+    """(spec, explicit, resolved, tuned source); the optimizer's own checks run on a probe."""
+    try:
+        spec = get_optimizer_spec(request.optimizer)
+        tuned = load_tuned(preset.name)
+        explicit = {**tuned.for_optimizer(spec.name), **request.overrides}
+        resolved = resolve_hyperparameters(request.optimizer, **explicit)
+        with torch.random.fork_rng(devices=[]):  # the probe must not move the global RNG
+            build_optimizer(request.optimizer, torch.nn.Linear(4, 4), **explicit)
+    except ValueError as exc:  # OptimizerConfigError: unknown name, key or bad value
+        raise ConfigError(str(exc)) from None
+    source = tuned.source if tuned.for_optimizer(spec.name) else None
+    return spec, explicit, resolved, source
+
+
+def plan_run(request: RunRequest) -> RunPlan:
+    """Validate the request and resolve it; raises a FambenchError for any bad input."""
+    preset = get_preset(request.preset)
+    _check_request(request)
+    spec, explicit, resolved, tuned_from = _hyperparameters(request, preset)
+    data_root = resolve_data_root(preset, request.data_root)
+    _check_writable(Path(request.out_dir))
+    schedule = schedule_steps(preset, request.steps or preset.steps)
+    identity = run_identity(
+        preset, spec.name, resolved, request, schedule["total_steps"], data_root
+    )
+    run_id = run_id_of(identity)
+    return RunPlan(
+        request=request,
+        preset=preset,
+        optimizer_name=spec.name,
+        ablation_of=spec.ablation_of,
+        explicit_hparams=explicit,
+        hyperparameters=resolved,
+        tuned_from=tuned_from,
+        schedule=schedule,
+        run_id=run_id,
+        run_dir=Path(request.out_dir) / run_id,
+        data_root=data_root,
+        device=_device(request),
+        threads=request.threads or default_threads(),
+    )

@@ -1,0 +1,116 @@
+"""Running one request end to end: plan, skip or resume, lock the directory, train, record."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fambench.errors import ResultsError
+from fambench.optim import TraceWriter
+from fambench.rundir import FINISHED, RunFiles, RunLock
+from fambench.rundir.loading import read_summary
+from fambench.training.checkpoint import load_checkpoint
+from fambench.training.logger import ProgressCallback, RunLogger
+from fambench.training.loop import train_loop
+from fambench.training.plan import RunRequest, plan_run
+from fambench.training.record import run_config
+from fambench.training.setup import build_trainee
+from fambench.training.state import TrainState
+from fambench.training.step import RunContext
+from fambench.workloads import load_workload_data
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """The result of run_training."""
+
+    run_id: str
+    run_dir: Path
+    status: str
+    summary: dict[str, Any]
+    resumed: bool = False
+    skipped: bool = False  # True when the run had already finished and was only reported
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase this session
+
+
+def _finished(files: RunFiles, force: bool) -> RunOutcome | None:
+    summary = None if force else read_summary(files)
+    if summary is None or summary.status not in FINISHED:
+        return None
+    return RunOutcome(summary.run_id, files.root, summary.status, summary.to_json(), skipped=True)
+
+
+def run_training(request: RunRequest, progress: ProgressCallback | None = None) -> RunOutcome:
+    """Train (or resume, or report) the run described by request.
+
+    Raises a FambenchError (ConfigError, DataError, ResultsError) for bad input, before
+    anything is written. A finished run (completed or diverged) is reported, not rerun, unless
+    ``force``; an interrupted one resumes from its checkpoint. KeyboardInterrupt inside the
+    loop is caught: the run is saved with status "interrupted" and returned.
+    """
+    plan = plan_run(request)
+    files = RunFiles(plan.run_dir)
+    if (done := _finished(files, request.force)) is not None:
+        return done
+    torch.set_num_threads(plan.threads)
+    logger = RunLogger(plan, files, progress)
+    logger.message("setup", "preparing data")
+    data = load_workload_data(
+        plan.preset,
+        Path(request.cache_dir),
+        plan.data_root,
+        log_message=lambda text: logger.message("setup", text),
+    )
+    trainee = build_trainee(plan, data)
+    try:
+        files.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"cannot create run directory {files.root}: {exc.strerror}") from exc
+    with RunLock(files.lock):
+        if (done := _finished(files, request.force)) is not None:
+            return done
+        run = RunContext(plan, data, trainee, TrainState(), logger, files)
+        resumed = start(run)
+        try:
+            status, message = train_loop(run)
+        finally:
+            logger.close()
+            close = getattr(trainee.optimizer, "close", None)
+            if callable(close):
+                close()
+        summary = logger.write_summary(run.state, status, message)
+        logger.message("done", message, run.state.step)
+        timings = {**run.session.timings, "train_s": run.session.train_s}
+        return RunOutcome(
+            plan.run_id, plan.run_dir, status, summary.to_json(), resumed, timings=timings
+        )
+
+
+def start(run: RunContext) -> bool:
+    """Attach to the locked run directory: resume its checkpoint, or start it afresh (the files
+    of an earlier attempt removed, config and tokenizer written). True when resuming."""
+    files, plan = run.files, run.plan
+    resume = not plan.request.force and files.checkpoint.is_file()
+    if resume:
+        run.state = load_checkpoint(files.checkpoint, plan.run_id, run.trainee)
+    else:
+        for stale in (files.checkpoint, files.metrics_parquet, files.metrics_csv, files.summary):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(files.tensorboard, ignore_errors=True)
+    optimizer = run.trainee.optimizer
+    trace = None
+    if isinstance(optimizer, TraceWriter):  # a declared capability, not a name
+        trace = optimizer.start_trace(files.root, resume_step=run.state.step)
+    if resume:
+        run.logger.write_metrics(run.state)  # the rows as of the checkpoint
+    else:
+        files.write_config(run_config(plan, run.trainee.model, run.data, trace))
+        run.data.tokenizer.save(files.root)
+    if plan.request.tensorboard:
+        run.logger.open_tensorboard(run.state.step if resume else None)
+    run.logger.write_summary(run.state, "running", "training")
+    return resume

@@ -1,0 +1,41 @@
+"""Building what a run trains: the workload's model, the optimizer, its schedule, the data order."""
+
+from __future__ import annotations
+
+import torch
+
+from fambench.errors import ConfigError
+from fambench.optim import WarmupHoldCosine, build_optimizer
+from fambench.training.plan import RunPlan
+from fambench.training.state import BatchStream, Trainee
+from fambench.workloads import WorkloadData
+from fambench.workloads.recognition import build_model
+
+
+def build_trainee(plan: RunPlan, data: WorkloadData) -> Trainee:
+    """Model initialised from the seed, optimizer with the plan's hyperparameters, schedule."""
+    seed = plan.request.seed
+    torch.manual_seed(seed)
+    model = build_model(plan.preset, data).to(plan.device)
+    try:
+        optimizer = build_optimizer(plan.request.optimizer, model, **plan.explicit_hparams)
+    except ValueError as exc:  # OptimizerConfigError: the optimizer's own checks
+        raise ConfigError(str(exc)) from None
+    base_lr = float(optimizer.param_groups[0]["lr"])
+    shape = plan.preset.schedule
+    scheduler = WarmupHoldCosine(
+        optimizer,
+        warmup_steps=plan.schedule["warmup_steps"],
+        total_steps=plan.schedule["total_steps"],
+        decay_start_step=plan.schedule["decay_start_step"],
+        warmup_start_lr=base_lr * shape.warmup_start_factor,
+        eta_min=base_lr * shape.final_factor,
+    )
+    return Trainee(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        specaug_gen=torch.Generator().manual_seed(seed + 1),
+        stream=BatchStream(data.train_batcher(plan.preset.batch_frames, seed)),
+        device=plan.device,
+    )

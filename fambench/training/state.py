@@ -1,0 +1,104 @@
+"""What a run carries from step to step, and so what a checkpoint must hold to continue it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fambench.data.batching import LengthBucketBatcher
+from fambench.errors import ConfigError
+
+
+@dataclass
+class TrainState:
+    """The run's progress: counters, clocks, metric rows, the interval being averaged."""
+
+    step: int = 0
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    audio_s: float = 0.0
+    last_eval_step: int = -1
+    rows: list[dict[str, float]] = field(default_factory=list)
+    loss_sum: float = 0.0  # over the steps since the last logged row
+    grad_sum: float = 0.0
+    interval_steps: int = 0
+    final_dev: dict[str, float] | None = None  # wer, cer of the latest evaluation
+    best_dev_wer: float | None = None
+    test: dict[str, float] | None = None  # wer, cer, loss on the test split, once completed
+
+    def record_eval(self, rates: Mapping[str, float]) -> None:
+        self.last_eval_step = self.step
+        self.final_dev = {"wer": rates["wer"], "cer": rates["cer"]}
+        if self.best_dev_wer is None or rates["wer"] < self.best_dev_wer:
+            self.best_dev_wer = rates["wer"]
+
+
+class BatchStream:
+    """Training batches in order: epoch after epoch of the length-bucketed batcher."""
+
+    def __init__(self, batcher: LengthBucketBatcher) -> None:
+        self.batcher = batcher
+        self.epoch = 0
+        self.position = 0
+        self._epoch_batches: list[list[int]] | None = None
+
+    def next(self) -> list[int]:
+        if self._epoch_batches is None:
+            self._epoch_batches = self.batcher.batches(self.epoch)
+            if not self._epoch_batches:
+                raise ConfigError("the training subset yields no batches")
+        if self.position >= len(self._epoch_batches):
+            self.epoch += 1
+            self.position = 0
+            self._epoch_batches = self.batcher.batches(self.epoch)
+        batch = self._epoch_batches[self.position]
+        self.position += 1
+        return batch
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load(self, state: Mapping[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self._epoch_batches = None
+
+
+@dataclass
+class Trainee:
+    """The objects a step changes: model, optimizer, schedule, augmentation RNG, data order."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    specaug_gen: torch.Generator
+    stream: BatchStream
+    device: torch.device
+
+    def rng_state(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state(), "specaug": self.specaug_gen.get_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_rng_state(self, state: Mapping[str, Any]) -> None:
+        torch.set_rng_state(state["torch"].cpu())
+        self.specaug_gen.set_state(state["specaug"].cpu())
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"].cpu(), self.device)
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """The RNG and data position at a step boundary: where a resumed run continues from."""
+
+    step: int
+    rng: dict[str, Any]
+    stream: dict[str, int]
+
+    @classmethod
+    def of(cls, trainee: Trainee, state: TrainState) -> Boundary:
+        return cls(state.step, trainee.rng_state(), trainee.stream.state())
