@@ -3,7 +3,12 @@
 Reads run directories through `fambench.rundir` (see results/README.md); names no optimizer:
 the reference of the pairwise table is a parameter, and an optimizer that is an ablation of the
 reference says so in its config (``ablation_of``). Every statistic over seeds is computed from *completed* runs;
-diverged, interrupted and running runs are counted, never averaged, and never crash anything.
+diverged, interrupted, running and stale runs are counted, never averaged, and never crash anything.
+
+Runs are comparable, and pooled as seeds of one configuration, when they share GROUP_KEYS:
+preset, optimizer, hyperparameters and budget (steps and training seconds). A run directory
+that cannot be read is skipped with a warning (ResultSet.skipped); one run id found twice, or
+one seed found twice in a configuration, keeps the most finished copy, then the newest.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +31,11 @@ from fambench.rundir import (
     PROVENANCE_KEYS,
     STATUSES,
     SUMMARY_FIELDS,
+    RunFiles,
     find_run_dirs,
     hparams_key,
     load_run,
+    lock_is_held,
     time_to_target,
 )
 
@@ -41,6 +48,23 @@ SUMMARY_FLOATS = tuple(
     for f in SUMMARY_FIELDS
     if f not in ("format_version", "run_id", "status", "steps", "target_wer", "message")
 )
+#: The statuses compare counts (``n_<status>``): the run directory's own, and ``stale`` for a
+#: run that says it is running while no live process holds its lock (its owner is gone).
+COMPARE_STATUSES = (*STATUSES, "stale")
+STALE_MESSAGE = "its process is gone (run lock not held); rerun the same command to resume it"
+#: What makes runs comparable: runs equal on all of these are seeds of one configuration.
+GROUP_KEYS = ("preset", "optimizer", "hparams_key", "steps_budget", "time_budget_s")
+BUDGET_KEYS = ("steps_budget", "time_budget_s")
+# Of two copies of one run (or seed), the more finished one is kept; then the newer summary.
+# A status not named here (one a newer fambench writes, say) comes after all of these.
+_KEEP_ORDER = {
+    "completed": 0,
+    "diverged": 1,
+    "interrupted": 2,
+    "failed": 3,
+    "running": 4,
+    "stale": 4,
+}
 TABLE_FORMATS = ("table", "markdown", "csv", "parquet")
 DEFAULT_BOOTSTRAP = 10_000
 _MISSING = "—"
@@ -55,12 +79,15 @@ _METRIC_LABELS = {
 class ResultSet:
     """Runs loaded from disk.
 
-    runs: one row per run (config and summary flattened, plus ``run_dir`` and ``trace``, the path of the optimizer's trace file or "").
+    runs: one row per run (config and summary flattened, plus ``run_dir``, ``trace``, the path
+    of the optimizer's trace file or "", and ``summary_mtime``, NaN without summary.json).
     metrics: every metric row of every run, with a ``run_id`` column.
+    skipped: the run directories that could not be read, each with the reason.
     """
 
     runs: pd.DataFrame
     metrics: pd.DataFrame
+    skipped: tuple[tuple[Path, str], ...] = ()
 
     @property
     def presets(self) -> list[str]:
@@ -83,12 +110,19 @@ def _float(value: object) -> float:
 def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[dict, pd.DataFrame]:
     """One run: its flattened row (config + summary) and its metric rows.
 
-    A run without summary.json yet is reported as ``running``. Summary values that are missing
-    are filled from the metrics (final and best dev WER).
+    A run without summary.json yet is reported as ``running``; a ``running`` run whose lock no
+    live process holds as ``stale`` (its owner died: rerunning the same command resumes it).
+    Summary values that are missing are filled from the metrics (final and best dev WER).
+    ResultsError when the run cannot be read.
     """
-    run = load_run(run_dir)
+    files = RunFiles(Path(run_dir))
+    # Looked at before reading: a run that finishes meanwhile is not taken for a stale one.
+    held = lock_is_held(files.lock)
+    run = load_run(files.root)
     config, metrics = run.config, run.metrics
     summary = run.summary.to_json() if run.summary is not None else {}
+    status = "stale" if run.status == "running" and not held else run.status
+    message = str(summary.get("message") or ("no summary.json yet" if not summary else ""))
     row: dict = {
         "run_id": run.run_id,
         "preset": str(config.get("preset", "?")),
@@ -98,14 +132,29 @@ def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[dict, pd.DataFrame]:
             config.get("hparams_key") or hparams_key(config.get("optimizer_hparams", {}))
         ),
         "seed": config.get("seed"),
-        "status": run.status,
+        "status": status,
         "steps": _float(summary.get("steps")),
         "steps_budget": _float(config.get("steps")),
         "time_budget_s": _float(config.get("time_budget_s")),
-        "message": str(summary.get("message") or ("no summary.json yet" if not summary else "")),
+        "message": STALE_MESSAGE if status == "stale" else message,
         "optimizer_hparams": json.dumps(config.get("optimizer_hparams", {}), sort_keys=True),
         "optimizer_overrides": json.dumps(config.get("optimizer_overrides", {}), sort_keys=True),
     }
+    _add_summary_values(row, summary, config, metrics)
+    provenance = config.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
+    for key in PROVENANCE_KEYS:
+        value = provenance.get(key)
+        row[key] = "" if value is None else str(value)
+    row["run_dir"] = str(run.path)
+    trace = config.get("trace")
+    row["trace"] = str(run.path / trace) if trace and (run.path / trace).is_file() else ""
+    row["summary_mtime"] = _mtime(files.summary) if run.summary is not None else math.nan
+    metrics.insert(0, "run_id", row["run_id"])
+    return row, metrics
+
+
+def _add_summary_values(row: dict, summary: dict, config: dict, metrics: pd.DataFrame) -> None:
     for key in SUMMARY_FLOATS:
         row[key] = _float(summary.get(key))
     target = _float(summary.get("target_wer"))
@@ -117,68 +166,147 @@ def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[dict, pd.DataFrame]:
         row["best_dev_wer"] = float(evals.min())
     if math.isnan(row["steps"]) and metrics["step"].notna().any():
         row["steps"] = float(metrics["step"].max())
-    provenance = config.get("provenance")
-    provenance = provenance if isinstance(provenance, dict) else {}
-    for key in PROVENANCE_KEYS:
-        value = provenance.get(key)
-        row[key] = "" if value is None else str(value)
-    row["run_dir"] = str(run.path)
-    trace = config.get("trace")
-    row["trace"] = str(run.path / trace) if trace and (run.path / trace).is_file() else ""
-    metrics.insert(0, "run_id", row["run_id"])
-    return row, metrics
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return math.nan
+
+
+Loaded = list[tuple[dict, pd.DataFrame]]
 
 
 def load_results(paths: Iterable[str | os.PathLike[str]], preset: str | None = None) -> ResultSet:
-    """Load every run under ``paths`` (optionally only one preset) into one ResultSet."""
+    """Load every run under ``paths`` (optionally only one preset) into one ResultSet.
+
+    A run directory that cannot be read (invalid JSON, another format_version, no config.json)
+    is skipped with a warning and listed in ``skipped``; ResultsError only when none can be read.
+    Duplicates (one run id in two directories, or one seed twice in a configuration) keep one
+    copy, with a warning: the most finished (completed, diverged, interrupted, running or
+    stale), then the one whose summary.json is newest.
+    """
     paths = list(paths)
-    rows: list[dict] = []
-    frames: list[pd.DataFrame] = []
-    seen: dict[str, str] = {}
+    loaded: Loaded = []
+    skipped: list[tuple[Path, str]] = []
     for run_dir in find_run_dirs(paths):
-        row, metrics = load_run_dir(run_dir)
-        if row["run_id"] in seen:
-            log.warning(
-                "%s: run %s already loaded from %s; skipped",
-                run_dir,
-                row["run_id"],
-                seen[row["run_id"]],
-            )
-            continue
-        seen[row["run_id"]] = row["run_dir"]
-        rows.append(row)
-        frames.append(metrics)
-    runs = pd.DataFrame(rows)
+        try:
+            loaded.append(load_run_dir(run_dir))
+        except ResultsError as exc:
+            skipped.append((run_dir, _reason(run_dir, exc)))
+    if not loaded:
+        raise _nothing_readable(paths, skipped)
+    for run_dir, reason in skipped:
+        log.warning("skipped run %s: %s", run_dir, reason)
     if preset is not None:
-        found = sorted(set(runs["preset"]))
-        keep = runs["preset"] == preset
-        if not keep.any():
-            where = ", ".join(str(p) for p in paths)
-            raise ResultsError(
-                f"{where}: no runs of preset {preset!r} (presets found: {', '.join(found)})"
-            )
-        runs = runs[keep].reset_index(drop=True)
-        kept = set(runs["run_id"])
-        frames = [f for f in frames if len(f) and f["run_id"].iloc[0] in kept]
-    frames = [f for f in frames if len(f)]
+        loaded = _only_preset(loaded, preset, paths)
+    loaded = _keep_one(loaded, lambda row: row["run_id"], lambda row: f"run {row['run_id']}")
+    loaded = _keep_one(loaded, _seed_key, _seed_label)
+    frames = [f for _, f in loaded if len(f)]
     if frames:
         metrics = pd.concat(frames, ignore_index=True)
     else:
         metrics = pd.DataFrame(columns=list(METRIC_COLUMNS), dtype=float)
         metrics.insert(0, "run_id", pd.Series(dtype=str))
-    return ResultSet(runs=_sort_runs(runs), metrics=metrics)
+    runs = _sort_runs(pd.DataFrame([row for row, _ in loaded]))
+    return ResultSet(runs=runs, metrics=metrics, skipped=tuple(skipped))
+
+
+def _reason(run_dir: Path, exc: ResultsError) -> str:
+    # The error without the run directory it starts with: the warning names that once.
+    text = str(exc)
+    for prefix in (f"{run_dir}: ", f"{run_dir}{os.sep}"):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
+
+
+def _nothing_readable(paths: list, skipped: list[tuple[Path, str]]) -> ResultsError:
+    where = ", ".join(str(p) for p in paths)
+    listed = "; ".join(f"{run_dir}: {reason}" for run_dir, reason in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return ResultsError(f"{where}: no readable run ({len(skipped)} skipped): {listed}{more}")
+
+
+def _only_preset(loaded: Loaded, preset: str, paths: list) -> Loaded:
+    kept = [item for item in loaded if item[0]["preset"] == preset]
+    if not kept:
+        found = ", ".join(sorted({row["preset"] for row, _ in loaded}))
+        where = ", ".join(str(p) for p in paths)
+        raise ResultsError(f"{where}: no runs of preset {preset!r} (presets found: {found})")
+    return kept
+
+
+def _preference(row: dict | pd.Series) -> tuple[int, float]:
+    """Sort key of copies of one run or seed: the most finished first, then the newest."""
+    mtime = _float(row.get("summary_mtime"))
+    rank = _KEEP_ORDER.get(str(row["status"]), len(_KEEP_ORDER))
+    return (rank, -mtime if math.isfinite(mtime) else math.inf)
+
+
+def _keep_one(
+    loaded: Loaded, key: Callable[[dict], object], label: Callable[[dict], str]
+) -> Loaded:
+    """One run of those sharing ``key`` (see _preference), with a warning per run dropped."""
+    by_key: dict[object, list[int]] = {}
+    for i, (row, _) in enumerate(loaded):
+        by_key.setdefault(key(row), []).append(i)
+    dropped: set[int] = set()
+    for indices in by_key.values():
+        ranked = sorted(indices, key=lambda i: _preference(loaded[i][0]))  # stable: walk order
+        kept = loaded[ranked[0]][0]
+        for i in ranked[1:]:
+            other = loaded[i][0]
+            dropped.add(i)
+            log.warning(
+                "%s found twice: kept %s (%s), ignored %s (%s); the more finished copy is kept, "
+                "then the one with the newer summary.json",
+                label(kept), kept["run_dir"], kept["status"], other["run_dir"], other["status"],
+            )  # fmt: skip
+    return [item for i, item in enumerate(loaded) if i not in dropped]
+
+
+def _key_part(value: object) -> object:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _seed_key(row: dict) -> object:
+    if row["seed"] is None:
+        return ("run", row["run_dir"])  # no seed to share
+    return (*(_key_part(row[k]) for k in GROUP_KEYS), str(row["seed"]))
+
+
+def _seed_label(row: dict) -> str:
+    budget = budget_label(row["steps_budget"], row["time_budget_s"])
+    return (
+        f"seed {row['seed']} of {row['preset']} {row['optimizer']} [{row['hparams_key']}] "
+        f"at {budget}"
+    )
+
+
+def _number_key(value: object) -> tuple[int, float]:
+    x = _float(value)
+    return (0, x) if math.isfinite(x) else (1, 0.0)
+
+
+def _seed_sort_key(value: object) -> tuple[int, float, str]:
+    x = _float(value)
+    return (0, x, "") if math.isfinite(x) else (1, 0.0, str(value))
 
 
 def _sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    # By name, an ablation right after the optimizer it ablates.
+    # By budget, then by name with an ablation right after the optimizer it ablates.
     key = runs.apply(
         lambda r: (
             r["preset"],
+            _number_key(r["steps_budget"]),
+            _number_key(r["time_budget_s"]),
             r["ablation_of"] or r["optimizer"],
             bool(r["ablation_of"]),
             r["optimizer"],
             r["hparams_key"],
-            str(r["seed"]),
+            _seed_sort_key(r["seed"]),
         ),
         axis=1,
     )
@@ -254,54 +382,72 @@ def aggregate(
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per (preset, optimizer, hparams_key) with statistics over completed seeds.
+    """One row per configuration (GROUP_KEYS) with statistics over its completed seeds.
 
-    Columns: counts (``n_runs``, ``n_seeds``, ``seeds``, ``n_<status>``); for final/best/test WER
+    Columns: GROUP_KEYS; counts (``n_runs``, ``n_seeds`` distinct completed seeds, ``seeds``,
+    ``n_<status>`` for COMPARE_STATUSES, ``n_other``); for final/best/test WER
     ``<m>_mean``, ``<m>_std``, ``<m>_ci_low``, ``<m>_ci_high`` (bootstrap 95% CI of the mean,
     NaN with one seed); ``target_wer`` (``target_wer`` argument, else the runs' own),
     ``reached`` (completed seeds that reached it), ``time_to_target_s`` (mean over those that
     did, interpolated between bracketing evaluations); ``train_s``, ``steps``, ``steps_per_s``,
-    ``audio_s_per_s`` means and ``peak_memory_mb`` (max).
+    ``audio_s_per_s`` means and ``peak_memory_mb`` (max). A seed completed twice in one
+    configuration counts once (the copy load_results would keep).
     """
     if runs.empty:
         raise ResultsError("no runs to aggregate")
     by_run = {rid: frame for rid, frame in metrics.groupby("run_id", sort=False)}
     rows: list[dict] = []
-    for (preset, optimizer, hkey), group in runs.groupby(
-        ["preset", "optimizer", "hparams_key"], sort=False
-    ):
-        done = group[group["status"] == "completed"]
-        row: dict = {
-            "preset": preset,
-            "optimizer": optimizer,
-            "hparams_key": hkey,
-            "n_runs": len(group),
-            "n_seeds": len(done),
-            "seeds": ",".join(str(s) for s in done["seed"]),
-        }
-        for metric in WER_STATS:
-            for name, value in _stats(done[metric], n_boot, seed).items():
-                row[f"{metric}_{name}"] = value
-        target = _group_target(group, target_wer)
-        times = [
-            _run_time_to_target(r, by_run.get(r["run_id"]), target) for _, r in done.iterrows()
-        ]
-        reached = [t for t in times if math.isfinite(t)]
-        row["target_wer"] = target
-        row["reached"] = len(reached)
-        row["time_to_target_s"] = float(np.mean(reached)) if reached else math.nan
-        row["time_to_target_std_s"] = (
-            float(np.std(reached, ddof=1)) if len(reached) > 1 else math.nan
-        )
-        for column in ("train_s", "steps", "steps_per_s", "audio_s_per_s"):
-            row[column] = _mean(done[column])
-        peak = pd.to_numeric(done["peak_memory_mb"], errors="coerce").dropna()
-        row["peak_memory_mb"] = float(peak.max()) if len(peak) else math.nan
-        for status in STATUSES:
-            row[f"n_{status}"] = int((group["status"] == status).sum())
-        row["n_other"] = int((~group["status"].isin(STATUSES)).sum())
+    for keys, group in runs.groupby(list(GROUP_KEYS), sort=False, dropna=False):
+        row = dict(zip(GROUP_KEYS, keys, strict=True))
+        row.update(_group_stats(group, by_run, target_wer, n_boot, seed))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _group_stats(
+    group: pd.DataFrame,
+    by_run: dict[str, pd.DataFrame],
+    target_wer: float | None,
+    n_boot: int,
+    seed: int,
+) -> dict:
+    done = _one_per_seed(group[group["status"] == "completed"])
+    row: dict = {
+        "n_runs": len(group),
+        "n_seeds": len(done),
+        "seeds": ",".join(str(s) for s in done["seed"]),
+    }
+    for metric in WER_STATS:
+        for name, value in _stats(done[metric], n_boot, seed).items():
+            row[f"{metric}_{name}"] = value
+    target = _group_target(group, target_wer)
+    times = [_run_time_to_target(r, by_run.get(r["run_id"]), target) for _, r in done.iterrows()]
+    reached = [t for t in times if math.isfinite(t)]
+    row["target_wer"] = target
+    row["reached"] = len(reached)
+    row["time_to_target_s"] = float(np.mean(reached)) if reached else math.nan
+    row["time_to_target_std_s"] = float(np.std(reached, ddof=1)) if len(reached) > 1 else math.nan
+    for column in ("train_s", "steps", "steps_per_s", "audio_s_per_s"):
+        row[column] = _mean(done[column])
+    peak = pd.to_numeric(done["peak_memory_mb"], errors="coerce").dropna()
+    row["peak_memory_mb"] = float(peak.max()) if len(peak) else math.nan
+    for status in COMPARE_STATUSES:
+        row[f"n_{status}"] = int((group["status"] == status).sum())
+    row["n_other"] = int((~group["status"].isin(COMPARE_STATUSES)).sum())
+    return row
+
+
+def _one_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """One run per seed (see _preference), in the given order; runs without a seed all stay."""
+    seeds = runs["seed"].astype(str).to_numpy()
+    missing = runs["seed"].isna().to_numpy()
+    keep = np.zeros(len(runs), dtype=bool)
+    seen: set[str] = set()
+    for i in sorted(range(len(runs)), key=lambda i: _preference(runs.iloc[i])):
+        if missing[i] or seeds[i] not in seen:
+            keep[i] = True
+            seen.add(seeds[i])
+    return runs[keep]
 
 
 def _group_target(group: pd.DataFrame, target_wer: float | None) -> float:
@@ -330,7 +476,8 @@ def pairwise(
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """ΔWER = reference − other, for the reference optimizer against every other one per preset.
+    """ΔWER = reference − other, for the reference optimizer against every other one per preset
+    and budget (runs of different budgets are never compared).
 
     Against a baseline this asks "does the reference help?"; against an ablation of the
     reference (``ablation_of`` in its config, e.g. FAM without its frequency signal) it asks
@@ -341,38 +488,38 @@ def pairwise(
     """
     rows: list[dict] = []
     done = runs[runs["status"] == "completed"]
-    for preset, in_preset in done.groupby("preset", sort=False):
-        groups = list(in_preset.groupby(["optimizer", "hparams_key"], sort=False))
+    where_keys = ["preset", *BUDGET_KEYS]
+    for where, comparable in done.groupby(where_keys, sort=False, dropna=False):
+        groups = list(comparable.groupby(["optimizer", "hparams_key"], sort=False))
         refs = [(k, g) for k, g in groups if k[0] == reference]
         others = [(k, g) for k, g in groups if k[0] != reference]
         for (_, ref_key), ref in refs:
             for (other_name, other_key), other in others:
+                ablates = set(other["ablation_of"]) == {reference}
+                head = {
+                    **dict(zip(where_keys, where, strict=True)),
+                    "reference": reference,
+                    "reference_hparams": ref_key,
+                    "other": other_name,
+                    "other_hparams": other_key,
+                    "kind": "ablation" if ablates else "baseline",
+                }
                 for metric in metrics:
                     row = _compare(ref, other, metric, n_boot, seed)
-                    if row is None:
-                        continue
-                    ablates = set(other["ablation_of"]) == {reference}
-                    kind = "ablation" if ablates else "baseline"
-                    rows.append(
-                        {
-                            "preset": preset,
-                            "reference": reference,
-                            "reference_hparams": ref_key,
-                            "other": other_name,
-                            "other_hparams": other_key,
-                            "kind": kind,
-                            "metric": metric,
-                            **row,
-                        }
-                    )
+                    if row is not None:
+                        rows.append({**head, "metric": metric, **row})
     columns = [
-        "preset", "reference", "reference_hparams", "other", "other_hparams", "kind", "metric",
-        "n_reference", "n_other", "n_pairs", "pairing", "delta", "ci_low", "ci_high", "verdict",
+        "preset", "steps_budget", "time_budget_s", "reference", "reference_hparams", "other",
+        "other_hparams", "kind", "metric", "n_reference", "n_other", "n_pairs", "pairing",
+        "delta", "ci_low", "ci_high", "verdict",
     ]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
+    frame.attrs["several_budgets"] = _several_budgets(runs)  # for pairwise_display
+    return frame
 
 
 def _per_seed(group: pd.DataFrame, metric: str) -> pd.Series:
+    group = _one_per_seed(group)
     values = pd.to_numeric(group[metric], errors="coerce")
     frame = pd.DataFrame({"seed": group["seed"].astype(str), "v": values}).dropna()
     return frame.groupby("seed")["v"].mean()
@@ -441,10 +588,31 @@ def _fmt_seconds(value: float) -> str:
 
 def status_text(row: pd.Series | dict) -> str:
     """``"3 completed · 1 diverged"`` from the ``n_<status>`` counts of an aggregate row."""
-    parts = [f"{int(row[f'n_{s}'])} {s}" for s in STATUSES if int(row[f"n_{s}"])]
+    parts = [f"{int(row[f'n_{s}'])} {s}" for s in COMPARE_STATUSES if int(row.get(f"n_{s}", 0))]
     if int(row.get("n_other", 0)):
         parts.append(f"{int(row['n_other'])} other")
     return " · ".join(parts) or "none"
+
+
+def budget_label(steps_budget: object, time_budget_s: object) -> str:
+    """``"2000 steps"``, ``"600 s"`` or ``"2000 steps, 600 s"``; "—" without either."""
+    steps, seconds = _float(steps_budget), _float(time_budget_s)
+    parts = [f"{steps:.0f} steps"] if math.isfinite(steps) else []
+    if math.isfinite(seconds):
+        parts.append(f"{seconds:g} s")
+    return ", ".join(parts) or _MISSING
+
+
+def _budget_labels(frame: pd.DataFrame) -> list[str]:
+    return [budget_label(*v) for v in zip(*(frame[k] for k in BUDGET_KEYS), strict=True)]
+
+
+def _several_budgets(frame: pd.DataFrame) -> bool:
+    """Whether a preset of ``frame`` (runs, aggregate or pairwise rows) has several budgets."""
+    if frame.empty or not {"preset", *BUDGET_KEYS} <= set(frame.columns):
+        return False
+    labels = pd.Series(_budget_labels(frame), index=frame.index)
+    return bool(labels.groupby(frame["preset"]).nunique().max() > 1)
 
 
 def comparison_display(agg: pd.DataFrame) -> pd.DataFrame:
@@ -479,13 +647,16 @@ def comparison_display(agg: pd.DataFrame) -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows)
+    if _several_budgets(agg):
+        frame.insert(1, "budget", _budget_labels(agg))
     if frame["preset"].nunique() == 1:
         frame = frame.drop(columns=["preset"])
     return frame
 
 
 def pairwise_display(pw: pd.DataFrame) -> pd.DataFrame:
-    """The pairwise table as human-readable strings."""
+    """The pairwise table as human-readable strings (with the budget when the runs of a preset
+    had several)."""
     rows = []
     for _, r in pw.iterrows():
         pairing = (
@@ -508,6 +679,9 @@ def pairwise_display(pw: pd.DataFrame) -> pd.DataFrame:
         )
     columns = ["preset", "comparison", "against", "metric", "ΔWER", "95% CI", "pairing", "verdict"]
     frame = pd.DataFrame(rows, columns=columns)
+    # The budget is shown when the runs had several, though pairs may exist at one only.
+    if len(pw) and pw.attrs.get("several_budgets", _several_budgets(pw)):
+        frame.insert(1, "budget", _budget_labels(pw))
     if frame["preset"].nunique() <= 1:
         frame = frame.drop(columns=["preset"])
     return frame

@@ -1,7 +1,9 @@
 """The one way fambench writes a file: to a temporary name beside it, then renamed into place.
 
 A reader never sees half a file, a failed write leaves nothing behind, and every failure is a
-FileWriteError naming the path. Run directories, data caches, the tokenizer, tables, plots and
+FileWriteError naming the path. The file and then its directory are fsynced, so a machine
+crash (not only a process crash) leaves the old file or the new one, never an empty one; a
+temporary left by a killed process is swept by `sweep_temporaries`. Run directories, data caches, the tokenizer, tables, plots and
 reports all write through `atomic_write` (or the small wrappers below, built on it).
 """
 
@@ -32,7 +34,9 @@ def atomic_write(path: PathLike, writer: Callable[[Path], object]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     except OSError as exc:
         raise FileWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
@@ -41,6 +45,45 @@ def atomic_write(path: PathLike, writer: Callable[[Path], object]) -> Path:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
     return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+TEMPORARY_GLOB = ".*.tmp"  # what atomic_write names its temporaries: .<name>.<pid>-<hex>.tmp
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process that created temporary ``tmp`` (its pid is in the name) still runs."""
+    pid_text = tmp.name.rsplit(".", 2)[-2].split("-")[0]
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_temporaries(directory: PathLike) -> list[Path]:
+    """Remove the temporaries that killed writers left in ``directory``; returns them.
+
+    A temporary whose writer (same host) is still alive is left alone.
+    """
+    removed = []
+    for tmp in Path(directory).glob(TEMPORARY_GLOB):
+        if tmp.is_file() and not _writer_alive(tmp):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def write_bytes(path: PathLike, data: bytes) -> Path:

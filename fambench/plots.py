@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fambench.compare import ResultSet
+from fambench.compare import GROUP_KEYS, ResultSet
 from fambench.fileio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,19 @@ def plot_all(
 
 
 def seed_curves(results: ResultSet, preset: str, *, x: str, y: str) -> list[Curve]:
-    """One Curve per (optimizer, hparams_key) of ``preset``: seeds interpolated onto a common grid.
+    """One Curve per configuration of ``preset`` (optimizer, hyperparameters and budget, as in
+    compare): seeds interpolated onto a common grid.
 
     The grid spans the x range every run covers (so each point averages all seeds); when the
     runs do not overlap, the first run alone is drawn.
     """
     runs = results.runs[results.runs["preset"] == preset]
-    keys_per_opt = runs.groupby("optimizer")["hparams_key"].nunique()
+    configs_per_opt = runs.groupby("optimizer")[list(GROUP_KEYS[2:])].apply(
+        lambda g: len(g.drop_duplicates())
+    )
     curves: list[Curve] = []
-    for (optimizer, hkey), group in runs.groupby(["optimizer", "hparams_key"], sort=False):
+    for key, group in runs.groupby(list(GROUP_KEYS[1:]), sort=False, dropna=False):
+        optimizer, hkey, steps_budget = key[0], key[1], key[2]
         done = group[group["status"] == "completed"]
         partial = done.empty
         chosen = group if partial else done
@@ -92,8 +96,8 @@ def seed_curves(results: ResultSet, preset: str, *, x: str, y: str) -> list[Curv
         if not series:
             continue
         label = str(optimizer)
-        if keys_per_opt.get(optimizer, 1) > 1:
-            label += f" [{hkey}]"
+        if configs_per_opt.get(optimizer, 1) > 1:
+            label += f" [{hkey}, {steps_budget:g} steps]"
         curves.append(_mean_curve(label, str(optimizer), series, partial))
     return curves
 

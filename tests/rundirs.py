@@ -30,13 +30,20 @@ def write_run(
     summary: bool = True,
     parquet: bool = True,
     message: str = "",
+    steps_budget: int = 100,
+    time_budget_s: float | None = None,
+    run_id: str | None = None,
 ) -> Path:
     """Write config.json / summary.json / metrics.parquet+csv for one run; return its dir.
 
     ``evals`` are (step, wall_s, dev_wer); ``train`` are (step, wall_s, train_loss) and default
-    to a falling loss every 10 steps up to the last evaluation.
+    to a falling loss every 10 steps up to the last evaluation. ``steps_budget`` and
+    ``time_budget_s`` are the budget in config.json (a run that diverged stops short of it);
+    ``run_id`` defaults to one made of the preset, optimizer, seed, hparams key and budget.
     """
-    run_id = f"{preset}-{optimizer}-s{seed}-{zlib.crc32(hparams_key.encode()):08x}"
+    if run_id is None:
+        identity = f"{hparams_key}|{steps_budget}|{time_budget_s}"
+        run_id = f"{preset}-{optimizer}-s{seed}-{zlib.crc32(identity.encode()):08x}"
     files = RunFiles(root / run_id)
     files.root.mkdir(parents=True)
     evals = list(evals)
@@ -66,8 +73,8 @@ def write_run(
         "optimizer_hparams": {"lr": 0.5},
         "hparams_key": hparams_key,
         "seed": seed,
-        "steps": last_step,
-        "time_budget_s": None,
+        "steps": steps_budget,
+        "time_budget_s": time_budget_s,
         "model": {"d_model": 144},
         "data": {"kind": "synth"},
         "schedule": {},

@@ -22,7 +22,7 @@ from fambench.compare import (
     write_table,
 )
 from fambench.errors import ConfigError
-from fambench.rundir import time_to_target
+from fambench.rundir import RunFiles, RunLock, time_to_target
 
 N_BOOT = 2_000  # plenty for these checks, and fast
 
@@ -179,22 +179,21 @@ def test_time_to_target_counts_seeds_that_reached_it(tmp_path):
 
 def test_statuses_never_crash(tmp_path):
     write_run(tmp_path, seed=0, status="interrupted", evals=[(50, 10.0, 0.9)])
-    write_run(tmp_path, seed=1, summary=False, evals=[])  # running, no evaluation yet
+    write_run(tmp_path, seed=1, summary=False, evals=[])  # running once, its process gone
     write_run(tmp_path, seed=2, status="diverged", evals=[], test_wer=None)
     write_run(tmp_path, seed=3, status="weird-new-status")
-    rs = load_results([tmp_path])
+    alive = write_run(tmp_path, seed=4, status="running", evals=[(50, 10.0, 0.9)])
+    with RunLock(RunFiles(alive).lock):  # its process is alive
+        rs = load_results([tmp_path])
     agg = aggregate(rs.runs, rs.metrics, n_boot=N_BOOT)
     row = _row(agg, "fam")
-    assert (row["n_interrupted"], row["n_running"], row["n_diverged"], row["n_other"]) == (
-        1,
-        1,
-        1,
-        1,
-    )
+    counts = ("n_completed", "n_diverged", "n_interrupted", "n_running", "n_stale", "n_other")
+    assert [row[c] for c in counts] == [0, 1, 1, 1, 1, 1]
+    assert row["n_runs"] == 5
     assert row["n_seeds"] == 0 and math.isnan(row["final_dev_wer_mean"])
     shown = comparison_display(agg).iloc[0]
     assert shown["final dev WER"] == "—" and shown["95% CI"] == "—"
-    assert shown["runs"] == "1 diverged · 1 interrupted · 1 running · 1 other"
+    assert shown["runs"] == "1 diverged · 1 interrupted · 1 running · 1 stale · 1 other"
     assert pairwise(rs.runs, reference="fam").empty
 
 
@@ -205,6 +204,54 @@ def test_single_seed_ci_shows_a_dash(tmp_path):
     assert math.isnan(agg.iloc[0]["final_dev_wer_ci_low"])
     shown = comparison_display(agg).iloc[0]
     assert shown["final dev WER"] == "0.300" and shown["95% CI"] == "—"
+
+
+def test_runs_of_different_budgets_are_not_pooled(tmp_path):
+    # Seeds 0 and 1 at 100 and at 200 steps, seed 0 under a 60 s time budget: three setups.
+    for budget, wers in [(100, (0.30, 0.32)), (200, (0.20, 0.22))]:
+        for seed, wer in enumerate(wers):
+            write_run(tmp_path, seed=seed, steps_budget=budget, evals=_final(wer))
+    write_run(tmp_path, seed=0, time_budget_s=60.0, evals=_final(0.40))
+    rs = load_results([tmp_path])
+    agg = aggregate(rs.runs, rs.metrics, n_boot=N_BOOT)
+    assert agg["steps_budget"].tolist() == [100, 100, 200]
+    assert agg["time_budget_s"].tolist()[0] == 60.0 and agg["time_budget_s"][1:].isna().all()
+    assert agg["n_seeds"].tolist() == [1, 2, 2] and agg["n_runs"].tolist() == [1, 2, 2]
+    assert agg["seeds"].tolist() == ["0", "0,1", "0,1"]
+    assert agg["final_dev_wer_mean"].tolist() == pytest.approx([0.40, 0.31, 0.21])
+    shown = comparison_display(agg)
+    assert list(shown.columns[:3]) == ["budget", "optimizer", "hparams"]
+    assert shown["budget"].tolist() == ["100 steps, 60 s", "100 steps", "200 steps"]
+    assert shown["seeds"].tolist() == ["1", "2", "2"]
+
+
+def test_the_budget_is_shown_only_where_a_preset_has_several(tmp_path, grid):
+    assert "budget" not in comparison_display(aggregate(grid.runs, grid.metrics, n_boot=N_BOOT))
+    more = tmp_path / "more"
+    write_run(more, preset="ci", seed=0, steps_budget=100)
+    write_run(more, preset="synth", seed=0, steps_budget=100)
+    write_run(more, preset="synth", seed=0, steps_budget=300)
+    rs = load_results([more])
+    shown = comparison_display(aggregate(rs.runs, rs.metrics, n_boot=N_BOOT))
+    assert list(shown.columns[:3]) == ["preset", "budget", "optimizer"]
+    assert shown[["preset", "budget"]].values.tolist() == [
+        ["ci", "100 steps"],
+        ["synth", "100 steps"],
+        ["synth", "300 steps"],
+    ]
+
+
+def test_n_seeds_counts_distinct_seeds(grid):
+    # A second completed copy of fam's seed 0 (a hand-built frame: load_results never gives one)
+    # with an older summary: counted once, and the newer copy's numbers are used.
+    runs = grid.runs.copy()
+    runs["summary_mtime"] = 1000.0
+    copy = runs[(runs["optimizer"] == "fam") & (runs["seed"] == 0)].assign(
+        run_id="copy", final_dev_wer=0.9, summary_mtime=10.0
+    )
+    fam = _row(aggregate(pd.concat([copy, runs]), grid.metrics, n_boot=N_BOOT), "fam")
+    assert (fam["n_runs"], fam["n_seeds"], fam["seeds"]) == (4, 3, "0,1,2")
+    assert fam["final_dev_wer_mean"] == pytest.approx(0.32)
 
 
 # --------------------------------------------------------------------------- pairwise
@@ -252,6 +299,34 @@ def test_pairwise_exact_paired_interval(tmp_path):
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((-0.3, -0.1))
 
 
+def test_pairwise_pairs_seeds_within_one_budget(tmp_path):
+    budgets = {100: ((0.30, 0.40), (0.32, 0.44)), 200: ((0.20, 0.25), (0.22, 0.29))}
+    for budget, per_seed in budgets.items():
+        for seed, (fam, sgd) in enumerate(per_seed):
+            write_run(tmp_path, optimizer="fam", seed=seed, steps_budget=budget, evals=_final(fam))
+            write_run(tmp_path, optimizer="sgd", seed=seed, hparams_key="x", steps_budget=budget,
+                      evals=_final(sgd))  # fmt: skip
+    write_run(tmp_path, optimizer="sgd", seed=0, hparams_key="x", steps_budget=300)  # no fam
+    runs = load_results([tmp_path]).runs
+    pw = pairwise(runs, reference="fam", n_boot=N_BOOT)
+    assert pw["steps_budget"].tolist() == [100, 200]
+    assert pw["pairing"].tolist() == ["paired", "paired"] and pw["n_pairs"].tolist() == [2, 2]
+    assert (pw["n_reference"].tolist(), pw["n_other"].tolist()) == ([2, 2], [2, 2])
+    # 100 steps: -0.10 and -0.12; 200 steps: -0.05 and -0.07 (pooled, they would mix).
+    assert pw["delta"].tolist() == pytest.approx([-0.11, -0.06])
+    assert pw["ci_low"].tolist() == pytest.approx([-0.12, -0.07])
+    assert pw["ci_high"].tolist() == pytest.approx([-0.10, -0.05])
+    shown = pairwise_display(pw)
+    assert list(shown.columns[:2]) == ["budget", "comparison"]
+    assert shown["budget"].tolist() == ["100 steps", "200 steps"]
+    assert shown["pairing"].tolist() == ["paired (2 seeds)", "paired (2 seeds)"]
+    # Pairs at one budget only, of runs at several: the budget still says which.
+    only_100 = pairwise(runs[runs["steps_budget"] != 200], reference="fam", n_boot=N_BOOT)
+    assert pairwise_display(only_100)["budget"].tolist() == ["100 steps"]
+    one_budget = pairwise(runs[runs["steps_budget"] == 100], reference="fam", n_boot=N_BOOT)
+    assert "budget" not in pairwise_display(one_budget)
+
+
 def test_pairwise_on_test_wer_and_no_reference(grid):
     pw = pairwise(grid.runs, reference="fam", metrics=("final_dev_wer", "test_wer"), n_boot=N_BOOT)
     assert set(pw["metric"]) == {"final_dev_wer", "test_wer"}
@@ -272,6 +347,7 @@ def test_formats(tmp_path, grid):
     assert back["final_dev_wer_mean"].tolist() == pytest.approx(agg["final_dev_wer_mean"].tolist())
     parquet = write_table(agg, tmp_path / "c.parquet", "parquet")
     assert pd.read_parquet(parquet)["n_diverged"].tolist() == [0, 0, 0, 1]
+    assert agg["steps_budget"].tolist() == [100] * 4 and agg["time_budget_s"].isna().all()
     md = to_markdown(comparison_display(agg))
     lines = md.splitlines()
     assert lines[0].startswith("| optimizer | hparams | seeds | final dev WER | 95% CI |")

@@ -120,9 +120,83 @@ def test_compare_empty_and_old_format_dirs(tmp_path):
     old = tmp_path / "old"
     run = write_run(old, format_version=0)
     result = invoke("compare", old)
-    assert result.exit_code == 2
-    flat = result.output.replace("\n", "")
-    assert run.name in flat and "format 0" in flat and f"reads format {FORMAT_VERSION}" in flat
+    assert result.exit_code == 2 and result.stdout == ""
+    flat = result.stderr.replace("\n", "")
+    assert flat.startswith(f"error: {old}: no readable run (1 skipped): {run}: config.json is")
+    assert "format 0" in flat and f"reads format {FORMAT_VERSION}" in flat
+    assert "warning:" not in flat  # the error alone says it
+
+
+def _stderr_lines(result, start: str) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith(start)]
+
+
+def test_compare_skips_an_unreadable_run_with_one_warning_line(runs_dir, wide):
+    bad = write_run(runs_dir / "old", optimizer="adamw", hparams_key="x", format_version=1)
+    (bad / "summary.json").write_text("{")  # as the old version left it, half written
+    result = invoke("compare", runs_dir)
+    assert result.exit_code == 0, result.output
+    assert "0.310 ± 0.014" in result.stdout and "paired (2 seeds)" in result.stdout
+    assert "adamw" not in result.stdout
+    assert _stderr_lines(result, "warning:") == [
+        f"warning: skipped run {bad}: config.json is format 1; this fambench reads format "
+        f"{FORMAT_VERSION} (written by a different fambench version: rerun the run or use a "
+        "matching fambench)"
+    ]
+    assert len(result.stderr.splitlines()) == 1
+    result = invoke("compare", runs_dir, "--format", "csv")  # stdout stays a clean table
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(io.StringIO(result.stdout))["optimizer"].tolist() == ["fam", "sgd"]
+    assert len(_stderr_lines(result, f"warning: skipped run {bad}: ")) == 1
+
+
+def test_compare_reports_a_stale_run(runs_dir, wide):
+    stale = write_run(runs_dir, optimizer="fam", seed=5, status="running", test_wer=None)
+    result = invoke("compare", runs_dir)
+    assert result.exit_code == 0, result.output
+    assert "1 stale" in result.stdout  # under the optimizer's name
+    assert _stderr_lines(result, "stale:") == [
+        f"stale: {stale}: its process is gone; rerun `fambench run --optimizer fam --seed 5` "
+        "to resume it"
+    ]
+    result = invoke("compare", runs_dir, "--format", "csv")
+    table = pd.read_csv(io.StringIO(result.stdout))
+    assert table["n_stale"].tolist() == [1, 0] and table["n_running"].tolist() == [0, 0]
+    assert table["n_seeds"].tolist() == [2, 2]
+
+
+def test_compare_keeps_one_copy_of_a_duplicated_run(tmp_path, runs_dir):
+    copy = write_run(tmp_path / "copy", optimizer="sgd", seed=0, hparams_key="lr=0.05",
+                     status="interrupted", evals=[(50, 10.0, 0.99)])  # fmt: skip
+    result = invoke("compare", runs_dir, tmp_path / "copy", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.stdout))
+    assert table["n_runs"].tolist() == [2, 2] and table["n_interrupted"].tolist() == [0, 0]
+    assert table["final_dev_wer_mean"].tolist() == pytest.approx([0.31, 0.51])
+    kept = runs_dir / copy.name
+    assert _stderr_lines(result, "warning:") == [
+        f"warning: run {copy.name} found twice: kept {kept} (completed), ignored {copy} "
+        "(interrupted); the more finished copy is kept, then the one with the newer summary.json"
+    ]
+
+
+def test_compare_shows_the_budgets_it_keeps_apart(runs_dir):
+    for seed, (fam, sgd) in enumerate([(0.20, 0.40), (0.22, 0.46)]):
+        write_run(runs_dir, optimizer="fam", seed=seed, steps_budget=400, evals=[(400, 80.0, fam)])
+        write_run(runs_dir, optimizer="sgd", seed=seed, hparams_key="lr=0.05", steps_budget=400,
+                  evals=[(400, 80.0, sgd)])  # fmt: skip
+    result = invoke("compare", runs_dir, "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("| budget | optimizer | hparams | seeds | final dev WER |")
+    assert [line.split(" | ")[:4] for line in lines[2:6]] == [
+        ["| 100 steps", "fam", "lr=0.5", "2"],
+        ["| 100 steps", "sgd", "lr=0.05", "2"],
+        ["| 400 steps", "fam", "lr=0.5", "2"],
+        ["| 400 steps", "sgd", "lr=0.05", "2"],
+    ]
+    assert "| 100 steps | fam − sgd | baseline | final dev WER | -0.200 |" in result.stdout
+    assert "| 400 steps | fam − sgd | baseline | final dev WER | -0.220 |" in result.stdout
 
 
 def test_report_command(tmp_path, runs_dir):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import builtins
 import errno
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
+import fambench.data.features as features_module
 from fambench.data.features import (
     FeatureCache,
     FeatureSettings,
@@ -57,6 +59,36 @@ def test_cache_computes_once_and_matches_direct_extraction(dev, tmp_path):
         assert (second[utt_id] - feats).abs().max() < 0.02
 
 
+def test_a_cold_and_a_warm_load_return_bitwise_equal_features(dev, tmp_path):
+    """One feature path: the run that computes the cache gets exactly what later runs read."""
+    settings = FeatureSettings()
+    cache = FeatureCache(tmp_path, settings)
+    cold = cache.load(dev)  # computes and writes the cache
+    path = cache.path_for(dev)
+    assert os.listdir(tmp_path) == [path.name]
+    warm = FeatureCache(tmp_path, settings).load(dev)  # reads it back
+    assert list(cold) == list(warm) == dev["utt_id"].tolist()
+    direct = cache.compute(dev)
+    for row in dev.itertuples():
+        c, w = cold[row.utt_id], warm[row.utt_id]
+        assert c.dtype == w.dtype == torch.float32
+        assert c.shape == w.shape == (settings.num_frames(row.num_samples), 80)
+        assert torch.equal(c, w)
+        # The stored float16 values (not the float32 computation), on the cold load too.
+        assert torch.equal(c, direct[row.utt_id].half().float())
+        assert not torch.equal(c, direct[row.utt_id])
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    assert blob["data"].dtype == torch.float16 and blob["ids"] == dev["utt_id"].tolist()
+    assert torch.equal(torch.cat([cold[u] for u in blob["ids"]]), blob["data"].float())
+
+
+def test_an_empty_manifest_loads_as_no_features_cold_and_warm(dev, tmp_path):
+    empty = dev.head(0)
+    assert FeatureCache(tmp_path).load(empty) == {}
+    assert os.listdir(tmp_path) == [FeatureCache(tmp_path).path_for(empty).name]
+    assert FeatureCache(tmp_path).load(empty) == {}
+
+
 def test_a_changed_setting_or_manifest_never_reads_a_stale_cache(dev, tmp_path):
     base = FeatureCache(tmp_path, FeatureSettings())
     base.load(dev.head(4))
@@ -84,39 +116,47 @@ def test_an_unwritable_cache_directory_is_a_file_write_error_naming_the_file(dev
     assert sorted(os.listdir(tmp_path)) == ["blocker"]
 
 
-def test_a_full_disk_while_saving_raises_and_leaves_no_partial_file(dev, tmp_path, monkeypatch):
+class FullDisk:
+    """A file that takes `room` bytes, then fails like a full disk (ENOSPC)."""
+
+    def __init__(self, path, mode, room):
+        self._file = builtins.open(path, mode)
+        self.written = 0
+        self.room = room
+
+    def write(self, data):
+        size = memoryview(data).nbytes
+        if self.written + size > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.written += size
+        return self._file.write(data)
+
+    def flush(self):
+        self._file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._file.close()
+
+
+def _fill_disk(monkeypatch, room: int) -> list[Path]:
+    """Make the feature cache's file writes fail after `room` bytes; returns the files opened."""
     import fambench.data.features as features_module
-
-    class FullDisk:
-        """A file that takes 1000 bytes, then fails like a full disk (ENOSPC)."""
-
-        def __init__(self, path, mode):
-            self._file = builtins.open(path, mode)
-            self.written = 0
-
-        def write(self, data):
-            size = memoryview(data).nbytes
-            if self.written + size > 1000:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self.written += size
-            return self._file.write(data)
-
-        def flush(self):
-            self._file.flush()
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc_info):
-            self._file.close()
 
     opened = []
 
     def full_disk_open(path, mode="r", *args, **kwargs):
-        opened.append(path)
-        return FullDisk(path, mode)
+        opened.append(Path(path))
+        return FullDisk(path, mode, room)
 
     monkeypatch.setattr(features_module, "open", full_disk_open, raising=False)
+    return opened
+
+
+def test_a_full_disk_while_saving_raises_and_leaves_no_partial_file(dev, tmp_path, monkeypatch):
+    opened = _fill_disk(monkeypatch, 1000)
     cache = FeatureCache(tmp_path, FeatureSettings())
     path = cache.path_for(dev.head(2))
     with pytest.raises(FileWriteError) as caught:
@@ -130,7 +170,59 @@ def test_a_full_disk_while_saving_raises_and_leaves_no_partial_file(dev, tmp_pat
     assert os.listdir(tmp_path) == [path.name]
     reread = FeatureCache(tmp_path, FeatureSettings()).load(dev.head(2))
     assert list(reread) == list(feats) == dev.head(2)["utt_id"].tolist()
-    assert all((reread[k] - feats[k]).abs().max() < 0.02 for k in feats)  # float16 storage
+    assert all(torch.equal(reread[k], feats[k]) for k in feats)
+
+
+@pytest.mark.parametrize("room", [0, 1000, 20_000])
+def test_after_a_full_disk_no_temporary_is_left_and_the_next_load_is_a_fresh_computation(
+    dev, tmp_path, monkeypatch, room
+):
+    manifest = dev.head(6)
+    cache_dir = tmp_path / "cache"
+    opened = _fill_disk(monkeypatch, room)
+    path = FeatureCache(cache_dir).path_for(manifest)
+    with pytest.raises(FileWriteError) as caught:
+        FeatureCache(cache_dir).load(manifest)
+    assert str(caught.value) == f"cannot write {path}: {os.strerror(errno.ENOSPC)}"
+    (tmp,) = opened
+    assert tmp.parent == cache_dir and tmp.name.startswith(f".{path.name}.")
+    assert tmp.name.endswith(".tmp")
+    assert os.listdir(cache_dir) == []  # no partial feats file, no hidden temporary
+
+    monkeypatch.undo()  # space again
+    later = FeatureCache(cache_dir).load(manifest)
+    assert os.listdir(cache_dir) == [path.name]
+    fresh = FeatureCache(tmp_path / "fresh").load(manifest)  # a cold load elsewhere
+    direct = FeatureCache(cache_dir).compute(manifest)
+    assert list(later) == list(fresh) == manifest["utt_id"].tolist()
+    for utt_id, feats in later.items():
+        assert torch.equal(feats, fresh[utt_id])
+        assert torch.equal(feats, direct[utt_id].half().float())  # the stored float16 values
+    assert path.read_bytes() == FeatureCache(tmp_path / "fresh").path_for(manifest).read_bytes()
+
+
+def test_a_real_write_limit_while_saving_is_a_file_write_error_and_leaves_nothing(dev, tmp_path):
+    """The kernel refuses the write (RLIMIT_FSIZE: EFBIG), through torch's real writer."""
+    import resource
+    import signal
+
+    manifest = dev.head(4)
+    cache = FeatureCache(tmp_path, FeatureSettings())
+    path = cache.path_for(manifest)
+    feats = cache.compute(manifest)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, old_limit[1]))
+    try:
+        with pytest.raises(FileWriteError) as caught:
+            cache._save(path, features_module._pack(feats))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert str(caught.value) == f"cannot write {path}: {os.strerror(errno.EFBIG)}"
+    assert os.listdir(tmp_path) == []
+    loaded = cache.load(manifest)
+    assert all(torch.equal(loaded[k], feats[k].half().float()) for k in feats)
 
 
 def test_a_failed_rename_leaves_no_temp_file(dev, tmp_path):
@@ -167,7 +259,7 @@ def test_cmvn_normalises_training_features(synth_corpus, tmp_path):
 
 def test_specaugment_is_reproducible_masks_and_leaves_the_global_rng_alone(dev, tmp_path):
     feats = FeatureCache(tmp_path).load(dev.head(2))
-    x = next(iter(feats.values())) + 5.0  # no zeros before masking
+    x = next(iter(feats.values())).abs() + 1.0  # no zeros before masking
     augment = SpecAugment(freq_masks=2, freq_width=15, time_masks=2, time_width_ratio=0.05)
     global_state = torch.get_rng_state()
     a = augment(x, torch.Generator().manual_seed(3))

@@ -189,6 +189,12 @@ def _break_lowercase_transcript(subset_dir: Path) -> tuple[Path, str]:
     return Path(f"{trans}:1"), "characters outside A-Z"
 
 
+def _break_duplicate_audio(subset_dir: Path) -> tuple[Path, str]:
+    victim = subset_dir / "26" / "495" / "19-198-0000.flac"  # a second file for one utterance
+    shutil.copyfile(subset_dir / "19" / "198" / "19-198-0000.flac", victim)
+    return victim, f"duplicate audio file for 19-198-0000 (also {subset_dir / '19' / '198'}"
+
+
 def _break_empty_subset(subset_dir: Path) -> tuple[Path, str]:
     shutil.rmtree(subset_dir)
     subset_dir.mkdir()
@@ -204,6 +210,7 @@ BREAKERS = [
     _break_stereo,
     _break_empty_transcript,
     _break_lowercase_transcript,
+    _break_duplicate_audio,
     _break_empty_subset,
 ]
 
@@ -300,3 +307,107 @@ def test_check_of_the_synthetic_corpus_reports_all_subsets(synth_corpus):
     assert report.ok
     assert [s.name for s in report.subsets] == ["dev-synth", "test-synth", "train-synth"]
     assert [s.utterances for s in report.subsets][:2] == [20, 20]
+
+
+def _mixed_subset(synth_corpus: Path, root: Path) -> Path:
+    """Subset `mixed` of root: every dev-synth and test-synth chapter (a copy)."""
+    for source in ("dev-synth", "test-synth"):
+        for chapter in sorted((synth_corpus / source).glob("*/*")):
+            shutil.copytree(chapter, root / "mixed" / chapter.parent.name / chapter.name)
+    return root / "mixed"
+
+
+def test_skip_bad_counts_the_utterances_of_non_utf8_transcripts_once(
+    synth_corpus, tmp_path, caplog
+):
+    root = tmp_path / "LibriSpeech"
+    subset_dir = _mixed_subset(synth_corpus, root)
+    transcripts = sorted(subset_dir.glob("*/*/*.trans.txt"))
+    assert len(transcripts) == 4
+    first, second = transcripts[0], transcripts[2]
+    # One stray Latin-1 byte on line 3 of one file; a broken UTF-8 sequence on line 1 of another.
+    lines = first.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b" ", b" \xe9", 1)
+    first.write_bytes(b"\n".join(lines))
+    second.write_bytes(second.read_bytes().replace(b" ", b" \xff", 1))
+    spoiled = {
+        line.split(maxsplit=1)[0].decode()
+        for trans in (first, second)
+        for line in trans.read_bytes().splitlines()
+    }
+    total = len(list(subset_dir.glob("*/*/*.flac")))
+    assert (len(spoiled), total) == (20, 40)
+    first_problem = (
+        f"{first}: unreadable transcript file: not UTF-8 "
+        "(line 3, byte 0xe9: invalid continuation byte)"
+    )
+    before = _snapshot(root)
+
+    with pytest.raises(DataError) as caught:
+        load_manifest(root, "mixed", skip_bad=True)
+    assert str(caught.value) == (
+        f"20 of 40 utterances in {subset_dir} are bad, more than the 1.0% that may be "
+        f"skipped; first: {first_problem}"
+    )
+    with caplog.at_level(logging.WARNING, logger="fambench.data.librispeech"):
+        manifest = load_manifest(root, "mixed", skip_bad=True, max_bad_fraction=0.5)
+    assert caplog.messages == [
+        f"skipping 20 bad utterance(s) of 40 in {subset_dir}; first: {first_problem}"
+    ]
+    assert len(manifest) == 20 and not spoiled & set(manifest["utt_id"])
+    with pytest.raises(DataError) as caught:
+        load_manifest(root, "mixed")
+    assert str(caught.value) == (
+        f"{first_problem} (and 21 more problems; run `fambench data check {root} --subset mixed`)"
+    )
+    assert _snapshot(root) == before  # nothing written, not even a manifest cache
+
+    result = CliRunner().invoke(_cli(), ["data", "check", str(root)])
+    assert result.exit_code == 1
+    problems = [line for line in result.output.splitlines() if line.startswith("problem:")]
+    assert problems[:2] == [
+        f"problem: {first_problem}",
+        f"problem: {second}: unreadable transcript file: not UTF-8 "
+        "(line 1, byte 0xff: invalid start byte)",
+    ]
+    assert len(problems) == 22  # the two files and each of their 20 audio files
+    assert result.stderr.strip() == f"error: 22 problem(s) found under {root}"
+    (report,) = check_root(root).subsets
+    assert report.utterances == 20
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--subset", ""], "invalid subset name ''"),
+        (["--subset", ".."], "invalid subset name '..'"),
+        (["--subset", "../LibriSpeech/dev-clean-2"], "invalid subset name '../LibriSpeech/"),
+        (["--subset", "dev-clean-9"], "subset directory not found"),
+    ],
+)
+def test_check_refuses_bad_subset_names_in_one_line(mini, args, message):
+    before = _snapshot(mini)
+    result = CliRunner().invoke(_cli(), ["data", "check", str(mini), *args])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert result.stdout == ""
+    assert _snapshot(mini) == before
+
+
+def test_check_of_a_missing_or_non_directory_root_is_one_line_exit_2(tmp_path):
+    missing, blocker = tmp_path / "nope", tmp_path / "file"
+    blocker.write_text("x")
+    for root, what in ((missing, "not found"), (blocker, "is not a directory")):
+        result = CliRunner().invoke(_cli(), ["data", "check", str(root)])
+        assert result.exit_code == 2
+        assert result.stderr == f"error: LibriSpeech root {what}: {root}\n"
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_a_subset_named_twice_is_checked_once(mini):
+    result = CliRunner().invoke(
+        _cli(), ["data", "check", str(mini), "-s", "dev-clean-2", "-s", "dev-clean-2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("dev-clean-2") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import re
 import shutil
 import threading
@@ -20,6 +21,7 @@ from fambench.data.synth import (
     LOCK_NAME,
     MARKER_NAME,
     SUBSETS,
+    SynthSettingError,
     SynthSettings,
     corpus_status,
     ensure_corpus,
@@ -30,7 +32,7 @@ from fambench.data.synth import (
     sentence_stream,
 )
 from fambench.data.wordlist import WORDS
-from fambench.errors import ConfigError
+from fambench.errors import ConfigError, DataError
 
 TINY = SynthSettings(hours=0.005, dev_utterances=3, test_utterances=3, seed=7)
 
@@ -273,6 +275,12 @@ def test_cli_synth_reuses_a_complete_corpus(tmp_path):
         ({"dev_utterances": 0}, "dev_utterances"),
         ({"min_words": 5, "max_words": 4}, "min_words"),
         ({"rate_wpm": (300, 400)}, "rate_wpm"),
+        ({"seed": -1}, "seed must be an integer with 0 <= seed < 2\\*\\*32, got -1"),
+        ({"seed": 2**32}, "seed must be"),
+        ({"seed": 1.5}, "seed must be"),
+        ({"hours": float("inf")}, "hours must be a finite number > 0, got inf"),
+        ({"hours": float("nan")}, "hours must be a finite number > 0, got nan"),
+        ({"test_utterances": 2.5}, "test_utterances must be an integer >= 1"),
     ],
 )
 def test_invalid_settings_are_refused(changes, words):
@@ -294,3 +302,138 @@ def test_corpus_copy_is_readable_elsewhere(synth_corpus, tmp_path):
     shutil.copytree(synth_corpus, moved)
     assert load_manifest(moved, "test-synth")["path"].str.startswith(str(moved)).all()
     assert check_root(moved, ["test-synth"]).ok
+
+
+SYNTH_ARGS = ["--hours", "0.005", "--dev-utterances", "3", "--test-utterances", "3"]
+
+
+@pytest.fixture()
+def no_generation(monkeypatch):
+    """Fail loudly (instead of writing, or hanging) if generation is started at all."""
+    import fambench.data.synth as synth
+
+    def refuse(out_dir):
+        raise AssertionError(f"generation started in {out_dir}")
+
+    monkeypatch.setattr(synth, "_generation_lock", refuse)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seed", "-1"], "--seed must be an integer with 0 <= seed < 2**32, got -1"),
+        (
+            ["--seed", "4294967296"],
+            "--seed must be an integer with 0 <= seed < 2**32, got 4294967296",
+        ),
+        (["--workers", "-3"], "--workers must be an integer >= 1 (or 0: one per core), got -3"),
+        (["--hours", "0"], "--hours must be a finite number > 0, got 0.0"),
+        (["--hours", "-1"], "--hours must be a finite number > 0, got -1.0"),
+        (["--hours", "inf"], "--hours must be a finite number > 0, got inf"),
+        (["--hours", "nan"], "--hours must be a finite number > 0, got nan"),
+        (["--dev-utterances", "0"], "--dev-utterances must be an integer >= 1, got 0"),
+        (["--test-utterances", "-5"], "--test-utterances must be an integer >= 1, got -5"),
+    ],
+)
+def test_cli_synth_refuses_each_bad_option_before_writing_anything(
+    tmp_path, no_generation, args, message
+):
+    out = tmp_path / "corpus"
+    result = CliRunner().invoke(_cli(), ["data", "synth", "--out", str(out), *SYNTH_ARGS, *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: {message}\n"
+    assert result.stdout == ""
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_cli_synth_with_an_unwritable_out_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = blocker / "corpus"
+    result = CliRunner().invoke(_cli(), ["data", "synth", "--out", str(out), *SYNTH_ARGS])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: cannot create corpus directory {out}: Not a directory\n"
+    assert os.listdir(tmp_path) == ["file"]
+
+
+@pytest.mark.parametrize("workers", [-3, -1, 1.5])
+def test_generate_and_ensure_refuse_a_bad_worker_count_before_writing(
+    tmp_path, no_generation, workers
+):
+    for call in (generate_corpus, ensure_corpus):
+        with pytest.raises(SynthSettingError) as caught:
+            call(tmp_path / "corpus", TINY, workers=workers)
+        assert caught.value.field == "workers"
+        assert str(caught.value) == (
+            "invalid synth settings: workers must be an integer >= 1 (or 0: one per core), "
+            f"got {workers!r}"
+        )
+    assert os.listdir(tmp_path) == []
+
+
+def _poison_last_chapter(monkeypatch):
+    """Make the last chapter's worker fail: its staging root is a regular file."""
+    import fambench.data.synth as synth
+
+    real = synth._run_chapters
+    poisoned = []
+
+    def run_chapters(tasks, workers, results_dir):
+        blocker = results_dir / "blocker"
+        blocker.write_text("not a directory")
+        poisoned.append(tasks[-1].plan)
+        tasks = [*tasks[:-1], replace(tasks[-1], staging_root=str(blocker))]
+        return real(tasks, workers, results_dir)
+
+    monkeypatch.setattr(synth, "_run_chapters", run_chapters)
+    return poisoned
+
+
+def test_a_generation_failing_midway_leaves_no_staging_and_no_root(tmp_path, monkeypatch):
+    poisoned = _poison_last_chapter(monkeypatch)
+    out = tmp_path / "corpus"
+    result = CliRunner().invoke(
+        _cli(), ["data", "synth", "--out", str(out), *SYNTH_ARGS, "--workers", "2"]
+    )
+    assert result.exit_code == 2, result.output
+    (plan,) = poisoned
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"error: generating {plan.subset} chapter {plan.chapter_id} failed: "
+        "NotADirectoryError: [Errno 20] Not a directory: "
+    )
+    # No staging directory, no empty LibriSpeech root: only the (reusable) lock file.
+    assert os.listdir(out) == [LOCK_NAME]
+
+
+def test_a_failed_regeneration_leaves_the_previous_corpus_intact(tmp_path, monkeypatch):
+    root = ensure_corpus(tmp_path, TINY)
+    files = _corpus_files(root)
+    marker = (root / MARKER_NAME).read_text()
+    _poison_last_chapter(monkeypatch)
+    with pytest.raises(DataError, match="failed: NotADirectoryError"):
+        generate_corpus(tmp_path, replace(TINY, seed=8))
+    assert not (tmp_path / ".fambench-synth-staging").exists()
+    assert sorted(os.listdir(tmp_path)) == [LOCK_NAME, "LibriSpeech"]
+    assert _corpus_files(root) == files and (root / MARKER_NAME).read_text() == marker
+    assert corpus_status(root, TINY) is None
+
+
+def test_an_interrupt_during_generation_removes_the_staging_directory(tmp_path, monkeypatch):
+    import fambench.data.synth as synth
+
+    seen = []
+
+    def interrupted(tasks, workers, results_dir):
+        staging = results_dir.parent
+        (staging / "train-synth").mkdir()
+        (staging / "train-synth" / "partial.flac").write_bytes(b"half")
+        seen.append(staging)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "_run_chapters", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate_corpus(tmp_path, TINY, workers=1)
+    assert seen == [tmp_path / ".fambench-synth-staging"]
+    assert os.listdir(tmp_path) == [LOCK_NAME]

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from fambench.cli import app, console, fail
+from fambench.cli import app, console, err_console, fail
 from fambench.errors import ConfigError, FambenchError
 
 DEFAULT_OPTIMIZERS = "fam,fam-fixed,adamw,sgd"
 DEFAULT_REFERENCE = "fam"
 _REFERENCE_HELP = "Optimizer every other one is compared with (ΔWER = reference − other)."
-_UNFINISHED = ("diverged", "interrupted", "running", "other")
 # The columns a narrow terminal loses first.
 _DROP_ORDER = (
     "best dev WER\n(95% CI)",
@@ -71,8 +74,9 @@ def rich_table(frame: pd.DataFrame, title: str | None = None) -> Table:
 def terminal_comparison(agg: pd.DataFrame) -> pd.DataFrame:
     """The comparison made narrower for a terminal: each CI under its mean, and the runs that
     did not complete under the optimizer's name."""
-    from fambench.compare import comparison_display
+    from fambench.compare import COMPARE_STATUSES, comparison_display
 
+    unfinished_statuses = [*(s for s in COMPARE_STATUSES if s != "completed"), "other"]
     frame = comparison_display(agg)
     for mean, ci in (("final dev WER", "95% CI"), ("best dev WER", "best 95% CI")):
         pairs = zip(frame[mean], frame[ci], strict=True)
@@ -80,7 +84,7 @@ def terminal_comparison(agg: pd.DataFrame) -> pd.DataFrame:
         frame = frame.drop(columns=[ci])
     unfinished = []
     for _, row in agg.iterrows():
-        counts = [f"{int(row[f'n_{s}'])} {s}" for s in _UNFINISHED if int(row[f"n_{s}"])]
+        counts = [f"{int(row[f'n_{s}'])} {s}" for s in unfinished_statuses if int(row[f"n_{s}"])]
         unfinished.append("\n".join(counts))
     frame["optimizer"] = [
         f"{name}\n[yellow]{extra}[/]" if extra else name
@@ -94,6 +98,48 @@ def terminal_comparison(agg: pd.DataFrame) -> pd.DataFrame:
     )
     frame.columns = [c.replace("time to WER", "time to\nWER") for c in frame.columns]
     return frame
+
+
+class _WarningLines(logging.Handler):
+    """A warning of fambench's modules (a run skipped, a duplicate run) as one stderr line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = " ".join(record.getMessage().split("\n"))
+        err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    """While the block runs, fambench's warnings go to stderr, once each, as "warning: ..."."""
+    logger = logging.getLogger("fambench")
+    handler = _WarningLines(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _print_stale(runs: pd.DataFrame) -> None:
+    """One stderr line per stale run: where it is and the command that resumes it."""
+    for _, run in runs[runs["status"] == "stale"].iterrows():
+        command = f"`{run['command']}`" if run.get("command") else "the command that started it"
+        err_console.print(
+            f"[yellow]stale:[/] {escape(str(run['run_dir']))}: its process is gone; "
+            f"rerun {escape(command)} to resume it",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _load_results(paths: list[Path], preset: str | None):
+    """load_results, its warnings (runs skipped or duplicated) and stale runs on stderr."""
+    from fambench.compare import load_results
+
+    with _warnings_on_stderr():
+        results = load_results(paths, preset=preset)
+    _print_stale(results.runs)
+    return results
 
 
 def _check_target(target_wer: float | None) -> None:
@@ -152,7 +198,6 @@ def compare_command(
         check_format,
         comparison_display,
         format_from_suffix,
-        load_results,
         pairwise,
         pairwise_display,
         to_markdown,
@@ -169,7 +214,7 @@ def compare_command(
         )
         if name == "parquet" and out is None:
             raise ConfigError("--format parquet needs --out FILE (parquet is binary)")
-        results = load_results(results_dirs or [Path("results")], preset=preset)
+        results = _load_results(results_dirs or [Path("results")], preset)
         agg = aggregate(results.runs, results.metrics, target_wer=target_wer)
         metrics = ["final_dev_wer"]
         if results.runs["test_wer"].notna().any():
@@ -217,9 +262,10 @@ def report_command(
 
     try:
         _check_target(target_wer)
-        path = write_report(
-            results_dir, out, reference=reference, preset=preset, target_wer=target_wer
-        )
+        with _warnings_on_stderr():
+            path = write_report(
+                results_dir, out, reference=reference, preset=preset, target_wer=target_wer
+            )
     except FambenchError as exc:
         raise fail(str(exc)) from None
     console.print(f"report: {path}")

@@ -6,7 +6,9 @@ features are computed once and stored as a single ``feats-<key>.pt`` file in the
 directory; the key hashes the manifest (ids, paths, sample counts, file sizes and mtimes) and
 every feature setting, so a changed corpus or setting never reads a stale file. Values are
 stored as float16 (half the disk; the rounding, under 0.01 on log-mel values, is far below
-their spread) and returned as float32.
+their spread) and returned as float32. There is one feature path: `FeatureCache.load` always
+returns the stored (float16-rounded) values, also on the run that computes them, so the first
+run on a corpus trains on exactly the inputs of every later run.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 
 from fambench.data.librispeech import read_audio
 from fambench.errors import DataError
-from fambench.fileio import atomic_write
+from fambench.fileio import atomic_write, sweep_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +127,19 @@ class FeatureCache:
         return self.cache_dir / f"feats-{feature_key(manifest, self.settings)}.pt"
 
     def load(self, manifest: pd.DataFrame) -> dict[str, torch.Tensor]:
-        """utt_id -> float32 (frames, n_mels) features, computed and cached on first use."""
+        """utt_id -> float32 (frames, n_mels) features, computed and cached on first use.
+
+        Always exactly what the cache file holds: freshly computed features go through the
+        stored float16 form too, so a cold and a warm load return bitwise-equal tensors.
+        """
         path = self.path_for(manifest)
         if path.exists():
             try:
                 return _unpack(torch.load(path, map_location="cpu", weights_only=True))
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
                 log.warning("ignoring unreadable feature cache %s (%s); recomputing", path, exc)
+        if self.cache_dir.is_dir():
+            sweep_temporaries(self.cache_dir)  # what writers killed mid-write left behind
         started = time.perf_counter()
         feats = self.compute(manifest)
         log.info(
@@ -139,8 +147,9 @@ class FeatureCache:
             len(feats),
             time.perf_counter() - started,
         )
-        self._save(path, feats)
-        return feats
+        blob = _pack(feats)
+        self._save(path, blob)
+        return _unpack(blob)
 
     def compute(self, manifest: pd.DataFrame) -> dict[str, torch.Tensor]:
         """Extract features without touching the cache (decoding in a small thread pool)."""
@@ -159,9 +168,9 @@ class FeatureCache:
             torch.set_num_threads(threads)
         return dict(zip(manifest["utt_id"], results, strict=True))
 
-    def _save(self, path: Path, feats: dict[str, torch.Tensor]) -> None:
-        """Write the cache file; FileWriteError naming `path` if that fails (a full disk too)."""
-        blob = _pack(feats)
+    def _save(self, path: Path, blob: dict) -> None:
+        """Write packed features (`_pack`) to the cache file; FileWriteError naming `path` if
+        that fails (a full disk too), leaving no temporary file."""
 
         def writer(tmp: Path) -> None:
             # torch.save to a Python file, not a path: given a path, torch's C++ writer reports
@@ -210,6 +219,9 @@ def _pack(feats: dict[str, torch.Tensor]) -> dict:
 
 
 def _unpack(blob: dict) -> dict[str, torch.Tensor]:
+    """The features of `_pack`'s blob as float32 (frames, n_mels) tensors, in stored order."""
+    if not blob["ids"]:
+        return {}
     data = blob["data"].float()
     return dict(zip(blob["ids"], torch.split(data, blob["lengths"].tolist()), strict=True))
 

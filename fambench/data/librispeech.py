@@ -164,9 +164,21 @@ def _parse_transcripts(transcripts: Iterable[Path], problems: list[Problem]) -> 
     for trans in transcripts:
         speaker_dir, chapter_dir = trans.parent.parent.name, trans.parent.name
         try:
-            lines = trans.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(trans, f"unreadable transcript file ({exc})"))
+            data = trans.read_bytes()
+            lines = data.decode("utf-8").splitlines()
+        except OSError as exc:
+            problems.append(Problem(trans, f"unreadable transcript file ({exc.strerror or exc})"))
+            continue
+        except UnicodeDecodeError as exc:
+            # The whole file is refused; its audio files are then reported as lacking a line.
+            line_no = data.count(b"\n", 0, exc.start) + 1
+            problems.append(
+                Problem(
+                    trans,
+                    f"unreadable transcript file: not UTF-8 "
+                    f"(line {line_no}, byte 0x{data[exc.start]:02x}: {exc.reason})",
+                )
+            )
             continue
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():
@@ -217,7 +229,17 @@ def _scan_subset(subset_dir: Path) -> _Scan:
     problems: list[Problem] = []
     flacs, transcripts = _list_files(subset_dir)
     entries = _parse_transcripts(transcripts, problems)
-    audio_by_id = {p.name[: -len(".flac")]: p for p in flacs}
+    audio_by_id: dict[str, Path] = {}
+    for path in flacs:
+        flac_id = path.name[: -len(".flac")]
+        if flac_id in audio_by_id:
+            # Which file is the utterance's audio is ambiguous: the utterance is bad.
+            other = audio_by_id[flac_id]
+            problems.append(
+                Problem(path, f"duplicate audio file for {flac_id} (also {other})", flac_id)
+            )
+            continue
+        audio_by_id[flac_id] = path
     for flac_id, path in audio_by_id.items():
         if flac_id not in entries:
             problems.append(Problem(path, "audio file has no transcript line", flac_id))
@@ -307,10 +329,21 @@ def _write_cache(subset_dir: Path, key: str, frame: pd.DataFrame) -> None:
         log.debug("not caching the manifest of %s: %s", subset_dir, exc)
 
 
-def _subset_dir(librispeech_root: Path, subset: str) -> Path:
+def _root_dir(librispeech_root: Path) -> Path:
     root = Path(librispeech_root)
     if not root.is_dir():
-        raise DataError(f"LibriSpeech root not found: {root}")
+        what = "is not a directory" if root.exists() else "not found"
+        raise DataError(f"LibriSpeech root {what}: {root}")
+    return root
+
+
+def _subset_dir(librispeech_root: Path, subset: str) -> Path:
+    root = _root_dir(librispeech_root)
+    if not subset or subset in (".", "..") or "/" in subset:
+        raise DataError(
+            f"invalid subset name {subset!r}: expected the name of a directory directly under "
+            f"{root}, such as dev-clean"
+        )
     subset_dir = root / subset
     if not subset_dir.is_dir():
         available = ", ".join(list_subsets(root)) or "none"
@@ -356,7 +389,9 @@ def load_manifest(
         if more
         else ""
     )
-    bad = {p.utt_id or str(p.path) for p in scan.problems}
+    # Count utterances, not problems: a file-level problem (say an unreadable transcript
+    # file) spoils no utterance by itself; the utterances it spoils carry their own problems.
+    bad = {p.utt_id for p in scan.problems if p.utt_id is not None}
     total = len(scan.rows) + len(bad)
     if not skip_bad or not scan.rows:
         raise DataError(f"{first}{hint}")
@@ -387,9 +422,7 @@ def check_subset(librispeech_root: Path, subset: str) -> SubsetReport:
 
 def check_root(librispeech_root: Path, subsets: Sequence[str] | None = None) -> CheckReport:
     """Validate the given subsets (default: every subset directory) of a LibriSpeech root."""
-    root = Path(librispeech_root)
-    if not root.is_dir():
-        raise DataError(f"LibriSpeech root not found: {root}")
+    root = _root_dir(librispeech_root)
     names = list(subsets) if subsets else list_subsets(root)
     if not names:
         raise DataError(f"no subset directories in {root} (expected e.g. {root}/dev-clean)")

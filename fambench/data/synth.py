@@ -89,9 +89,53 @@ _TRAIN_CHAPTER_SECONDS = 60.0
 _DEV_TEST_UTTS_PER_CHAPTER = 15
 
 
+SEED_LIMIT = 2**32
+SEED_RANGE = "an integer with 0 <= seed < 2**32"
+
+
+class SynthSettingError(ConfigError):
+    """An invalid `SynthSettings` value; `field` names the setting (the CLI option's name)."""
+
+    def __init__(self, field: str, requirement: str, value: object) -> None:
+        self.field = field
+        self.detail = f"must be {requirement}, got {value!r}"
+        super().__init__(f"invalid synth settings: {field} {self.detail}")
+
+
+def _is_int(value: object, low: int, high: int | None = None) -> bool:
+    """An int (not a bool) with low <= value (< high)."""
+    return (
+        isinstance(value, (int, np.integer))
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value < high)
+    )
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def check_workers(workers: int | None) -> int:
+    """The worker-process count to use: `workers`, or one per core for None or 0.
+
+    Raises SynthSettingError for anything else (a negative count would start no worker and
+    wait forever).
+    """
+    if workers is None or (_is_int(workers, 0) and workers == 0):
+        return _default_workers()
+    if not _is_int(workers, 1):
+        raise SynthSettingError("workers", "an integer >= 1 (or 0: one per core)", workers)
+    return int(workers)
+
+
 @dataclass(frozen=True)
 class SynthSettings:
-    """Everything that determines the generated corpus (recorded in its completion marker)."""
+    """Everything that determines the generated corpus (recorded in its completion marker).
+
+    hours: train audio to generate (finite, > 0); dev_utterances, test_utterances: >= 1 each;
+    seed: 0 <= seed < 2**32. Invalid values raise SynthSettingError (a ConfigError).
+    """
 
     hours: float = 3.0
     dev_utterances: int = 300
@@ -109,13 +153,17 @@ class SynthSettings:
     zipf_exponent: float = 1.0
 
     def __post_init__(self) -> None:
+        # The options a user sets (`fambench data synth`) are checked one by one, so that the
+        # error names the option; SynthSettingError.field says which.
+        for name, ok, requirement in (
+            ("hours", _is_real(self.hours) and 0 < self.hours < math.inf, "a finite number > 0"),
+            ("dev_utterances", _is_int(self.dev_utterances, 1), "an integer >= 1"),
+            ("test_utterances", _is_int(self.test_utterances, 1), "an integer >= 1"),
+            ("seed", _is_int(self.seed, 0, SEED_LIMIT), SEED_RANGE),
+        ):
+            if not ok:
+                raise SynthSettingError(name, requirement, getattr(self, name))
         checks = [
-            (self.hours > 0, f"hours must be > 0, got {self.hours}"),
-            (self.dev_utterances >= 1, f"dev_utterances must be >= 1, got {self.dev_utterances}"),
-            (
-                self.test_utterances >= 1,
-                f"test_utterances must be >= 1, got {self.test_utterances}",
-            ),
             (
                 min(self.train_speakers, self.dev_speakers, self.test_speakers) >= 1,
                 "every subset needs at least one speaker",
@@ -488,23 +536,46 @@ def generate_corpus(out_dir: Path, settings: SynthSettings, workers: int | None 
     """Generate the corpus under `out_dir` (replacing any synthetic subsets there).
 
     Returns the LibriSpeech root (``out_dir / "LibriSpeech"``). Other subsets in that root,
-    such as a real LibriSpeech download, are left alone.
+    such as a real LibriSpeech download, are left alone. `workers`: None or 0 for one per core,
+    else >= 1; an invalid count raises SynthSettingError before anything is written.
     """
+    workers = check_workers(workers)
     with _generation_lock(Path(out_dir)):
         return _generate_locked(Path(out_dir), settings, workers)
 
 
 def _generate_locked(out_dir: Path, settings: SynthSettings, workers: int | None) -> Path:
+    """Generate into a staging directory, then swap the subsets in (the lock is held).
+
+    However generation ends, the staging directory is gone afterwards; a LibriSpeech root that
+    this call created is removed again if it is still empty.
+    """
     root = out_dir / "LibriSpeech"
-    workers = workers or _default_workers()
+    workers = check_workers(workers)
+    plans = plan_chapters(settings)
+    made_root = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create corpus directory {root}: {exc.strerror}") from exc
     staging = out_dir / ".fambench-synth-staging"
+    try:
+        return _generate_in_staging(root, staging, plans, settings, workers)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made_root:
+            with contextlib.suppress(OSError):
+                root.rmdir()  # only succeeds when nothing was moved into it
+
+
+def _generate_in_staging(
+    root: Path, staging: Path, plans: list[ChapterPlan], settings: SynthSettings, workers: int
+) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    plans = plan_chapters(settings)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise DataError(f"cannot create staging directory {staging}: {exc.strerror}") from exc
     # Longest chapters first keeps all workers busy until the end.
     plans.sort(key=lambda p: -(p.target_seconds + 5.0 * p.target_utterances))
     tasks = [_ChapterTask(p, settings, str(staging)) for p in plans]
@@ -549,6 +620,7 @@ def ensure_corpus(out_dir: Path, settings: SynthSettings, workers: int | None = 
 
     A missing, partial or mismatching corpus is never used: it is logged and regenerated.
     """
+    workers = check_workers(workers)
     out_dir = Path(out_dir)
     root = out_dir / "LibriSpeech"
     if corpus_status(root, settings) is None:

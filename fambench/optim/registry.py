@@ -173,7 +173,7 @@ def resolve_hyperparameters(name: str, **overrides: Any) -> dict[str, Any]:
 def build_optimizer(name: str, model: nn.Module | Iterable, **overrides: Any) -> Optimizer:
     """Build optimizer ``name`` for ``model`` with hyperparameter ``overrides``.
 
-    A ``ValueError`` or ``TypeError`` of the factory (the optimizer refusing a value) becomes an
+    Any exception of the factory (the optimizer refusing a value, a plug-in's own bug) becomes an
     :class:`OptimizerConfigError` naming the optimizer.
     """
     spec = get_optimizer_spec(name)
@@ -182,6 +182,10 @@ def build_optimizer(name: str, model: nn.Module | Iterable, **overrides: Any) ->
         optimizer = spec.factory(model, **hyperparameters)
     except (TypeError, ValueError) as exc:
         raise OptimizerConfigError(f"optimizer {spec.name!r}: {exc}") from exc
+    except Exception as exc:  # a plug-in's constructor failing in its own way
+        raise OptimizerConfigError(
+            f"optimizer {spec.name!r} failed to construct: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(optimizer, Optimizer):
         raise OptimizerConfigError(
             f"optimizer {spec.name!r}: factory returned {type(optimizer).__name__}, "
@@ -289,6 +293,10 @@ def _load_dotted(path: str) -> Any:
     except ImportError as exc:
         raise OptimizerConfigError(
             f"optimizer {path!r}: cannot import module {module_name!r} ({exc})"
+        ) from exc
+    except Exception as exc:  # the module itself raises while it is imported
+        raise OptimizerConfigError(
+            f"optimizer {path!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
         ) from exc
     for part in attribute.split("."):
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -58,6 +60,45 @@ class RunFiles:
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 
+    @property
+    def previous(self) -> Path:
+        """Where --force keeps the old results until the new run has its first checkpoint."""
+        return self.root / ".previous"
+
+    def _entries(self) -> list[Path]:
+        keep = {self.lock.name, self.previous.name}
+        return [p for p in self.root.iterdir() if p.name not in keep]
+
+    def set_aside(self) -> None:
+        """Move the run's files into `previous` (a forced rerun starts); if `previous` already
+        holds results (an earlier forced run died before its first checkpoint), keep those."""
+        keep_older = self.previous.is_dir()
+        self.previous.mkdir(exist_ok=True)
+        for entry in self._entries():
+            if keep_older:
+                _remove(entry)
+            else:
+                os.replace(entry, self.previous / entry.name)
+
+    def recover_previous(self) -> bool:
+        """Put set-aside results back if the forced run that replaced them died before its
+        first checkpoint; drop them if it got that far. True when results were put back."""
+        if not self.previous.is_dir():
+            return False
+        if self.checkpoint.is_file():
+            self.discard_previous()
+            return False
+        for entry in self._entries():
+            _remove(entry)
+        for entry in self.previous.iterdir():
+            os.replace(entry, self.root / entry.name)
+        self.previous.rmdir()
+        return True
+
+    def discard_previous(self) -> None:
+        """The new run has a checkpoint: the results it replaces are gone for good."""
+        shutil.rmtree(self.previous, ignore_errors=True)
+
     def write_config(self, config: Mapping[str, Any]) -> None:
         write_json(self.config, dict(config))
 
@@ -73,33 +114,35 @@ class RunFiles:
 
 
 class RunLock:
-    """An exclusive lock file in a run directory: one process writes a run at a time.
+    """An exclusive lock on a run directory: one process writes a run at a time.
 
-    Created with O_EXCL; holds "<hostname> <pid>". A lock left by a dead process on the same
-    host is taken over; a live owner (or one on another host) makes acquire() fail.
+    `fcntl.flock` on ``run.lock`` (holding "<hostname> <pid>" for people to read): the kernel
+    releases it when the owner dies, however it dies, so there is no stale lock to take over
+    and no check-then-create race between processes that want it at once. The file is removed
+    on release; a process that locked a file someone just removed notices and tries again.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._held = False
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        host = socket.gethostname()
-        for _ in range(2):
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._stale(host):
-                    self.path.unlink(missing_ok=True)
-                    continue
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
                 raise ResultsError(
                     f"run directory {self.path.parent} is in use by another process "
-                    f"(lock {self.path}: {self._owner()}); wait for it or remove the lock file"
+                    f"(lock {self.path}: {self._owner()}); wait for it to finish"
                 ) from None
-            with os.fdopen(fd, "w") as handle:
-                handle.write(f"{host} {os.getpid()}\n")
-            self._held = True
-            return
+            if _same_file(fd, self.path):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+                self._fd = fd
+                return
+            os.close(fd)  # locked a file its previous owner had just removed: try again
         raise ResultsError(f"could not take the lock {self.path}")
 
     def _owner(self) -> str:
@@ -108,25 +151,11 @@ class RunLock:
         except OSError:
             return "unknown owner"
 
-    def _stale(self, host: str) -> bool:
-        parts = self._owner().split()
-        if len(parts) != 2 or parts[0] != host or not parts[1].isdigit():
-            return False
-        pid = int(parts[1])
-        if pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
     def release(self) -> None:
-        if self._held:
-            self.path.unlink(missing_ok=True)
-            self._held = False
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # before unlocking: see acquire()
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -134,3 +163,32 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether a live process holds the run lock at ``path`` (never blocks, never takes it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the shared lock if it was taken
+    return False

@@ -26,7 +26,7 @@ METRIC_COLUMNS = (
     "eval_s",
 )
 
-STATUSES = ("completed", "diverged", "interrupted", "running")
+STATUSES = ("completed", "diverged", "interrupted", "failed", "running")
 FINISHED = ("completed", "diverged")  # a run with one of these is reported, not rerun
 
 PROVENANCE_KEYS = (

@@ -23,7 +23,7 @@ def save_checkpoint(
     payload = {
         "format_version": FORMAT_VERSION,
         "run_id": run_id,
-        "model": trainee.model.state_dict(),
+        "model": boundary.model_state(trainee.model),
         "optimizer": trainee.optimizer.state_dict(),
         "scheduler": trainee.scheduler.state_dict(),
         "rng": boundary.rng,

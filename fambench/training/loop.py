@@ -29,15 +29,18 @@ def train_loop(run: RunContext) -> tuple[str, str]:
                 save_checkpoint(
                     run.files.checkpoint, plan.run_id, trainee, state, Boundary.of(trainee, state)
                 )
+                run.files.discard_previous()  # what --force replaced is now gone for good
                 run.logger.write_metrics(state)
                 run.logger.write_summary(state, "running", "training")
             if done:
                 break
-            # An interruption inside the step saves this boundary: by then the forward pass has
-            # drawn dropout and SpecAugment randomness that a resumed run must draw again.
+            # Stop signals wait for the step's end; anything else that interrupts the step saves
+            # this boundary (the forward pass has drawn dropout and SpecAugment randomness and
+            # moved BatchNorm statistics by then: a resumed run must do that again).
             mark = time.perf_counter()
             boundary = Boundary.of(trainee, state)
-            ended = train_step(run, mark)
+            with run.stops.step():
+                ended = train_step(run, mark)
             # Bookkeeping and the progress display count as training time too.
             tail = time.perf_counter() - ended
             state.train_s += tail

@@ -116,7 +116,15 @@ def schedule_steps(preset: Preset, total: int) -> dict[str, int]:
     return {"warmup_steps": warmup, "decay_start_step": decay_start, "total_steps": total}
 
 
+SEED_RANGE = (0, 2**32 - 1)  # what every generator a run seeds accepts
+
+
 def _check_request(request: RunRequest) -> None:
+    low, high = SEED_RANGE
+    if isinstance(request.seed, bool) or not isinstance(request.seed, int):
+        raise ConfigError(f"--seed must be an integer, got {request.seed!r}")
+    if not low <= request.seed <= high:
+        raise ConfigError(f"--seed must be in [{low}, {high}], got {request.seed}")
     if request.steps is not None and request.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {request.steps}")
     if request.time_budget_s is not None and not request.time_budget_s > 0:
@@ -153,6 +161,29 @@ def _device(request: RunRequest) -> torch.device:
     return device
 
 
+def _probe_step(name: str, hyperparameters: Mapping[str, Any]) -> None:
+    """Build the optimizer on a tiny module and take one step the way the trainer does
+    (no closure, dense gradients): its own value checks run, and an optimizer that cannot
+    train here (LBFGS needs a closure, SparseAdam sparse gradients) is refused up front."""
+    with torch.random.fork_rng(devices=[]):  # the probe must not move the global RNG
+        probe = torch.nn.Linear(4, 4)
+        optimizer = build_optimizer(name, probe, **hyperparameters)
+        for parameter in probe.parameters():
+            parameter.grad = torch.ones_like(parameter)
+        try:
+            optimizer.step()
+        except Exception as exc:  # whatever a plug-in raises: one line, before any file
+            raise ConfigError(
+                f"optimizer {name!r} cannot be trained by fambench: a probe step failed "
+                f"({type(exc).__name__}: {exc}); the trainer calls step() without a closure, "
+                "on dense gradients"
+            ) from None
+        finally:
+            close = getattr(optimizer, "close", None)
+            if callable(close):
+                close()
+
+
 def _hyperparameters(request: RunRequest, preset: Preset) -> tuple[Any, dict, dict, str | None]:
     """(spec, explicit, resolved, tuned source); the optimizer's own checks run on a probe."""
     try:
@@ -160,8 +191,7 @@ def _hyperparameters(request: RunRequest, preset: Preset) -> tuple[Any, dict, di
         tuned = load_tuned(preset.name)
         explicit = {**tuned.for_optimizer(spec.name), **request.overrides}
         resolved = resolve_hyperparameters(request.optimizer, **explicit)
-        with torch.random.fork_rng(devices=[]):  # the probe must not move the global RNG
-            build_optimizer(request.optimizer, torch.nn.Linear(4, 4), **explicit)
+        _probe_step(request.optimizer, explicit)
     except ValueError as exc:  # OptimizerConfigError: unknown name, key or bad value
         raise ConfigError(str(exc)) from None
     source = tuned.source if tuned.for_optimizer(spec.name) else None

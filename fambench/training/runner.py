@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fambench.errors import ResultsError
+from fambench.errors import FambenchError, ResultsError
+from fambench.fileio import sweep_temporaries
 from fambench.optim import TraceWriter
 from fambench.rundir import FINISHED, RunFiles, RunLock
-from fambench.rundir.loading import read_summary
+from fambench.rundir.loading import read_json, read_summary
 from fambench.training.checkpoint import load_checkpoint
+from fambench.training.interrupts import StopRequests
 from fambench.training.logger import ProgressCallback, RunLogger
 from fambench.training.loop import train_loop
-from fambench.training.plan import RunRequest, plan_run
-from fambench.training.record import run_config
+from fambench.training.plan import RunPlan, RunRequest, plan_run
+from fambench.training.record import provenance, run_config
 from fambench.training.setup import build_trainee
 from fambench.training.state import TrainState
 from fambench.training.step import RunContext
@@ -47,11 +49,19 @@ def _finished(files: RunFiles, force: bool) -> RunOutcome | None:
 def run_training(request: RunRequest, progress: ProgressCallback | None = None) -> RunOutcome:
     """Train (or resume, or report) the run described by request.
 
-    Raises a FambenchError (ConfigError, DataError, ResultsError) for bad input, before
+    Raises a FambenchError (ConfigError, DataError, ResultsError, ...) for bad input, before
     anything is written. A finished run (completed or diverged) is reported, not rerun, unless
-    ``force``; an interrupted one resumes from its checkpoint. KeyboardInterrupt inside the
-    loop is caught: the run is saved with status "interrupted" and returned.
+    ``force``; an interrupted or failed one resumes from its checkpoint. Ctrl-C and SIGTERM are
+    honoured at the next step boundary: the run is saved with status "interrupted" and
+    returned. An error while training (a full disk, an optimizer that raises) is recorded in
+    the summary as status "failed" with its message, then raised as RunFailed.
     """
+    stops = StopRequests()
+    with stops.installed():
+        return _run(request, progress, stops)
+
+
+def _run(request: RunRequest, progress: ProgressCallback | None, stops: StopRequests) -> RunOutcome:
     plan = plan_run(request)
     files = RunFiles(plan.run_dir)
     if (done := _finished(files, request.force)) is not None:
@@ -71,12 +81,16 @@ def run_training(request: RunRequest, progress: ProgressCallback | None = None) 
     except OSError as exc:
         raise ResultsError(f"cannot create run directory {files.root}: {exc.strerror}") from exc
     with RunLock(files.lock):
+        sweep_temporaries(files.root)
+        files.recover_previous()
         if (done := _finished(files, request.force)) is not None:
             return done
-        run = RunContext(plan, data, trainee, TrainState(), logger, files)
+        run = RunContext(plan, data, trainee, TrainState(), logger, files, stops=stops)
         resumed = start(run)
         try:
             status, message = train_loop(run)
+        except Exception as exc:  # recorded as "failed", then one line for the user
+            raise _failed(run, exc) from exc
         finally:
             logger.close()
             close = getattr(trainee.optimizer, "close", None)
@@ -90,17 +104,55 @@ def run_training(request: RunRequest, progress: ProgressCallback | None = None) 
         )
 
 
+class RunFailed(FambenchError):
+    """Training stopped on an error; the run's summary says "failed" and why."""
+
+
+def _failed(run: RunContext, exc: Exception) -> RunFailed:
+    """Record the failure in the run directory (as far as the disk allows); the error to raise."""
+    reason = str(exc) if isinstance(exc, FambenchError) else f"{type(exc).__name__}: {exc}"
+    message = f"failed at step {run.state.step}: {reason}"
+    with contextlib.suppress(FambenchError, OSError):
+        run.logger.write_metrics(run.state)
+        run.logger.write_summary(run.state, "failed", message)
+    return RunFailed(
+        f"run {run.plan.run_id} {message} (recorded in {run.files.summary}; "
+        "the same command resumes from the last checkpoint)"
+    )
+
+
+# What a resumed run must share with the run that started it, or its numbers would change.
+_MUST_MATCH = ("threads", "torch", "device")
+
+
+def _check_resumable(files: RunFiles, plan: RunPlan) -> None:
+    """Refuse to resume with settings that change the numbers (thread count, torch, device)."""
+    try:
+        started = read_json(files.config).get("provenance") or {}
+    except ResultsError:
+        return  # no readable config: the checkpoint's own check decides
+    now = provenance(plan)
+    for key in _MUST_MATCH:
+        old, new = started.get(key), now[key]
+        if key == "device":
+            old, new = str(old).split(":")[0].split()[0], str(new).split(":")[0].split()[0]
+        if old is not None and old != new:
+            raise ResultsError(
+                f"{files.root} was started with {key} {old}; resuming with {new} would change "
+                f"its numbers: resume with {key} {old}, or start it over with --force"
+            )
+
+
 def start(run: RunContext) -> bool:
-    """Attach to the locked run directory: resume its checkpoint, or start it afresh (the files
-    of an earlier attempt removed, config and tokenizer written). True when resuming."""
+    """Attach to the locked run directory: resume its checkpoint, or start it afresh (results
+    of an earlier attempt set aside until the first checkpoint). True when resuming."""
     files, plan = run.files, run.plan
     resume = not plan.request.force and files.checkpoint.is_file()
     if resume:
+        _check_resumable(files, plan)
         run.state = load_checkpoint(files.checkpoint, plan.run_id, run.trainee)
     else:
-        for stale in (files.checkpoint, files.metrics_parquet, files.metrics_csv, files.summary):
-            stale.unlink(missing_ok=True)
-        shutil.rmtree(files.tensorboard, ignore_errors=True)
+        files.set_aside()
     optimizer = run.trainee.optimizer
     trace = None
     if isinstance(optimizer, TraceWriter):  # a declared capability, not a name

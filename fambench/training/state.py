@@ -93,12 +93,22 @@ class Trainee:
 
 @dataclass(frozen=True)
 class Boundary:
-    """The RNG and data position at a step boundary: where a resumed run continues from."""
+    """What a step changes besides parameters and optimizer state, as it was at a step
+    boundary: RNGs, data position and model buffers (BatchNorm statistics move in the forward
+    pass). A step interrupted before its update is saved as this boundary."""
 
     step: int
     rng: dict[str, Any]
     stream: dict[str, int]
+    buffers: dict[str, torch.Tensor]
 
     @classmethod
     def of(cls, trainee: Trainee, state: TrainState) -> Boundary:
-        return cls(state.step, trainee.rng_state(), trainee.stream.state())
+        buffers = {name: b.detach().clone() for name, b in trainee.model.named_buffers()}
+        return cls(state.step, trainee.rng_state(), trainee.stream.state(), buffers)
+
+    def model_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The model's state dict with its buffers as they were at this boundary."""
+        state = model.state_dict()
+        state.update({k: v for k, v in self.buffers.items() if k in state})
+        return state

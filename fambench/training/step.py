@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fambench.rundir import RunFiles
+from fambench.training.interrupts import StopRequests
 from fambench.training.logger import RunLogger
 from fambench.training.plan import RunPlan
 from fambench.training.state import Trainee, TrainState
@@ -49,6 +50,7 @@ class RunContext:
     logger: RunLogger
     files: RunFiles
     session: Session = field(default_factory=Session)
+    stops: StopRequests = field(default_factory=StopRequests)
 
 
 def train_step(run: RunContext, t0: float) -> float:
