@@ -41,6 +41,7 @@ class GridCell:
     force: bool = False
     command: str | None = None
     threads: int | None = None
+    hparams_file: Path | None = None
 
     def request(self) -> Any:
         """The fambench.training.RunRequest of this cell."""
@@ -58,6 +59,7 @@ class GridCell:
             force=self.force,
             command=self.command,
             threads=self.threads,
+            hparams_file=self.hparams_file,
         )
 
 
@@ -113,6 +115,7 @@ def run_grid(
     force: bool = False,
     command: str | None = None,
     threads: int | None = None,
+    hparams_file: str | os.PathLike[str] | None = None,
     progress: Callable[[Any], None] | None = None,
     on_run: OnRun | None = None,
     runner: Runner | None = None,
@@ -145,6 +148,7 @@ def run_grid(
         force=force,
         command=command,
         threads=threads,
+        hparams_file=Path(hparams_file) if hparams_file is not None else None,
     )
     # Seed-major order: a grid stopped part-way still compares every optimizer.
     cells = [

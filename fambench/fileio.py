@@ -14,6 +14,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,20 @@ def sweep_temporaries(directory: PathLike) -> list[Path]:
                 tmp.unlink()
                 removed.append(tmp)
     return removed
+
+
+def move_into(entries: list[Path], directory: PathLike) -> None:
+    """Move files or whole directories into ``directory`` (same filesystem), replacing what
+    is there under the same names; the directory is fsynced after. The one other way, beside
+    atomic_write, that fambench puts things in place: a corpus moved out of its staging
+    directory, a run's results set aside by --force and put back."""
+    directory = Path(directory)
+    for entry in entries:
+        target = directory / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    _fsync(directory)
 
 
 def write_bytes(path: PathLike, data: bytes) -> Path:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +31,31 @@ def synth_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     out = tmp_path_factory.mktemp("synth-corpus")
     return ensure_corpus(out, SYNTH_TEST_SETTINGS)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """SQLAlchemy URL (``postgresql+psycopg2://...``) of a database on a real PostgreSQL server.
+
+    The server is started for the session in a temporary directory (tests/postgres.py) and
+    stopped afterwards. Without the server binaries (Debian's ``postgresql`` package), or when the
+    server fails to start, the tests that use it skip with the reason printed; with the
+    environment variable CI set (``.ci/run`` sets it) they fail instead.
+    """
+    from postgres import PostgresStartError, PostgresUnavailable, temporary_postgres
+
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(temporary_postgres(tmp_path_factory.mktemp("postgres")))
+        except (PostgresUnavailable, PostgresStartError) as exc:
+            url, reason = None, f"PostgreSQL tests: {exc}"
+        if url is None:
+            if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+                pytest.fail(f"{reason}\n(CI is set: failing instead of skipping)", pytrace=False)
+            capture = request.config.pluginmanager.getplugin("capturemanager")
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                print(f"\nSKIPPING {reason}", file=sys.stderr, flush=True)
+            pytest.skip(reason)
+        yield url

@@ -293,6 +293,9 @@ def bench_command(
     ] = None,
     target_wer: Annotated[float | None, typer.Option(help="Target dev WER.")] = None,
     reference: Annotated[str, typer.Option(help=_REFERENCE_HELP)] = DEFAULT_REFERENCE,
+    hparams: Annotated[
+        Path | None, typer.Option(help="Tuned-values file to use instead of the preset's.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rerun completed runs too.")] = False,
     threads: Annotated[
         int | None, typer.Option(help="torch threads per run (default: the usable CPU cores).")
@@ -320,6 +323,7 @@ def bench_command(
             data_root=data,
             target_wer=target_wer,
             reference=reference,
+            hparams_file=hparams,
             force=force,
             threads=threads,
             command=shlex.join(["fambench", *sys.argv[1:]]),

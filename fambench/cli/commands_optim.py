@@ -36,6 +36,8 @@ def optimizers_command() -> None:
         )
         mine = tuned.for_optimizer(spec.name)
         tuned_text = ", ".join(f"{k}={_format_value(v)}" for k, v in mine.items()) or "-"
+        if spec.name in tuned.sources:
+            tuned_text += f"\n(from {tuned.source_of(spec.name)})"
         table.add_row(spec.name, spec.description, defaults or "-", tuned_text)
     console.print(table)
     console.print(

@@ -121,6 +121,9 @@ def run_command(
     threads: int | None = typer.Option(
         None, "--threads", help="torch CPU threads (default: the cores available, at most 16)."
     ),
+    hparams: Path | None = typer.Option(
+        None, "--hparams", help="Tuned-values file to use instead of the preset's."
+    ),
 ) -> None:
     """Train a Conformer CTC model with one optimizer and record the run."""
     from fambench.training import RunRequest, run_training
@@ -145,6 +148,7 @@ def run_command(
         tensorboard=tensorboard,
         threads=threads,
         command=shlex.join(["fambench", *sys.argv[1:]]),
+        hparams_file=hparams,
     )
     view = _ProgressView()
     try:
@@ -208,7 +212,11 @@ def presets_command() -> None:
             f"target WER {_fmt(p.target_wer, '.2f')}"
         )
         tuned = load_tuned(p.name)
-        values = "\n".join(f"{name}: {hparams_key(hp)}" for name, hp in tuned.optimizers.items())
+        values = "\n".join(
+            f"{name}: {hparams_key(hp)}"
+            + (f" [dim](from {tuned.source_of(name)})[/]" if name in tuned.sources else "")
+            for name, hp in tuned.optimizers.items()
+        )
         if tuned.source:
             values += f"\n[dim]from {tuned.source}[/]"
         name = p.name + (" (default)" if p.name == DEFAULT_PRESET else "")

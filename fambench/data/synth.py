@@ -39,7 +39,7 @@ import numpy as np
 from fambench.data.espeak import Voice
 from fambench.data.wordlist import WORDS
 from fambench.errors import ConfigError, DataError
-from fambench.fileio import write_json
+from fambench.fileio import move_into, write_json
 
 log = logging.getLogger(__name__)
 
@@ -600,9 +600,7 @@ def _generate_in_staging(
             "speakers": sorted({r.speaker_id for r in results if r.subset == subset}),
         }
     (root / MARKER_NAME).unlink(missing_ok=True)
-    for subset in SUBSETS:
-        shutil.rmtree(root / subset, ignore_errors=True)
-        os.replace(staging / subset, root / subset)
+    move_into([staging / subset for subset in SUBSETS], root)
     shutil.rmtree(staging, ignore_errors=True)
     marker = {
         "format_version": 1,

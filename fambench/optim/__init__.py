@@ -9,6 +9,12 @@ Usable from any training script::
 
 ``FAMScheduler`` and ``FAMScheduler2`` (the specification's names) are aliases of
 ``WarmupHoldCosine``. An optimizer that can write a trace implements :class:`TraceWriter`.
+
+Each registry entry declares a search space (its tunable hyperparameters as :class:`Dimension`
+ranges and scales, JSON form as AlgoPerf's ``tuning_search_space.json``)::
+
+    space = resolve_search_space("adamw")  # or resolve_search_space("adamw", "space.json")
+    overrides = apply_point(get_optimizer_spec("adamw").defaults, {"betas.1": 0.98}, space=space)
 """
 
 from fambench.optim.fam import FAMOptimizer, infer_handler_name
@@ -31,14 +37,24 @@ from fambench.optim.registry import (
     parse_override_value,
     register_optimizer,
     resolve_hyperparameters,
+    resolve_search_space,
 )
 from fambench.optim.schedules import FAMScheduler, FAMScheduler2, WarmupHoldCosine
+from fambench.optim.search import (
+    Dimension,
+    SearchSpace,
+    apply_point,
+    load_search_space,
+    parse_search_space,
+    search_space_to_json,
+)
 from fambench.optim.simple_fam import SimpleFAM
 from fambench.optim.tracing import TraceWriter
 
 __all__ = [
     "AttentionFrequencyHandler",
     "ConvFrequencyHandler",
+    "Dimension",
     "EmbeddingFrequencyHandler",
     "FAMOptimizer",
     "FAMScheduler",
@@ -46,9 +62,11 @@ __all__ = [
     "FrequencyHandler",
     "OptimizerConfigError",
     "OptimizerSpec",
+    "SearchSpace",
     "SimpleFAM",
     "TraceWriter",
     "WarmupHoldCosine",
+    "apply_point",
     "build_optimizer",
     "get_handler",
     "get_optimizer_spec",
@@ -56,8 +74,12 @@ __all__ = [
     "handler_names",
     "infer_handler_name",
     "list_optimizers",
+    "load_search_space",
     "parse_override_value",
+    "parse_search_space",
     "register_handler",
     "register_optimizer",
     "resolve_hyperparameters",
+    "resolve_search_space",
+    "search_space_to_json",
 ]

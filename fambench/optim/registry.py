@@ -8,6 +8,10 @@
 3. an entry point of the group ``fambench.optimizers`` (the object it loads may be an
    :class:`OptimizerSpec`, an Optimizer subclass or a callable taking the model).
 
+Each entry may declare a search space (:mod:`fambench.optim.search`): its tunable
+hyperparameters with ranges and scales, checked against its defaults when registered.
+:func:`resolve_search_space` gives an entry's space, or a user's search-space file's.
+
 Overrides are checked generically against the entry's defaults: unknown keys are refused
 (listing the valid ones) and a value must fit its default's type (see :func:`_check_value`).
 Ranges are the optimizer's own business: it checks its values when built, and
@@ -29,6 +33,7 @@ import json
 import logging
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -38,8 +43,15 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from fambench.optim.errors import OptimizerConfigError
 from fambench.optim.fam import FAMOptimizer
 from fambench.optim.groups import get_parameter_groups
+from fambench.optim.search import (
+    Dimension,
+    load_search_space,
+    parse_search_space,
+    search_space_problem,
+)
 from fambench.optim.simple_fam import SimpleFAM
 
 __all__ = [
@@ -52,15 +64,14 @@ __all__ = [
     "parse_override_value",
     "register_optimizer",
     "resolve_hyperparameters",
+    "resolve_search_space",
 ]
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "fambench.optimizers"
-
-
-class OptimizerConfigError(ValueError):
-    """An unknown optimizer name or an invalid hyperparameter (one-line message)."""
+SEARCH_SPACE_ATTRIBUTE = "fambench_search_space"
+"""A plug-in class or factory may declare its search space (JSON form) in this attribute."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,8 @@ class OptimizerSpec:
     ``ablation_of`` is the registry name of the optimizer this entry is an ablation of (the same
     method with one part switched off, e.g. ``fam-fixed`` of ``fam``), so that a comparison can
     label the pair "ablation" rather than "baseline"; None for an optimizer of its own.
+    ``search_space`` maps the names of its tunable hyperparameters to their
+    :class:`~fambench.optim.search.Dimension` (empty: none declared; treat it as read-only).
     """
 
     name: str
@@ -81,6 +94,7 @@ class OptimizerSpec:
     factory: Callable[..., Optimizer] = field(repr=False)
     accepts_any: bool = False
     ablation_of: str | None = None
+    search_space: Mapping[str, Dimension] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
@@ -93,11 +107,14 @@ def register_optimizer(
     defaults: Mapping[str, Any],
     description: str,
     ablation_of: str | None = None,
+    search_space: Mapping[str, Dimension | Mapping[str, Any]] | None = None,
     replace: bool = False,
 ) -> OptimizerSpec:
     """Register ``factory(model, **hyperparameters)`` under ``name`` and return its spec.
 
     ``ablation_of`` names the optimizer this one is an ablation of (see :class:`OptimizerSpec`).
+    ``search_space`` maps names to Dimension objects or their JSON form; every name must be a
+    key of ``defaults`` (or ``key.index`` of a tuple default, or a schedule setting).
     """
     if not isinstance(name, str) or not name or ":" in name:
         raise OptimizerConfigError(f"invalid optimizer name {name!r} (non-empty, no ':')")
@@ -113,7 +130,10 @@ def register_optimizer(
         raise OptimizerConfigError(
             f"optimizer {name!r} is already registered (pass replace=True to override it)"
         )
-    spec = OptimizerSpec(name, description, dict(defaults), factory, ablation_of=ablation_of)
+    space = _checked_space(name, search_space or {}, defaults, accepts_any=False)
+    spec = OptimizerSpec(
+        name, description, dict(defaults), factory, ablation_of=ablation_of, search_space=space
+    )
     _REGISTRY[name] = spec
     return spec
 
@@ -168,6 +188,26 @@ def resolve_hyperparameters(name: str, **overrides: Any) -> dict[str, Any]:
     checks its ranges when :func:`build_optimizer` builds it.
     """
     return _resolve(get_optimizer_spec(name), overrides)
+
+
+def resolve_search_space(name: str, path: str | os.PathLike | None = None) -> dict[str, Dimension]:
+    """The search space to tune optimizer ``name`` over: the file's when ``path`` is given
+    (its names checked against the optimizer's defaults), else the one the entry declares.
+    """
+    spec = get_optimizer_spec(name)
+    if path is not None:
+        space = load_search_space(path)
+        problem = search_space_problem(space, spec.defaults, accepts_any=spec.accepts_any)
+        if problem:
+            raise OptimizerConfigError(
+                f"optimizer {spec.name!r}: search space file '{os.fspath(path)}': {problem}"
+            )
+        return space
+    if not spec.search_space:
+        raise OptimizerConfigError(
+            f"optimizer {spec.name!r} declares no search space; pass --search-space FILE"
+        )
+    return dict(spec.search_space)
 
 
 def build_optimizer(name: str, model: nn.Module | Iterable, **overrides: Any) -> Optimizer:
@@ -308,6 +348,17 @@ def _load_dotted(path: str) -> Any:
     return obj
 
 
+def _checked_space(
+    name: str, data: Mapping[str, Any], defaults: Mapping[str, Any], *, accepts_any: bool
+) -> dict[str, Dimension]:
+    """Parse a declared search space (JSON form or Dimensions) and check its names."""
+    space = parse_search_space(data, source=f"optimizer {name!r}: search space")
+    problem = search_space_problem(space, defaults, accepts_any=accepts_any)
+    if problem:
+        raise OptimizerConfigError(f"optimizer {name!r}: search space: {problem}")
+    return space
+
+
 def _parameters(model: Any) -> Iterable:
     return model.parameters() if isinstance(model, nn.Module) else model
 
@@ -353,34 +404,34 @@ def _first_doc_line(obj: Any) -> str:
 def _spec_from_object(name: str, obj: Any) -> OptimizerSpec:
     """Wrap what a dotted path or entry point points at into an OptimizerSpec."""
     if isinstance(obj, OptimizerSpec):
-        return dataclasses.replace(obj, name=name)
-    if isinstance(obj, type) and issubclass(obj, Optimizer):
-        defaults, accepts_any = _signature_defaults(obj, skip_first=True)
-        optimizer_class = obj
-
-        def factory(model: Any, **hyperparameters: Any) -> Optimizer:
-            return optimizer_class(_parameters(model), **hyperparameters)
-
-        return OptimizerSpec(
-            name,
-            _first_doc_line(obj) or f"{obj.__module__}.{obj.__qualname__}",
-            defaults,
-            factory,
-            accepts_any=accepts_any,
+        space = _checked_space(name, obj.search_space, obj.defaults, accepts_any=obj.accepts_any)
+        return dataclasses.replace(obj, name=name, search_space=space)
+    if not callable(obj):
+        raise OptimizerConfigError(
+            f"optimizer {name!r} points at a {type(obj).__name__}; expected an Optimizer class, "
+            "a factory taking the model, or an OptimizerSpec"
         )
-    if callable(obj):
-        defaults, accepts_any = _signature_defaults(obj, skip_first=True)
-        return OptimizerSpec(
-            name,
-            _first_doc_line(obj) or name,
-            defaults,
-            obj,
-            accepts_any=accepts_any,
-        )
-    raise OptimizerConfigError(
-        f"optimizer {name!r} points at a {type(obj).__name__}; expected an Optimizer class, "
-        "a factory taking the model, or an OptimizerSpec"
+    defaults, accepts_any = _signature_defaults(obj, skip_first=True)
+    space = _checked_space(
+        name, getattr(obj, SEARCH_SPACE_ATTRIBUTE, None) or {}, defaults, accepts_any=accepts_any
     )
+    if isinstance(obj, type) and issubclass(obj, Optimizer):
+        factory = _class_factory(obj)
+        description = _first_doc_line(obj) or f"{obj.__module__}.{obj.__qualname__}"
+    else:
+        factory, description = obj, _first_doc_line(obj) or name
+    return OptimizerSpec(
+        name, description, defaults, factory, accepts_any=accepts_any, search_space=space
+    )
+
+
+def _class_factory(optimizer_class: type[Optimizer]) -> Callable[..., Optimizer]:
+    """A factory giving an Optimizer subclass the model's parameters."""
+
+    def factory(model: Any, **hyperparameters: Any) -> Optimizer:
+        return optimizer_class(_parameters(model), **hyperparameters)
+
+    return factory
 
 
 # ------------------------------------------------------------------------------- built-ins
@@ -400,6 +451,38 @@ _FAM_DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 """FAM's hyperparameters. Its trace is no hyperparameter: see FAMOptimizer.start_trace."""
+
+
+# Built-in search spaces (JSON form): starting points sized for the CPU-scale workloads, to be
+# widened or narrowed per workload with a search-space file. Momentum-like knobs close to 1 use
+# log1m; warmup_fraction is the trainer's schedule setting (fraction of the run warming up).
+# A tuned weight_decay replaces the default even where the default (0.0) lies below the range.
+# A tuned FAM alpha applies to every group (the default None keeps each group's own value).
+_WARMUP_SPACE: dict[str, Any] = {"warmup_fraction": {"min": 0.02, "max": 0.3, "scaling": "linear"}}
+_FAM_SPACE: dict[str, Any] = {
+    "lr": {"min": 0.05, "max": 5.0, "scaling": "log"},
+    "alpha": {"min": 0.5, "max": 0.99, "scaling": "log1m"},
+    "beta": {"min": 0.9, "max": 0.999, "scaling": "log1m"},
+    "weight_decay": {"min": 1e-6, "max": 1e-2, "scaling": "log"},
+    "fam_start_step": {"min": 10, "max": 500, "scaling": "linear", "type": "int"},
+    **_WARMUP_SPACE,
+}
+# With the frequency adaptation off, beta and fam_start_step change nothing: not tuned.
+_FAM_FIXED_SPACE = {k: v for k, v in _FAM_SPACE.items() if k not in ("beta", "fam_start_step")}
+_SIMPLE_FAM_SPACE = {k: v for k, v in _FAM_SPACE.items() if k != "fam_start_step"}
+_ADAMW_SPACE: dict[str, Any] = {
+    "lr": {"min": 1e-4, "max": 1e-2, "scaling": "log"},
+    "betas.0": {"min": 0.8, "max": 0.99, "scaling": "log1m"},
+    "betas.1": {"min": 0.9, "max": 0.9999, "scaling": "log1m"},
+    "weight_decay": {"min": 1e-4, "max": 0.5, "scaling": "log"},
+    **_WARMUP_SPACE,
+}
+_SGD_SPACE: dict[str, Any] = {
+    "lr": {"min": 0.01, "max": 1.0, "scaling": "log"},
+    "momentum": {"min": 0.8, "max": 0.99, "scaling": "log1m"},
+    "weight_decay": {"min": 1e-6, "max": 1e-3, "scaling": "log"},
+    **_WARMUP_SPACE,
+}
 
 
 def _fam_factory(adaptive: bool) -> Callable[..., Optimizer]:
@@ -451,6 +534,7 @@ register_optimizer(
         "Frequency-Adaptive Momentum over module-type groups (conv/attention/embedding/norm/"
         "other); alpha/n_bands none = each group's own value"
     ),
+    search_space=_FAM_SPACE,
 )
 register_optimizer(
     "fam-fixed",
@@ -458,12 +542,14 @@ register_optimizer(
     defaults=_FAM_DEFAULTS,
     description="FAM with frequency adaptation off: same groups and update, momentum = alpha",
     ablation_of="fam",
+    search_space=_FAM_FIXED_SPACE,
 )
 register_optimizer(
     "simple-fam",
     _simple_fam,
     defaults={"lr": 1e-3, "alpha": 0.9, "beta": 0.99, "weight_decay": 0.0},
     description="SimpleFAM: one upper-half-spectrum rule for tensors over 1000 entries",
+    search_space=_SIMPLE_FAM_SPACE,
 )
 register_optimizer(
     "adamw",
@@ -476,10 +562,12 @@ register_optimizer(
         "amsgrad": False,
     },
     description="torch.optim.AdamW (foreach)",
+    search_space=_ADAMW_SPACE,
 )
 register_optimizer(
     "sgd",
     _sgd,
     defaults={"lr": 1e-3, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0},
     description="torch.optim.SGD with Nesterov momentum (foreach)",
+    search_space=_SGD_SPACE,
 )

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from fambench.errors import ResultsError
-from fambench.fileio import atomic_write, write_json
+from fambench.fileio import atomic_write, move_into, write_json
 from fambench.rundir.records import Summary, metrics_frame
 
 
@@ -72,13 +72,12 @@ class RunFiles:
     def set_aside(self) -> None:
         """Move the run's files into `previous` (a forced rerun starts); if `previous` already
         holds results (an earlier forced run died before its first checkpoint), keep those."""
-        keep_older = self.previous.is_dir()
-        self.previous.mkdir(exist_ok=True)
-        for entry in self._entries():
-            if keep_older:
+        if self.previous.is_dir():
+            for entry in self._entries():
                 _remove(entry)
-            else:
-                os.replace(entry, self.previous / entry.name)
+        else:
+            self.previous.mkdir()
+            move_into(self._entries(), self.previous)
 
     def recover_previous(self) -> bool:
         """Put set-aside results back if the forced run that replaced them died before its
@@ -90,8 +89,7 @@ class RunFiles:
             return False
         for entry in self._entries():
             _remove(entry)
-        for entry in self.previous.iterdir():
-            os.replace(entry, self.root / entry.name)
+        move_into(list(self.previous.iterdir()), self.root)
         self.previous.rmdir()
         return True
 

@@ -7,6 +7,7 @@ output directory. The run id hashes what decides the result and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ import torch
 from fambench.errors import ConfigError, ResultsError
 from fambench.optim import build_optimizer, get_optimizer_spec, resolve_hyperparameters
 from fambench.rundir import hparams_key
-from fambench.workloads import Preset, get_preset, load_tuned, resolve_data_root
+from fambench.workloads import Preset, ScheduleSpec, get_preset, load_tuned, resolve_data_root
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class RunRequest:
     threads: int | None = None  # default: the CPU cores this process may use, at most 16
     device: str | None = None  # default: cuda when available, else cpu
     command: str | None = None  # the command line, for provenance
+    hparams_file: Path | None = None  # tuned values to use instead of the preset's file
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class RunPlan:
     @property
     def hparams_key(self) -> str:
         return hparams_key(self.explicit_hparams)
+
+    @property
+    def optimizer_overrides(self) -> dict[str, Any]:
+        """What the optimizer is built with beyond its defaults (no schedule settings)."""
+        return {k: v for k, v in self.explicit_hparams.items() if k not in SCHEDULE_KEYS}
 
 
 def default_threads() -> int:
@@ -184,17 +191,38 @@ def _probe_step(name: str, hyperparameters: Mapping[str, Any]) -> None:
                 close()
 
 
+SCHEDULE_KEYS = tuple(f.name for f in dataclasses.fields(ScheduleSpec))
+
+
+def _with_schedule(preset: Preset, values: Mapping[str, Any]) -> Preset:
+    """The preset with tuned or overridden schedule settings (warmup_fraction, ...) applied."""
+    changes = {k: values[k] for k in SCHEDULE_KEYS if k in values}
+    if not changes:
+        return preset
+    for key, value in changes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(f"{key} must be a number in [0, 1), got {value!r}")
+    schedule = dataclasses.replace(preset.schedule, **changes)
+    if schedule.decay_start_fraction < schedule.warmup_fraction:
+        schedule = dataclasses.replace(schedule, decay_start_fraction=schedule.warmup_fraction)
+    return dataclasses.replace(preset, schedule=schedule)
+
+
 def _hyperparameters(request: RunRequest, preset: Preset) -> tuple[Any, dict, dict, str | None]:
-    """(spec, explicit, resolved, tuned source); the optimizer's own checks run on a probe."""
+    """(spec, explicit, resolved, tuned source); the optimizer's own checks run on a probe.
+
+    ``explicit`` (tuned values + overrides) may hold schedule settings; ``resolved`` never does.
+    """
     try:
         spec = get_optimizer_spec(request.optimizer)
-        tuned = load_tuned(preset.name)
+        tuned = load_tuned(preset.name, request.hparams_file)
         explicit = {**tuned.for_optimizer(spec.name), **request.overrides}
-        resolved = resolve_hyperparameters(request.optimizer, **explicit)
-        _probe_step(request.optimizer, explicit)
+        optimizer_side = {k: v for k, v in explicit.items() if k not in SCHEDULE_KEYS}
+        resolved = resolve_hyperparameters(request.optimizer, **optimizer_side)
+        _probe_step(request.optimizer, optimizer_side)
     except ValueError as exc:  # OptimizerConfigError: unknown name, key or bad value
         raise ConfigError(str(exc)) from None
-    source = tuned.source if tuned.for_optimizer(spec.name) else None
+    source = tuned.source_of(spec.name) if tuned.for_optimizer(spec.name) else None
     return spec, explicit, resolved, source
 
 
@@ -203,6 +231,7 @@ def plan_run(request: RunRequest) -> RunPlan:
     preset = get_preset(request.preset)
     _check_request(request)
     spec, explicit, resolved, tuned_from = _hyperparameters(request, preset)
+    preset = _with_schedule(preset, explicit)
     data_root = resolve_data_root(preset, request.data_root)
     _check_writable(Path(request.out_dir))
     schedule = schedule_steps(preset, request.steps or preset.steps)

@@ -18,7 +18,7 @@ def build_trainee(plan: RunPlan, data: WorkloadData) -> Trainee:
     torch.manual_seed(seed)
     model = build_model(plan.preset, data).to(plan.device)
     try:
-        optimizer = build_optimizer(plan.request.optimizer, model, **plan.explicit_hparams)
+        optimizer = build_optimizer(plan.request.optimizer, model, **plan.optimizer_overrides)
     except ValueError as exc:  # OptimizerConfigError: the optimizer's own checks
         raise ConfigError(str(exc)) from None
     base_lr = float(optimizer.param_groups[0]["lr"])

@@ -1,0 +1,110 @@
+"""`fambench tune`: parse options, run a tuning worker, print the trials and the tuned values."""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fambench.cli import app, console, fail
+from fambench.errors import ConfigError, FambenchError
+
+
+def parse_grid(items: list[str]) -> dict[str, list[float]]:
+    """``--grid lr=0.1,0.2`` items → {"lr": [0.1, 0.2]}."""
+    grid: dict[str, list[float]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not sep or not key.strip() or not values:
+            raise ConfigError(f"--grid {item!r}: expected key=v1,v2,... e.g. --grid lr=0.1,0.2")
+        grid[key.strip()] = values
+    return grid
+
+
+@app.command("tune")
+def tune_command(
+    optimizer: Annotated[str, typer.Option("--optimizer", "-o", help="Optimizer to tune.")],
+    preset: Annotated[str, typer.Option("--preset", "-p", help="Workload preset.")] = "synth",
+    trials: Annotated[
+        int | None, typer.Option(help="Trials per study (default 5; a grid: its size).")
+    ] = None,
+    studies: Annotated[int, typer.Option(help="Studies (AlgoPerf: 3), seeds S..S+K-1.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the first study (sampler and runs).")] = 0,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL (e.g. postgresql://...); default: a journal file under --out."
+        ),  # fmt: skip
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Trials, tables and the study journal.")] = Path(
+        "results/tune"
+    ),
+    cache_dir: Annotated[Path, typer.Option(help="Corpus and feature cache.")] = Path("data"),
+    data: Annotated[Path | None, typer.Option(help="LibriSpeech root.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Steps per trial (default: preset's).")] = None,
+    search_space: Annotated[
+        Path | None, typer.Option(help="A search-space JSON file instead of the registry's.")
+    ] = None,
+    grid: Annotated[
+        list[str], typer.Option(help="A grid instead of quasi-random points: key=v1,v2,...")
+    ] = [],  # noqa: B006
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads of this worker (default: usable cores).")
+    ] = None,
+    write_tuned: Annotated[
+        bool, typer.Option(help="Record the best values as the preset's tuned values.")
+    ] = True,
+) -> None:
+    """Tune an optimizer's hyperparameters: K studies x N quasi-random trials (Optuna)."""
+    from fambench.cli.commands_compare import _RunViews
+    from fambench.tune import TuneRequest, run_worker, summarize
+
+    views = _RunViews()
+    try:
+        grid_values = parse_grid(grid)
+        size = math.prod(len(v) for v in grid_values.values()) if grid_values else 5
+        request = TuneRequest(
+            preset=preset, optimizer=optimizer, trials=trials or size, studies=studies,
+            seed=seed, storage=storage, out_dir=out, cache_dir=cache_dir, data_root=data,
+            steps=steps, search_space=search_space, grid=grid_values or None, threads=threads,
+            command=shlex.join(["fambench", *sys.argv[1:]]), write_tuned=write_tuned,
+        )  # fmt: skip
+        finished = run_worker(
+            request, progress=views, on_trial=lambda s, n: views.next_run(n + 1, request.trials, s)
+        )
+        views.stop()
+        result = summarize(request, interrupted=not finished)
+    except FambenchError as exc:
+        views.stop()
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        views.stop()
+        raise fail("interrupted; run the same command to continue the study", 130) from None
+    _print(result)
+    if not finished:
+        console.print("[yellow]interrupted; run the same command to continue the study[/]")
+        raise typer.Exit(130)
+
+
+def _print(result) -> None:  # fambench.tune.TuneResult
+    from fambench.cli.commands_compare import fitted_table
+
+    shown = result.trials.drop(columns=["run_id"]).astype(object)
+    shown = shown.map(
+        lambda v: "—" if v is None or v != v else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    )
+    console.print(fitted_table(shown, "Trials (score: final dev WER)"))
+    console.print(f"median of study bests: {result.score:.4f}", highlight=False)
+    if result.best:
+        values = ", ".join(f"{k}={v}" for k, v in result.best.items())
+        console.print(f"best values: {values}", highlight=False)
+    for name, path in result.files.items():
+        console.print(f"{name}: {path}", highlight=False, soft_wrap=True)
