@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import torch, torchaudio" || { echo "error: torch/torchaudio do not load together; see README 'Installing'"; exit 1; }
 	touch $(STAMP)
 
+# Two test processes per two cores (tests train with one torch thread each).
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 lint: install
 	$(BIN)/ruff check fambench tests benchmarks

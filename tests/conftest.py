@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from fambench.data.synth import SynthSettings, ensure_corpus
 
@@ -59,3 +60,8 @@ def postgres_url(
                 print(f"\nSKIPPING {reason}", file=sys.stderr, flush=True)
             pytest.skip(reason)
         yield url
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Test workers share the machine's cores: one torch thread each (no OpenMP oversubscription).
+    torch.set_num_threads(1)

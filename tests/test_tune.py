@@ -46,7 +46,9 @@ def test_qmc_points_lie_in_the_declared_ranges_with_the_declared_scales():
     space = resolve_search_space("adamw")
     dists = distributions(space)
     assert dists["lr"].log and dists["1-betas.0"].log and not dists["warmup_fraction"].log
-    study = optuna.create_study(sampler=optuna.samplers.QMCSampler(scramble=True, seed=0))
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        sampler = optuna.samplers.QMCSampler(scramble=True, seed=0)
+    study = optuna.create_study(sampler=sampler)
     points = [point_of(study.ask(dists).params) for _ in range(32)]
     for name, dim in space.items():
         values = np.array([p[name] for p in points])
