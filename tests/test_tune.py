@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -166,3 +167,37 @@ def test_two_workers_on_one_postgresql_study_share_its_trials(
     _assert_distinct_trials(out, 4)
     study = optuna.load_study(study_name="smoke-sgd-seed0-study0", storage=postgres_url)
     assert len(study.trials) == 4
+
+
+def test_an_interrupted_study_continues_without_redoing_finished_trials(
+    synth_corpus, cache, tmp_path
+):
+    request = TuneRequest(
+        preset="smoke", optimizer="sgd", trials=3, steps=6, out_dir=tmp_path / "tune",
+        cache_dir=cache, data_root=synth_corpus, threads=1, write_tuned=False,
+    )  # fmt: skip
+    seen = []
+
+    def stop_in_the_second_trial(event):
+        if event.phase == "train" and event.step == 4:
+            seen.append(event)
+            if len(seen) == 2:
+                raise KeyboardInterrupt
+
+    assert not run_worker(request, progress=stop_in_the_second_trial)
+    study = optuna.load_study(study_name=request.study_name(0), storage=_journal(request.out_dir))
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+    first = find_run_dirs([request.runs_dir])
+    stamps = {r: (r / "summary.json").stat().st_mtime_ns for r in first}
+    # The worker is gone (here: its record says so): the next worker takes its trial over.
+    trial = study.trials[1]
+    study._storage.set_trial_user_attr(trial._trial_id, "worker", f"{os.uname().nodename}:999999")
+    assert run_worker(request)
+    table = summarize(request).trials
+    assert list(table["trial"]) == [0, 1, 2] and set(table["status"]) == {"completed"}
+    interrupted = load_run(request.runs_dir / table.loc[1, "run_id"])
+    assert interrupted.status == "completed"
+    done_first = [r for r in first if load_run(r).run_id == table.loc[0, "run_id"]][0]
+    assert (done_first / "summary.json").stat().st_mtime_ns == stamps[done_first]  # not redone
+    assert len(find_run_dirs([request.runs_dir])) == 3
