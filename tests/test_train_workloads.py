@@ -13,6 +13,7 @@ from fambench.errors import ConfigError, DataError
 from fambench.model import ConformerCTC
 from fambench.optim import build_optimizer, list_optimizers
 from fambench.training import RunRequest, run_training
+from fambench.training.plan import SCHEDULE_KEYS
 from fambench.workloads import (
     DEFAULT_PRESET,
     get_preset,
@@ -42,6 +43,8 @@ def test_every_preset_has_valid_tuned_values_for_every_builtin_optimizer(preset)
     for name in builtin:
         values = tuned.for_optimizer(name)
         assert values["lr"] > 0
+        schedule = {k: values.pop(k) for k in SCHEDULE_KEYS if k in values}
+        assert all(0 <= v < 1 for v in schedule.values())
         build_optimizer(name, torch.nn.Linear(4, 4), **values)  # the optimizer's own checks
     assert p.eval_every <= p.steps and p.log_every <= p.eval_every
     assert p.model.d_model % p.model.n_heads == 0
