@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fambench.compare import DEFAULT_BOOTSTRAP, load_results
+from fambench.compare import DEFAULT_BOOTSTRAP, DEFAULT_CI_METHOD, load_results
 from fambench.errors import ConfigError
 from fambench.report import ReportFiles, build_report
 
@@ -120,6 +120,7 @@ def run_grid(
     on_run: OnRun | None = None,
     runner: Runner | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
+    method: str = DEFAULT_CI_METHOD,
 ) -> BenchResult:
     """Train every (optimizer, seed) of ``preset`` into ``out_dir``, then write the comparison.
 
@@ -167,6 +168,7 @@ def run_grid(
             sources=[out],
             target_wer=target_wer,
             n_boot=n_boot,
+            method=method,
         )
     return BenchResult(runs=tuple(done), files=files, interrupted=interrupted)
 

@@ -1,4 +1,4 @@
-"""Compare runs: load run directories, aggregate over seeds, bootstrap CIs, pairwise deltas.
+"""Compare runs: load run directories, aggregate over seeds, t intervals, pairwise deltas.
 
 Reads run directories through `fambench.rundir` (see results/README.md); names no optimizer:
 the reference of the pairwise table is a parameter, and an optimizer that is an ablation of the
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from fambench.errors import ConfigError, ResultsError
 from fambench.fileio import atomic_write, write_text
@@ -315,6 +316,142 @@ def _sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- statistics
 
+#: How an interval is computed: ``t`` (the default) is Student's t, a paired t-interval for
+#: per-seed differences and Welch's interval for two independent groups; ``bootstrap`` is a
+#: percentile bootstrap, sound from about ten seeds up (with three, its interval is about the
+#: range of the data and far too narrow).
+CI_METHODS = ("t", "bootstrap")
+DEFAULT_CI_METHOD = "t"
+#: A comparison gets a verdict only from this many seeds up (pairs; else the smaller group).
+MIN_VERDICT_N = 5
+#: The power calculation behind ``seeds_needed``: a two-sided test at ALPHA with power POWER.
+ALPHA = 0.05
+POWER = 0.8
+
+
+def check_ci_method(method: str) -> str:
+    """The interval method, lower-cased; ConfigError listing the valid ones otherwise."""
+    name = str(method).strip().lower()
+    if name not in CI_METHODS:
+        raise ConfigError(f"unknown CI method {method!r}; choose one of {', '.join(CI_METHODS)}")
+    return name
+
+
+def _finite(values: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    return x[np.isfinite(x)]
+
+
+def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of the finite values: mean ± t_{(1+level)/2, n−1}·sd/√n.
+
+    (nan, nan) with fewer than two finite values; (mean, mean) when they are all equal.
+    """
+    x = _finite(values)
+    if x.size < 2:
+        return (math.nan, math.nan)
+    mean = float(x.mean())
+    half = float(stats.t.ppf((1.0 + level) / 2.0, x.size - 1)) * float(x.std(ddof=1))
+    half /= math.sqrt(x.size)
+    return (mean - half, mean + half)
+
+
+def paired_t_interval(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, level: float = 0.95
+) -> tuple[float, float]:
+    """Paired-t interval of mean(a − b): `t_interval` of the per-pair differences.
+
+    ``a`` and ``b`` are aligned (element i of both comes from seed i); a pair with a missing
+    value is left out. ValueError when their lengths differ.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired values need equal lengths, got {x.size} and {y.size}")
+    return t_interval(x - y, level)
+
+
+def welch_interval(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, level: float = 0.95
+) -> tuple[float, float]:
+    """Welch's interval of mean(a) − mean(b) for independent groups (unequal variances,
+    Welch–Satterthwaite degrees of freedom), as scipy's
+    ``ttest_ind(a, b, equal_var=False).confidence_interval(level)``.
+
+    (nan, nan) unless both have two finite values; (Δ, Δ) when neither varies.
+    """
+    x, y = _finite(a), _finite(b)
+    if x.size < 2 or y.size < 2:
+        return (math.nan, math.nan)
+    delta = float(x.mean() - y.mean())
+    va, vb = float(x.var(ddof=1)) / x.size, float(y.var(ddof=1)) / y.size
+    if va + vb == 0:
+        return (delta, delta)
+    df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
+    half = float(stats.t.ppf((1.0 + level) / 2.0, df)) * math.sqrt(va + vb)
+    return (delta - half, delta + half)
+
+
+def seeds_needed_paired(
+    differences: Sequence[float] | np.ndarray, *, alpha: float = ALPHA, power: float = POWER
+) -> float:
+    """About how many pairs (seeds run with both optimizers) resolve a difference this size.
+
+    A standard power calculation taking the observed mean and standard deviation of the
+    per-seed differences as the truth: the smallest n ≥ 2 with
+    n ≥ ((t_{1−α/2, n−1} + t_{power, n−1}) · sd / |mean|)², i.e. a paired t-test at two-sided
+    ``alpha`` would find the difference with probability about ``power``. The search starts at
+    the normal approximation ((z_{1−α/2} + z_{power}) · sd / |mean|)², which never exceeds it
+    and misses a seed or more at small n. NaN with fewer than two finite values, or when the
+    mean or the standard deviation is 0.
+    """
+    x = _finite(differences)
+    if x.size < 2:
+        return math.nan
+    mean, sd = abs(float(x.mean())), float(x.std(ddof=1))
+    if mean == 0 or sd == 0:
+        return math.nan
+    return _power_n((sd / mean) ** 2, lambda n: n - 1, alpha, power)
+
+
+def seeds_needed_unpaired(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    alpha: float = ALPHA,
+    power: float = POWER,
+) -> float:
+    """About how many seeds per optimizer resolve a difference of means this size, for two
+    independent groups: the smallest n ≥ 2 with
+    n ≥ 2 · ((t_{1−α/2, 2n−2} + t_{power, 2n−2}) · pooled_sd / |Δ|)², starting from the normal
+    approximation 2 · ((z_{1−α/2} + z_{power}) · pooled_sd / |Δ|)² (see seeds_needed_paired).
+    NaN unless both have two finite values, or when Δ or the pooled sd is 0.
+    """
+    x, y = _finite(a), _finite(b)
+    if x.size < 2 or y.size < 2:
+        return math.nan
+    delta = abs(float(x.mean() - y.mean()))
+    pooled = (x.size - 1) * float(x.var(ddof=1)) + (y.size - 1) * float(y.var(ddof=1))
+    pooled = math.sqrt(pooled / (x.size + y.size - 2))
+    if delta == 0 or pooled == 0:
+        return math.nan
+    return _power_n(2.0 * (pooled / delta) ** 2, lambda n: 2 * n - 2, alpha, power)
+
+
+def _power_n(k: float, df: Callable[[int], int], alpha: float, power: float) -> float:
+    """The smallest n ≥ 2 with n ≥ k · (t_{1−α/2, df(n)} + t_{power, df(n)})²."""
+    z = float(stats.norm.ppf(1.0 - alpha / 2.0) + stats.norm.ppf(power))
+    start = k * z * z
+    if not math.isfinite(start):
+        return math.inf
+    n = max(2, math.ceil(start))  # t quantiles exceed z ones: the answer is never smaller
+
+    def t_sum(n: int) -> float:
+        return float(stats.t.ppf(1.0 - alpha / 2.0, df(n)) + stats.t.ppf(power, df(n)))
+
+    while n < k * t_sum(n) ** 2:  # the right side falls as n grows
+        n += 1
+    return float(n)
+
 
 def bootstrap_ci(
     values: Sequence[float] | np.ndarray,
@@ -323,9 +460,11 @@ def bootstrap_ci(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean; (nan, nan) with fewer than two finite values."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
+    """Percentile bootstrap CI of the mean; (nan, nan) with fewer than two finite values.
+
+    Only sound from about ten values up: see CI_METHODS.
+    """
+    x = _finite(values)
     if x.size < 2:
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
@@ -342,8 +481,7 @@ def bootstrap_diff_ci(
     level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of mean(a) − mean(b), resampling a and b independently."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    x, y = _finite(a), _finite(b)
     if x.size < 2 or y.size < 2:
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
@@ -358,14 +496,29 @@ def _percentiles(samples: np.ndarray, level: float) -> tuple[float, float]:
     return (float(low), float(high))
 
 
-def _stats(values: Iterable[float], n_boot: int, seed: int) -> dict[str, float]:
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    low, high = bootstrap_ci(x, n_boot=n_boot, seed=seed)
+def mean_interval(
+    values: Sequence[float] | np.ndarray,
+    method: str = DEFAULT_CI_METHOD,
+    *,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The 95% interval of the mean by ``method`` (CI_METHODS): t_interval or bootstrap_ci."""
+    if check_ci_method(method) == "bootstrap":
+        return bootstrap_ci(values, n_boot=n_boot, seed=seed)
+    return t_interval(values)
+
+
+def _stats(values: Iterable[float], method: str, n_boot: int, seed: int) -> dict:
+    x = _finite(list(values))
+    low, high = mean_interval(x, method, n_boot=n_boot, seed=seed)
     return {
         "mean": float(x.mean()) if x.size else math.nan,
         "std": float(x.std(ddof=1)) if x.size >= 2 else math.nan,
         "ci_low": low,
         "ci_high": high,
+        "n": int(x.size),
+        "ci_method": method,
     }
 
 
@@ -379,6 +532,7 @@ def aggregate(
     metrics: pd.DataFrame,
     target_wer: float | None = None,
     *,
+    method: str = DEFAULT_CI_METHOD,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -386,8 +540,9 @@ def aggregate(
 
     Columns: GROUP_KEYS; counts (``n_runs``, ``n_seeds`` distinct completed seeds, ``seeds``,
     ``n_<status>`` for COMPARE_STATUSES, ``n_other``); for final/best/test WER
-    ``<m>_mean``, ``<m>_std``, ``<m>_ci_low``, ``<m>_ci_high`` (bootstrap 95% CI of the mean,
-    NaN with one seed); ``target_wer`` (``target_wer`` argument, else the runs' own),
+    ``<m>_mean``, ``<m>_std``, ``<m>_ci_low``, ``<m>_ci_high`` (95% interval of the mean by
+    ``method``: Student t by default, see CI_METHODS; NaN with one seed), ``<m>_n`` (the seeds
+    with a value) and ``<m>_ci_method``; ``target_wer`` (``target_wer`` argument, else the runs' own),
     ``reached`` (completed seeds that reached it), ``time_to_target_s`` (mean over those that
     did, interpolated between bracketing evaluations); ``train_s``, ``steps``, ``steps_per_s``,
     ``audio_s_per_s`` means and ``peak_memory_mb`` (max). A seed completed twice in one
@@ -395,11 +550,12 @@ def aggregate(
     """
     if runs.empty:
         raise ResultsError("no runs to aggregate")
+    method = check_ci_method(method)
     by_run = {rid: frame for rid, frame in metrics.groupby("run_id", sort=False)}
     rows: list[dict] = []
     for keys, group in runs.groupby(list(GROUP_KEYS), sort=False, dropna=False):
         row = dict(zip(GROUP_KEYS, keys, strict=True))
-        row.update(_group_stats(group, by_run, target_wer, n_boot, seed))
+        row.update(_group_stats(group, by_run, target_wer, (method, n_boot, seed)))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -408,8 +564,7 @@ def _group_stats(
     group: pd.DataFrame,
     by_run: dict[str, pd.DataFrame],
     target_wer: float | None,
-    n_boot: int,
-    seed: int,
+    interval: tuple[str, int, int],
 ) -> dict:
     done = _one_per_seed(group[group["status"] == "completed"])
     row: dict = {
@@ -418,7 +573,7 @@ def _group_stats(
         "seeds": ",".join(str(s) for s in done["seed"]),
     }
     for metric in WER_STATS:
-        for name, value in _stats(done[metric], n_boot, seed).items():
+        for name, value in _stats(done[metric], *interval).items():
             row[f"{metric}_{name}"] = value
     target = _group_target(group, target_wer)
     times = [_run_time_to_target(r, by_run.get(r["run_id"]), target) for _, r in done.iterrows()]
@@ -473,6 +628,7 @@ def pairwise(
     *,
     reference: str,
     metrics: Sequence[str] = ("final_dev_wer",),
+    method: str = DEFAULT_CI_METHOD,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -481,11 +637,17 @@ def pairwise(
 
     Against a baseline this asks "does the reference help?"; against an ablation of the
     reference (``ablation_of`` in its config, e.g. FAM without its frequency signal) it asks
-    which part of the reference makes the difference. Completed runs
-    only. Paired by seed (bootstrap over per-seed differences) when at least two seeds match,
-    otherwise an unpaired bootstrap of the difference of means; ``pairing`` says which. Negative
-    deltas favour the reference (lower WER).
+    which part of the reference makes the difference. Completed runs only. Paired by seed
+    when at least two seeds match (a paired t-interval of the per-seed differences), otherwise
+    unpaired (Welch's interval of the difference of means); ``pairing`` says which, ``n`` how
+    many seeds the interval rests on (pairs; else the smaller group), ``method`` t or
+    bootstrap (``method="bootstrap"``: percentile bootstrap of the same). Negative deltas
+    favour the reference (lower WER). ``verdict`` names the optimizer with the lower WER only
+    when the interval excludes 0 and n ≥ MIN_VERDICT_N; otherwise it says "inconclusive" and,
+    from ``seeds_needed`` (a power calculation, see seeds_needed_paired), about how many seeds
+    would resolve a difference of the observed size.
     """
+    method = check_ci_method(method)
     rows: list[dict] = []
     done = runs[runs["status"] == "completed"]
     where_keys = ["preset", *BUDGET_KEYS]
@@ -505,13 +667,14 @@ def pairwise(
                     "kind": "ablation" if ablates else "baseline",
                 }
                 for metric in metrics:
-                    row = _compare(ref, other, metric, n_boot, seed)
+                    row = _compare(ref, other, metric, (method, n_boot, seed))
                     if row is not None:
+                        row["verdict"] = _verdict(row, reference, str(other_name))
                         rows.append({**head, "metric": metric, **row})
     columns = [
         "preset", "steps_budget", "time_budget_s", "reference", "reference_hparams", "other",
-        "other_hparams", "kind", "metric", "n_reference", "n_other", "n_pairs", "pairing",
-        "delta", "ci_low", "ci_high", "verdict",
+        "other_hparams", "kind", "metric", "n_reference", "n_other", "n_pairs", "pairing", "n",
+        "method", "delta", "ci_low", "ci_high", "seeds_needed", "verdict",
     ]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
     frame.attrs["several_budgets"] = _several_budgets(runs)  # for pairwise_display
@@ -525,40 +688,63 @@ def _per_seed(group: pd.DataFrame, metric: str) -> pd.Series:
     return frame.groupby("seed")["v"].mean()
 
 
-def _compare(ref: pd.DataFrame, other: pd.DataFrame, metric: str, n_boot: int, seed: int):
+def _compare(
+    ref: pd.DataFrame, other: pd.DataFrame, metric: str, interval: tuple[str, int, int]
+) -> dict | None:
+    method, n_boot, seed = interval
     a, b = _per_seed(ref, metric), _per_seed(other, metric)
     if a.empty or b.empty:
         return None
     common = a.index.intersection(b.index)
     if len(common) >= 2 or (len(common) == 1 and len(a) == len(b) == 1):
-        diffs = (a[common] - b[common]).to_numpy()
+        x, y = a[common].to_numpy(), b[common].to_numpy()
+        diffs = x - y
         delta = float(diffs.mean())
-        low, high = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
-        pairing, n_pairs = "paired", len(common)
+        if method == "bootstrap":
+            low, high = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+        else:
+            low, high = paired_t_interval(x, y)
+        pairing, n_pairs, n = "paired", len(common), len(common)
+        needed = seeds_needed_paired(diffs)
     else:
-        delta = float(a.mean() - b.mean())
-        low, high = bootstrap_diff_ci(a.to_numpy(), b.to_numpy(), n_boot=n_boot, seed=seed)
-        pairing, n_pairs = "unpaired", 0
+        x, y = a.to_numpy(), b.to_numpy()
+        delta = float(x.mean() - y.mean())
+        if method == "bootstrap":
+            low, high = bootstrap_diff_ci(x, y, n_boot=n_boot, seed=seed)
+        else:
+            low, high = welch_interval(x, y)
+        pairing, n_pairs, n = "unpaired", 0, min(len(a), len(b))
+        needed = seeds_needed_unpaired(x, y)
     return {
         "n_reference": len(a),
         "n_other": len(b),
         "n_pairs": n_pairs,
         "pairing": pairing,
+        "n": n,
+        "method": method,
         "delta": delta,
         "ci_low": low,
         "ci_high": high,
-        "verdict": _verdict(low, high),
+        "seeds_needed": needed,
     }
 
 
-def _verdict(low: float, high: float) -> str:
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "too few seeds"
-    if high < 0:
-        return "reference lower"
-    if low > 0:
-        return "reference higher"
-    return "no clear difference"
+def _verdict(row: dict, reference: str, other: str) -> str:
+    """Which optimizer has the lower WER, when the interval excludes 0 and n ≥ MIN_VERDICT_N;
+    otherwise "inconclusive (n = …)" with about how many seeds would resolve the difference."""
+    low, high, n = row["ci_low"], row["ci_high"], int(row["n"])
+    if n >= MIN_VERDICT_N and math.isfinite(low) and math.isfinite(high):
+        if high < 0:
+            return f"{reference} lower"
+        if low > 0:
+            return f"{other} lower"
+    needed = row["seeds_needed"]
+    if not math.isfinite(needed):
+        return f"inconclusive (n = {n})"
+    # The verdict needs MIN_VERDICT_N seeds, and more than n when n has not resolved it.
+    seeds = max(int(needed), MIN_VERDICT_N, n + 1)
+    each = " each" if row["pairing"] == "unpaired" else ""
+    return f"inconclusive (n = {n}; about {seeds} seeds{each} would resolve a difference this size)"
 
 
 # --------------------------------------------------------------------------- presentation
@@ -574,6 +760,18 @@ def _fmt_ci(low: float, high: float, digits: int = 3) -> str:
     if not (math.isfinite(low) and math.isfinite(high)):
         return _MISSING
     return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _interval_label(method: object, n: object, pairing: object = None) -> str:
+    """``"t, n=3"``, ``"paired t, n=3"``, ``"Welch t, n=2"``, ``"bootstrap, n=12"``: how an
+    interval was computed and from how many seeds; "—" without seeds."""
+    count = _float(n)
+    if not math.isfinite(count) or count < 1:
+        return _MISSING
+    name = str(method)
+    if name == "t" and pairing in ("paired", "unpaired"):
+        name = "paired t" if pairing == "paired" else "Welch t"
+    return f"{name}, n={count:.0f}"
 
 
 def _fmt_mean_std(mean: float, std: float) -> str:
@@ -616,11 +814,19 @@ def _several_budgets(frame: pd.DataFrame) -> bool:
 
 
 def comparison_display(agg: pd.DataFrame) -> pd.DataFrame:
-    """The aggregate table as human-readable strings (what the table/markdown formats show)."""
+    """The aggregate table as human-readable strings (what the table/markdown formats show).
+
+    *interval* says how the 95% CI was computed and from how many seeds ("t, n=3").
+    """
     targets = {float(t) for t in agg["target_wer"] if math.isfinite(t)}
     ttt_column = f"time to WER {next(iter(targets)):.2f}" if len(targets) == 1 else "time to target"
     rows = []
     for _, r in agg.iterrows():
+        interval = _interval_label(r.get("final_dev_wer_ci_method"), r.get("final_dev_wer_n"))
+        best_ci = _fmt_ci(r["best_dev_wer_ci_low"], r["best_dev_wer_ci_high"])
+        best = _interval_label(r.get("best_dev_wer_ci_method"), r.get("best_dev_wer_n"))
+        if best != interval and best_ci != _MISSING:
+            best_ci += f" ({best})"  # rare: a run with a final but no best WER, or the reverse
         ttt = _MISSING
         if math.isfinite(r["target_wer"]):
             if r["reached"]:
@@ -636,8 +842,9 @@ def comparison_display(agg: pd.DataFrame) -> pd.DataFrame:
                 "seeds": str(int(r["n_seeds"])),
                 "final dev WER": _fmt_mean_std(r["final_dev_wer_mean"], r["final_dev_wer_std"]),
                 "95% CI": _fmt_ci(r["final_dev_wer_ci_low"], r["final_dev_wer_ci_high"]),
+                "interval": interval,
                 "best dev WER": _fmt_mean_std(r["best_dev_wer_mean"], r["best_dev_wer_std"]),
-                "best 95% CI": _fmt_ci(r["best_dev_wer_ci_low"], r["best_dev_wer_ci_high"]),
+                "best 95% CI": best_ci,
                 "test WER": _fmt_mean_std(r["test_wer_mean"], r["test_wer_std"]),
                 ttt_column: ttt,
                 "train s": _fmt_seconds(r["train_s"]),
@@ -656,7 +863,7 @@ def comparison_display(agg: pd.DataFrame) -> pd.DataFrame:
 
 def pairwise_display(pw: pd.DataFrame) -> pd.DataFrame:
     """The pairwise table as human-readable strings (with the budget when the runs of a preset
-    had several)."""
+    had several); *interval* says how the 95% CI was computed and from how many seeds."""
     rows = []
     for _, r in pw.iterrows():
         pairing = (
@@ -664,7 +871,6 @@ def pairwise_display(pw: pd.DataFrame) -> pd.DataFrame:
             if r["pairing"] == "paired"
             else (f"unpaired ({r['n_reference']} vs {r['n_other']} seeds)")
         )
-        verdict = str(r["verdict"]).replace("reference", str(r["reference"]))
         rows.append(
             {
                 "preset": r["preset"],
@@ -673,11 +879,15 @@ def pairwise_display(pw: pd.DataFrame) -> pd.DataFrame:
                 "metric": _METRIC_LABELS.get(str(r["metric"]), str(r["metric"])),
                 "ΔWER": f"{r['delta']:+.3f}" if math.isfinite(r["delta"]) else _MISSING,
                 "95% CI": _fmt_ci(r["ci_low"], r["ci_high"]),
+                "interval": _interval_label(r["method"], r["n"], r["pairing"]),
                 "pairing": pairing,
-                "verdict": verdict,
+                "verdict": str(r["verdict"]),
             }
         )
-    columns = ["preset", "comparison", "against", "metric", "ΔWER", "95% CI", "pairing", "verdict"]
+    columns = [
+        "preset", "comparison", "against", "metric", "ΔWER", "95% CI", "interval", "pairing",
+        "verdict",
+    ]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
     # The budget is shown when the runs had several, though pairs may exist at one only.
     if len(pw) and pw.attrs.get("several_budgets", _several_budgets(pw)):

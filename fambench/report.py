@@ -20,6 +20,8 @@ import pandas as pd
 import fambench
 from fambench.compare import (
     DEFAULT_BOOTSTRAP,
+    DEFAULT_CI_METHOD,
+    MIN_VERDICT_N,
     ResultSet,
     aggregate,
     comparison_display,
@@ -58,17 +60,25 @@ def write_report(
     reference: str,
     preset: str | None = None,
     target_wer: float | None = None,
+    method: str = DEFAULT_CI_METHOD,
     n_boot: int = DEFAULT_BOOTSTRAP,
 ) -> Path:
     """Load the runs under ``results_dir``, write the report and its files; return report.md.
 
-    ``out_dir`` defaults to ``results_dir`` (the first one when several are given).
+    ``out_dir`` defaults to ``results_dir`` (the first one when several are given); ``method``
+    is how intervals are computed (fambench.compare.CI_METHODS).
     """
     paths = [results_dir] if isinstance(results_dir, str | os.PathLike) else list(results_dir)
     results = load_results(paths, preset=preset)
     out = Path(out_dir) if out_dir is not None else Path(paths[0])
     return build_report(
-        results, out, reference=reference, sources=paths, target_wer=target_wer, n_boot=n_boot
+        results,
+        out,
+        reference=reference,
+        sources=paths,
+        target_wer=target_wer,
+        method=method,
+        n_boot=n_boot,
     ).report
 
 
@@ -79,21 +89,34 @@ def build_report(
     reference: str,
     sources: Sequence[PathLike] = (),
     target_wer: float | None = None,
+    method: str = DEFAULT_CI_METHOD,
     n_boot: int = DEFAULT_BOOTSTRAP,
 ) -> ReportFiles:
     """Write report.md, comparison.csv/.md, pairwise.csv and the plots for ``results``."""
     out = Path(out_dir)
-    agg = aggregate(results.runs, results.metrics, target_wer=target_wer, n_boot=n_boot)
+    agg = aggregate(
+        results.runs, results.metrics, target_wer=target_wer, method=method, n_boot=n_boot
+    )
     metrics = ["final_dev_wer"]
     if results.runs["test_wer"].notna().any():
         metrics.append("test_wer")
-    pairs = pairwise(results.runs, reference=reference, metrics=metrics, n_boot=n_boot)
+    pairs = pairwise(
+        results.runs, reference=reference, metrics=metrics, method=method, n_boot=n_boot
+    )
     comparison_csv = write_table(agg, out / "comparison.csv", "csv")
     comparison_md = write_table(comparison_display(agg), out / "comparison.md", "markdown")
     pairwise_csv = write_table(pairs, out / "pairwise.csv", "csv")
     plots = plot_all(results, out, target_wer=target_wer)
     text = render_report(
-        results, agg, pairs, plots, out, reference=reference, sources=sources, n_boot=n_boot
+        results,
+        agg,
+        pairs,
+        plots,
+        out,
+        reference=reference,
+        sources=sources,
+        method=method,
+        n_boot=n_boot,
     )
     report = write_text(out / "report.md", text)
     log.info("report written to %s", report)
@@ -111,6 +134,7 @@ def render_report(
     *,
     reference: str,
     sources: Sequence[PathLike] = (),
+    method: str = DEFAULT_CI_METHOD,
     n_boot: int = DEFAULT_BOOTSTRAP,
 ) -> str:
     """The markdown text of the report (PNG links relative to ``out_dir``)."""
@@ -130,10 +154,11 @@ def render_report(
         to_markdown(comparison_display(agg)),
         "How to read it: statistics are over **completed** runs (diverged, interrupted and "
         "running ones are counted under *runs*, never averaged). WER is mean ± standard "
-        f"deviation over seeds; *95% CI* is a percentile bootstrap of the mean ({n_boot:,} "
-        'resamples), "—" with a single seed. *Time to WER* is the training time (evaluation '
-        "excluded) at which dev WER first reached the target, interpolated linearly between "
-        "the two evaluations around it: mean over the seeds that reached it, and how many did.",
+        f'deviation over seeds; *95% CI* is {_mean_ci_text(method, n_boot)}, "—" with a '
+        "single seed; *interval* says how it was computed and from how many seeds (n). "
+        "*Time to WER* is the training time (evaluation excluded) at which dev WER first "
+        "reached the target, interpolated linearly between the two evaluations around it: "
+        "mean over the seeds that reached it, and how many did.",
         "",
         f"## {reference} against the others",
         "",
@@ -147,17 +172,54 @@ def render_report(
         lines += [
             to_markdown(pairwise_display(pairs)),
             f"ΔWER = {reference} − other: negative means {reference} reaches a lower WER. "
-            "*paired*: bootstrap over the per-seed differences (the same seed gives both runs "
-            "the same initialisation and data order); *unpaired*: independent bootstraps of the "
-            "two means, used when fewer than two seeds match. Against a *baseline* this asks "
+            f"{_pairwise_ci_text(method, n_boot)} Against a *baseline* this asks "
             f"whether {reference} helps; against an *ablation* (an optimizer registered as "
             f"{reference} with one part removed) whether that part does.",
+            "",
+            _VERDICT_TEXT,
             "",
         ]
     lines += _plots_section(plots, out_dir, presets)
     lines += _runs_section(runs)
     lines += _provenance_section(runs)
     return "\n".join(lines).rstrip() + "\n"
+
+
+_VERDICT_TEXT = (
+    "*verdict*: the optimizer with the lower WER, named only when the interval excludes 0 "
+    f"**and** n ≥ {MIN_VERDICT_N} seeds (n: pairs when paired, else the smaller group); "
+    "otherwise *inconclusive*, with about how many seeds would resolve a difference of the "
+    "observed size: a power calculation (two-sided 5% level, 80% power) that takes the "
+    "observed difference and its seed-to-seed standard deviation as the truth (column "
+    f"`seeds_needed` of pairwise.csv; the verdict shows at least {MIN_VERDICT_N}). "
+    "With 2–3 seeds a real difference of a few WER points usually stays inconclusive: "
+    "run more seeds before drawing a conclusion."
+)
+
+
+def _mean_ci_text(method: str, n_boot: int) -> str:
+    if method == "bootstrap":
+        return (
+            f"a percentile bootstrap of the mean ({n_boot:,} resamples; chosen with "
+            "`--ci-method bootstrap`: below about ten seeds it is too narrow)"
+        )
+    return "a Student-t interval of the mean (mean ± t(0.975, n−1) · sd / √n)"
+
+
+def _pairwise_ci_text(method: str, n_boot: int) -> str:
+    if method == "bootstrap":
+        return (
+            f"*paired*: percentile bootstrap ({n_boot:,} resamples) over the per-seed "
+            "differences (the same seed gives both runs the same initialisation and data "
+            "order); *unpaired*: independent bootstraps of the two means, used when fewer than "
+            "two seeds match. Chosen with `--ci-method bootstrap`; below about ten seeds these "
+            "intervals are too narrow."
+        )
+    return (
+        "*paired*: a paired t-interval of the per-seed differences (the same seed gives both "
+        "runs the same initialisation and data order); *unpaired*: Welch's t-interval of the "
+        "difference of means, used when fewer than two seeds match."
+    )
 
 
 def _code(text: str) -> str:

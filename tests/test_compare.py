@@ -1,4 +1,5 @@
-"""Aggregation, bootstrap CIs, time-to-target and pairwise deltas on hand-built runs."""
+"""Aggregation, t intervals and bootstrap CIs, power estimates, time-to-target and pairwise
+deltas with their verdicts, on hand-built runs."""
 
 from __future__ import annotations
 
@@ -8,23 +9,34 @@ import numpy as np
 import pandas as pd
 import pytest
 from rundirs import write_run
+from scipy import stats
 
 from fambench.compare import (
     aggregate,
     bootstrap_ci,
     bootstrap_diff_ci,
+    check_ci_method,
     check_format,
     comparison_display,
     load_results,
+    mean_interval,
+    paired_t_interval,
     pairwise,
     pairwise_display,
+    seeds_needed_paired,
+    seeds_needed_unpaired,
+    t_interval,
     to_markdown,
+    welch_interval,
     write_table,
 )
 from fambench.errors import ConfigError
 from fambench.rundir import RunFiles, RunLock, time_to_target
 
 N_BOOT = 2_000  # plenty for these checks, and fast
+# Student t quantiles t_{q, df}, as printed in tables (scipy.stats.t.ppf(q, df)).
+T975_1 = 12.706204736174707
+T975_2 = 4.302652729749464
 
 
 def _final(wer: float, wall: float = 20.0) -> list[tuple[int, float, float]]:
@@ -36,6 +48,90 @@ def _row(agg: pd.DataFrame, optimizer: str) -> pd.Series:
     rows = agg[agg["optimizer"] == optimizer]
     assert len(rows) == 1
     return rows.iloc[0]
+
+
+# --------------------------------------------------------------------------- t intervals
+
+
+def test_t_interval_by_hand():
+    # mean 0.03, sd 0.01, n = 3: half-width t_{0.975,2} · 0.01 / √3 = 0.0248413771...
+    low, high = t_interval([0.03, 0.04, 0.02])
+    half = T975_2 * 0.01 / math.sqrt(3)
+    assert half == pytest.approx(0.024841377117503)
+    assert (low, high) == pytest.approx((0.03 - half, 0.03 + half), rel=1e-12)
+    # level 0.90: t_{0.95,2} = 2.919985580355516
+    assert t_interval([0.03, 0.04, 0.02], level=0.90) == pytest.approx(
+        (0.03 - 2.919985580355516 * 0.01 / math.sqrt(3), 0.03 + 2.919985580355516 * 0.01 / 3**0.5)
+    )
+    # two values: t_{0.975,1} · sd / √2 with sd = 0.1·√2, so the half-width is 0.1 · t
+    assert t_interval([0.2, 0.4]) == pytest.approx((0.3 - 0.1 * T975_1, 0.3 + 0.1 * T975_1))
+
+
+def test_t_interval_degenerate_cases():
+    assert all(math.isnan(v) for v in t_interval([0.3]))
+    assert all(math.isnan(v) for v in t_interval([]))
+    assert all(math.isnan(v) for v in t_interval([0.3, float("nan")]))  # one finite value
+    assert t_interval([0.3, 0.3, 0.3]) == pytest.approx((0.3, 0.3))  # no spread
+
+
+def test_paired_t_interval_is_the_t_interval_of_the_differences():
+    a, b = [0.33, 0.44, 0.52], [0.30, 0.40, 0.50]  # differences 0.03, 0.04, 0.02
+    half = T975_2 * 0.01 / math.sqrt(3)
+    assert paired_t_interval(a, b) == pytest.approx((0.03 - half, 0.03 + half))
+    # A pair with a missing value is left out, not the value alone.
+    assert paired_t_interval([*a, math.nan], [*b, 0.1]) == pytest.approx(paired_t_interval(a, b))
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_t_interval([0.1, 0.2], [0.1])
+
+
+def test_welch_interval_matches_scipy():
+    a, b = [0.30, 0.32, 0.34, 0.31], [0.40, 0.41, 0.45]
+    expected = stats.ttest_ind(a, b, equal_var=False).confidence_interval()
+    assert welch_interval(a, b) == pytest.approx((expected.low, expected.high), rel=1e-12)
+    a, b = [0.30, 0.32, 0.34], [0.50, 0.60]  # unequal spreads and sizes
+    expected = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.9)
+    assert welch_interval(a, b, level=0.9) == pytest.approx((expected.low, expected.high))
+    assert all(math.isnan(v) for v in welch_interval([0.3], [0.4, 0.5]))
+    assert welch_interval([0.3, 0.3], [0.5, 0.5]) == pytest.approx((-0.2, -0.2))
+
+
+def test_seeds_needed_paired_by_hand():
+    # mean 0.01, sd 0.01 (d/sd = 1). Normal approximation: (1.959964 + 0.841621)² = 7.849 → 8.
+    # With t quantiles, the smallest n with n ≥ (t_{0.975,n−1} + t_{0.8,n−1})²:
+    #   n = 9:  (2.306004 + 0.888890)² = 10.207 > 9
+    #   n = 10: (2.262157 + 0.883404)² =  9.895 ≤ 10
+    assert (2.306004135204166 + 0.8888895177670202) ** 2 > 9
+    assert (2.262157162798205 + 0.8834038596855346) ** 2 <= 10
+    assert seeds_needed_paired([0.0, 0.02, 0.01]) == 10
+    assert seeds_needed_paired([0.0, -0.02, -0.01]) == 10  # the sign does not matter
+    # mean 0.03, sd 0.01 (d/sd = 3): (0.3333·(t + t))² at n = 3: (4.302653 + 1.060660)²/9 =
+    # 3.197 > 3; at n = 4: (3.182446 + 0.978472)²/9 = 1.924 ≤ 4 → 4 (the normal formula says 1).
+    assert (4.302652729749462 + 1.0606601717798214) ** 2 / 9 > 3
+    assert (3.1824463052837078 + 0.9784723123633042) ** 2 / 9 <= 4
+    assert seeds_needed_paired([0.03, 0.04, 0.02]) == 4
+    assert math.isnan(seeds_needed_paired([0.01, -0.01]))  # mean 0
+    assert math.isnan(seeds_needed_paired([0.02, 0.02]))  # sd 0
+    assert math.isnan(seeds_needed_paired([0.02]))  # n < 2
+
+
+def test_seeds_needed_unpaired_by_hand():
+    # pooled sd 0.02, Δ 0.03: per-group n ≥ 2 · (0.02/0.03)² · (t_{0.975,2n−2} + t_{0.8,2n−2})²
+    # (normal approximation: 2 · 0.4444 · 7.849 = 6.98 → 7).
+    k = 2 * (0.02 / 0.03) ** 2
+    assert k * (2.144786687917804 + 0.8680547815574207) ** 2 > 8  # n = 8, df = 14
+    assert k * (2.1199052992212546 + 0.8646670017982918) ** 2 <= 9  # n = 9, df = 16
+    assert seeds_needed_unpaired([0.30, 0.32, 0.34], [0.33, 0.35, 0.37]) == 9
+    assert math.isnan(seeds_needed_unpaired([0.3, 0.4], [0.3, 0.4]))  # Δ 0
+    assert math.isnan(seeds_needed_unpaired([0.3, 0.3], [0.4, 0.4]))  # sd 0
+    assert math.isnan(seeds_needed_unpaired([0.3], [0.4, 0.5]))  # n < 2
+
+
+def test_ci_methods():
+    assert mean_interval([0.03, 0.04, 0.02]) == t_interval([0.03, 0.04, 0.02])
+    assert mean_interval([0.2, 0.4], "bootstrap") == (0.2, 0.4)
+    assert check_ci_method(" T ") == "t"
+    with pytest.raises(ConfigError, match="unknown CI method 'z'; choose one of t, bootstrap"):
+        check_ci_method("z")
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -136,7 +232,11 @@ def test_aggregate_means_stds_and_cis(grid):
     assert fam["n_seeds"] == 3 and fam["seeds"] == "0,1,2"
     assert fam["final_dev_wer_mean"] == pytest.approx(0.32)
     assert fam["final_dev_wer_std"] == pytest.approx(0.02)
-    assert 0.30 <= fam["final_dev_wer_ci_low"] < 0.32 < fam["final_dev_wer_ci_high"] <= 0.34
+    half = T975_2 * 0.02 / math.sqrt(3)  # Student t over 3 seeds
+    assert (fam["final_dev_wer_ci_low"], fam["final_dev_wer_ci_high"]) == pytest.approx(
+        (0.32 - half, 0.32 + half)
+    )
+    assert fam["final_dev_wer_n"] == 3 and fam["final_dev_wer_ci_method"] == "t"
     assert fam["best_dev_wer_mean"] == pytest.approx(0.32)
     assert fam["test_wer_mean"] == pytest.approx(0.45)
     assert fam["peak_memory_mb"] == 302  # the peak over seeds
@@ -149,8 +249,17 @@ def test_diverged_run_is_counted_not_averaged(grid):
     assert sgd["n_runs"] == 3 and sgd["n_seeds"] == 2
     assert sgd["n_completed"] == 2 and sgd["n_diverged"] == 1
     assert sgd["final_dev_wer_mean"] == pytest.approx(0.55)  # 0.99 of the diverged run left out
-    assert sgd["final_dev_wer_ci_low"] == pytest.approx(0.50)  # exact: two values
-    assert sgd["final_dev_wer_ci_high"] == pytest.approx(0.60)
+    # Two values 0.50, 0.60: sd 0.0707, half-width t_{0.975,1} · 0.05 = 0.635
+    assert sgd["final_dev_wer_n"] == 2
+    assert (sgd["final_dev_wer_ci_low"], sgd["final_dev_wer_ci_high"]) == pytest.approx(
+        (0.55 - 0.05 * T975_1, 0.55 + 0.05 * T975_1)
+    )
+    # The bootstrap, when chosen, is exactly the two values (and far too narrow).
+    boot = _row(aggregate(grid.runs, grid.metrics, method="bootstrap", n_boot=N_BOOT), "sgd")
+    assert boot["final_dev_wer_ci_method"] == "bootstrap"
+    assert (boot["final_dev_wer_ci_low"], boot["final_dev_wer_ci_high"]) == pytest.approx(
+        (0.50, 0.60)
+    )
 
 
 def test_time_to_target_counts_seeds_that_reached_it(tmp_path):
@@ -204,6 +313,7 @@ def test_single_seed_ci_shows_a_dash(tmp_path):
     assert math.isnan(agg.iloc[0]["final_dev_wer_ci_low"])
     shown = comparison_display(agg).iloc[0]
     assert shown["final dev WER"] == "0.300" and shown["95% CI"] == "—"
+    assert shown["interval"] == "t, n=1"
 
 
 def test_runs_of_different_budgets_are_not_pooled(tmp_path):
@@ -263,13 +373,21 @@ def test_pairwise_paired_by_seed(grid):
     adamw = pw[pw["other"] == "adamw"].iloc[0]
     assert adamw["pairing"] == "paired" and adamw["n_pairs"] == 3
     assert adamw["kind"] == "baseline"
-    # per-seed differences -0.10, -0.09, -0.11
+    # per-seed differences -0.10, -0.09, -0.11: mean -0.10, sd 0.01, paired t over 3 pairs
     assert adamw["delta"] == pytest.approx(-0.10)
-    assert -0.11 - 1e-12 <= adamw["ci_low"] < -0.10 < adamw["ci_high"] <= -0.09 + 1e-12
-    assert adamw["verdict"] == "reference lower"
+    half = T975_2 * 0.01 / math.sqrt(3)
+    assert (adamw["ci_low"], adamw["ci_high"]) == pytest.approx((-0.10 - half, -0.10 + half))
+    assert (adamw["n"], adamw["method"]) == (3, "t")
+    # The interval excludes 0, but 3 seeds are too few for a verdict. d/sd = 10: at n = 2,
+    # 0.1² · (t_{0.975,1} + t_{0.8,1})² = 0.01 · (12.706 + 1.376)² = 1.98 ≤ 2.
+    assert adamw["seeds_needed"] == 2
+    assert adamw["verdict"] == (
+        "inconclusive (n = 3; about 5 seeds would resolve a difference this size)"
+    )
     fixed = pw[pw["other"] == "fam-fixed"].iloc[0]
     assert fixed["kind"] == "ablation" and fixed["pairing"] == "paired"
     assert fixed["delta"] == pytest.approx(((0.30 - 0.33) + (0.32 - 0.36) + (0.34 - 0.36)) / 3)
+    assert fixed["seeds_needed"] == 4  # differences -0.03, -0.04, -0.02: see the test by hand
 
 
 def test_pairwise_unpaired_when_seeds_differ(grid):
@@ -277,26 +395,89 @@ def test_pairwise_unpaired_when_seeds_differ(grid):
     assert sgd["pairing"] == "unpaired" and sgd["n_pairs"] == 0
     assert (sgd["n_reference"], sgd["n_other"]) == (3, 2)  # the diverged seed is left out
     assert sgd["delta"] == pytest.approx(0.32 - 0.55)
-    assert sgd["ci_low"] < sgd["delta"] < sgd["ci_high"] < 0
+    # Welch's interval, n = the smaller group
+    expected = stats.ttest_ind([0.30, 0.32, 0.34], [0.50, 0.60], equal_var=False)
+    ci = expected.confidence_interval()
+    assert (sgd["ci_low"], sgd["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert sgd["ci_low"] < sgd["delta"] < 0 < sgd["ci_high"]
+    assert (sgd["n"], sgd["method"], sgd["seeds_needed"]) == (2, "t", 3)
+    assert sgd["verdict"] == (
+        "inconclusive (n = 2; about 5 seeds each would resolve a difference this size)"
+    )
     shown = pairwise_display(pairwise(grid.runs, reference="fam", n_boot=N_BOOT))
     assert list(shown["pairing"]) == [
         "paired (3 seeds)",
         "paired (3 seeds)",
         "unpaired (3 vs 2 seeds)",
     ]
+    assert list(shown["interval"]) == ["paired t, n=3", "paired t, n=3", "Welch t, n=2"]
     assert shown.iloc[0]["ΔWER"] == "-0.100"  # adamw
-    assert shown.iloc[1]["verdict"] == "fam lower"
+    assert shown.iloc[1]["verdict"].startswith("inconclusive (n = 3; about 5 seeds")
 
 
-def test_pairwise_exact_paired_interval(tmp_path):
-    # Two matched seeds with differences -0.1 and -0.3: the interval is exactly [-0.3, -0.1].
+def _five_seeds(root, other: str, fams: list[float], wers: list[float]):
+    for seed, (fam, wer) in enumerate(zip(fams, wers, strict=True)):
+        write_run(root, optimizer="fam", seed=seed, evals=_final(fam))
+        write_run(root, optimizer=other, seed=seed, hparams_key="x", evals=_final(wer))
+    return load_results([root]).runs
+
+
+def test_a_verdict_needs_five_seeds_and_an_interval_without_0(tmp_path):
+    fam = [0.30, 0.31, 0.32, 0.33, 0.34]
+    # differences -0.10, -0.11, -0.09, -0.11, -0.09: far from 0, with five seeds
+    runs = _five_seeds(tmp_path / "a", "sgd", fam, [0.40, 0.42, 0.41, 0.44, 0.43])
+    row = pairwise(runs, reference="fam").iloc[0]
+    assert (row["n"], row["pairing"]) == (5, "paired") and row["ci_high"] < 0
+    assert row["verdict"] == "fam lower"
+    # The other way round: the other optimizer is named.
+    runs = _five_seeds(tmp_path / "b", "sgd", fam, [0.20, 0.22, 0.21, 0.24, 0.23])
+    row = pairwise(runs, reference="fam").iloc[0]
+    assert row["ci_low"] > 0 and row["verdict"] == "sgd lower"
+    # The same five seeds, only three of them: inconclusive, though the interval excludes 0.
+    three = runs[runs["seed"].isin([0, 1, 2])]
+    row = pairwise(three, reference="fam").iloc[0]
+    assert row["n"] == 3 and row["ci_low"] > 0
+    assert row["verdict"].startswith("inconclusive (n = 3; about 5 seeds")
+
+
+def test_five_seeds_and_an_interval_with_0_stay_inconclusive(tmp_path):
+    # differences 0.01, -0.01, 0.02, -0.02, 0.005: mean 0.001, sd 0.0159
+    fam = [0.31, 0.29, 0.32, 0.28, 0.305]
+    runs = _five_seeds(tmp_path, "sgd", fam, [0.30] * 5)
+    row = pairwise(runs, reference="fam").iloc[0]
+    assert row["ci_low"] < 0 < row["ci_high"]
+    diffs = np.array(fam) - 0.30
+    assert row["seeds_needed"] == seeds_needed_paired(diffs) > 100
+    assert row["verdict"] == (
+        f"inconclusive (n = 5; about {int(row['seeds_needed'])} seeds would resolve a "
+        "difference this size)"
+    )
+    # No difference at all: no power estimate either.
+    runs = _five_seeds(tmp_path / "same", "sgd", fam, fam)
+    row = pairwise(runs, reference="fam").iloc[0]
+    assert math.isnan(row["seeds_needed"]) and row["verdict"] == "inconclusive (n = 5)"
+
+
+def test_pairwise_paired_interval_of_two_seeds(tmp_path):
+    # Two matched seeds with differences -0.1 and -0.3: sd 0.1·√2, half-width t_{0.975,1} · 0.1.
     for seed, (a, b) in enumerate([(0.3, 0.4), (0.2, 0.5)]):
         write_run(tmp_path, optimizer="fam", seed=seed, evals=_final(a))
         write_run(tmp_path, optimizer="sgd", seed=seed, hparams_key="x", evals=_final(b))
-    row = pairwise(load_results([tmp_path]).runs, reference="fam").iloc[0]
-    assert row["pairing"] == "paired"
+    runs = load_results([tmp_path]).runs
+    row = pairwise(runs, reference="fam").iloc[0]
+    assert row["pairing"] == "paired" and row["n"] == 2
     assert row["delta"] == pytest.approx(-0.2)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(
+        (-0.2 - 0.1 * T975_1, -0.2 + 0.1 * T975_1)
+    )
+    # The bootstrap, when chosen, gives the range of the two differences: exactly [-0.3, -0.1].
+    row = pairwise(runs, reference="fam", method="bootstrap", n_boot=N_BOOT).iloc[0]
+    assert row["method"] == "bootstrap"
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((-0.3, -0.1))
+    assert (
+        pairwise_display(pairwise(runs, reference="fam", method="bootstrap")).iloc[0]["interval"]
+        == "bootstrap, n=2"
+    )
 
 
 def test_pairwise_pairs_seeds_within_one_budget(tmp_path):
@@ -313,9 +494,10 @@ def test_pairwise_pairs_seeds_within_one_budget(tmp_path):
     assert pw["pairing"].tolist() == ["paired", "paired"] and pw["n_pairs"].tolist() == [2, 2]
     assert (pw["n_reference"].tolist(), pw["n_other"].tolist()) == ([2, 2], [2, 2])
     # 100 steps: -0.10 and -0.12; 200 steps: -0.05 and -0.07 (pooled, they would mix).
+    # Each pair of differences has sd 0.01·√2: half-width t_{0.975,1} · 0.01.
     assert pw["delta"].tolist() == pytest.approx([-0.11, -0.06])
-    assert pw["ci_low"].tolist() == pytest.approx([-0.12, -0.07])
-    assert pw["ci_high"].tolist() == pytest.approx([-0.10, -0.05])
+    assert pw["ci_low"].tolist() == pytest.approx([-0.11 - 0.01 * T975_1, -0.06 - 0.01 * T975_1])
+    assert pw["ci_high"].tolist() == pytest.approx([-0.11 + 0.01 * T975_1, -0.06 + 0.01 * T975_1])
     shown = pairwise_display(pw)
     assert list(shown.columns[:2]) == ["budget", "comparison"]
     assert shown["budget"].tolist() == ["100 steps", "200 steps"]

@@ -71,6 +71,18 @@ def test_grid_runs_every_cell_then_writes_the_comparison(tmp_path):
     dev = pairs.query("metric == 'final_dev_wer'")
     assert dev["delta"].tolist() == pytest.approx([-0.10, -0.05, -0.20])
     assert dev["kind"].tolist() == ["baseline", "ablation", "baseline"]  # fam-fixed's ablation_of
+    # Student t by default; two seeds are too few for a verdict (and these differences are
+    # the same on both seeds: no spread, so no power estimate).
+    assert dev["method"].tolist() == ["t"] * 3 and dev["n"].tolist() == [2] * 3
+    assert dev["verdict"].tolist() == ["inconclusive (n = 2)"] * 3
+    # `fambench bench --ci-method bootstrap`: the grid's report uses the bootstrap.
+    boot = run_grid(
+        "synth", ["fam", "fam-fixed", "adamw", "sgd"], range(2), out, tmp_path / "d",
+        runner=runner, n_boot=500, reference="fam", method="bootstrap",
+    )  # fmt: skip
+    assert all(r.skipped for r in boot.runs)
+    assert set(boot.files.pairs["method"]) == {"bootstrap"}
+    assert set(pd.read_csv(out / "pairwise.csv")["method"]) == {"bootstrap"}
     # A second grid: every run is reported as finished, not rerun.
     again = run_grid(
         "synth",

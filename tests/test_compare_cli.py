@@ -43,16 +43,30 @@ def test_compare_table(runs_dir, wide):
     result = invoke("compare", runs_dir)
     assert result.exit_code == 0, result.output
     assert "0.310 ± 0.014" in result.output  # fam: mean of 0.30, 0.32
-    assert "[0.300, 0.320]" in result.output  # its CI: exact with two seeds
+    # its CI: Student t over two seeds, 0.31 ± t_{0.975,1} · 0.01 = 0.31 ± 0.127
+    assert "[0.183, 0.437]" in result.output and "t, n=2" in result.output
     assert "fam − sgd" in result.output and "paired (2 seeds)" in result.output
+    # both seeds differ by exactly -0.20: no spread, no power estimate, too few seeds
+    assert "[-0.200, -0.200]" in result.output and "inconclusive (n = 2)" in result.output
     assert "too narrow" not in result.output
+
+
+def test_compare_ci_method_bootstrap(runs_dir, wide):
+    result = invoke("compare", runs_dir, "--ci-method", "bootstrap")
+    assert result.exit_code == 0, result.output
+    assert "[0.300, 0.320]" in result.output  # exact with two seeds (and far too narrow)
+    assert "bootstrap, n=2" in result.output
+    result = invoke("compare", runs_dir, "--ci-method", "bootstrap", "--format", "csv")
+    table = pd.read_csv(io.StringIO(result.stdout))
+    assert table["final_dev_wer_ci_method"].tolist() == ["bootstrap", "bootstrap"]
+    assert table["final_dev_wer_ci_low"].tolist() == pytest.approx([0.30, 0.50])
 
 
 def test_compare_table_on_a_narrow_terminal_hides_columns_not_digits(runs_dir, monkeypatch):
     monkeypatch.setattr(cli.console, "width", 70)
     result = invoke("compare", runs_dir)
     assert result.exit_code == 0, result.output
-    assert "0.310 ± 0.014" in result.output and "[0.300, 0.320]" in result.output
+    assert "0.310 ± 0.014" in result.output and "[0.183, 0.437]" in result.output
     assert "too narrow" in result.output
     assert all(len(line) <= 70 for line in result.output.splitlines())
 
@@ -70,6 +84,8 @@ def test_compare_markdown_and_csv_to_stdout(runs_dir):
     table = pd.read_csv(io.StringIO(result.output))
     assert table["optimizer"].tolist() == ["fam", "sgd"]
     assert table["final_dev_wer_mean"].tolist() == pytest.approx([0.31, 0.51])
+    assert table["final_dev_wer_n"].tolist() == [2, 2]
+    assert table["final_dev_wer_ci_method"].tolist() == ["t", "t"]
     # 0.7 between 0.9 (10 s) and fam's 0.30 / 0.32 (20 s), averaged over the two seeds
     expected = (10 + 0.2 / 0.6 * 10 + 10 + 0.2 / 0.58 * 10) / 2
     assert table.loc[0, "time_to_target_s"] == pytest.approx(expected)
@@ -104,6 +120,7 @@ def test_compare_preset_filter(tmp_path, runs_dir):
         (["--format", "parquet"], "--format parquet needs --out FILE"),
         (["--target-wer", "-1"], "--target-wer must be > 0"),
         (["--preset", "nope"], "no runs of preset 'nope'"),
+        (["--ci-method", "z"], "unknown CI method 'z'; choose one of t, bootstrap"),
     ],
 )
 def test_compare_user_errors(runs_dir, args, message):
@@ -205,7 +222,16 @@ def test_report_command(tmp_path, runs_dir):
     assert result.exit_code == 0, result.output
     report = out / "report.md"
     assert report.is_file() and "report.md" in result.output.replace("\n", "")
-    assert "## fam against the others" in report.read_text()
+    text = report.read_text()
+    assert "## fam against the others" in text and "Student-t interval" in text
+    assert "| fam − sgd | baseline | final dev WER | -0.200 |" in text
+    assert "| paired t, n=2 | paired (2 seeds) | inconclusive (n = 2) |" in text
+    result = invoke("report", runs_dir, "--out", out, "--ci-method", "bootstrap")
+    assert result.exit_code == 0, result.output
+    text = report.read_text()
+    assert "| bootstrap, n=2 |" in text and "percentile bootstrap" in text
+    result = invoke("report", runs_dir, "--out", out, "--ci-method", "z")
+    assert result.exit_code == 2 and "unknown CI method 'z'" in result.output
     result = invoke("report", tmp_path / "missing")
     assert result.exit_code == 2 and "no such directory" in result.output
 
@@ -216,6 +242,7 @@ def test_report_command(tmp_path, runs_dir):
         (["--optimizers", " , "], "--optimizers is empty"),
         (["--seeds", "0"], "--seeds must be >= 1"),
         (["--steps", "10", "--time-budget", "5"], "either --steps or --time-budget"),
+        (["--ci-method", "z"], "unknown CI method 'z'"),
     ],
 )
 def test_bench_user_errors(tmp_path, args, message):

@@ -47,9 +47,16 @@ def test_report_files_tables_and_links(tmp_path, runs_dir):
     # The aggregate table with the known numbers.
     assert "| fam | lr=0.5 | 3 | 0.320 ± 0.020 |" in text
     assert "| sgd | lr=0.05 | 0 | — | — |" in text and "1 diverged" in text
-    # The pairwise line: paired differences -0.10, -0.09, -0.11.
-    assert re.search(r"\| fam − adamw \| baseline \| final dev WER \| -0\.100 \| \[", text)
-    assert "paired (3 seeds)" in text
+    assert "| fam | lr=0.5 | 3 | 0.320 ± 0.020 | [0.270, 0.370] | t, n=3 |" in text  # Student t
+    assert "a Student-t interval of the mean" in text
+    # The pairwise line: paired differences -0.10, -0.09, -0.11, a paired t-interval
+    # -0.10 ± t_{0.975,2} · 0.01/√3 = -0.10 ± 0.025; three seeds are too few for a verdict.
+    assert (
+        "| fam − adamw | baseline | final dev WER | -0.100 | [-0.125, -0.075] | paired t, n=3 | "
+        "paired (3 seeds) | inconclusive (n = 3; about 5 seeds would resolve a difference this "
+        "size) |"
+    ) in text
+    assert "n ≥ 5 seeds" in text and "power calculation" in text
     # Runs with their status and message, and the provenance.
     assert "| diverged |" in text and "train loss nan at step 57" in text
     assert "| torch | `2.14.1` |" in text and "| git commit | `abc1234` |" in text
@@ -58,8 +65,22 @@ def test_report_files_tables_and_links(tmp_path, runs_dir):
     assert comparison["final_dev_wer_mean"].tolist()[:2] == pytest.approx(
         [0.42, 0.32]
     )  # adamw, fam
+    assert comparison["final_dev_wer_ci_method"].tolist()[:2] == ["t", "t"]
+    assert comparison["final_dev_wer_n"].tolist()[:2] == [3, 3]
     pairs = pd.read_csv(out / "pairwise.csv")
     assert set(pairs["pairing"]) == {"paired"}
+    dev = pairs.query("metric == 'final_dev_wer'").iloc[0]
+    assert (dev["n"], dev["method"], dev["seeds_needed"]) == (3, "t", 2)
+    assert dev["verdict"].startswith("inconclusive (n = 3;")
+
+
+def test_report_with_bootstrap_intervals(tmp_path, runs_dir):
+    text = write_report(
+        runs_dir, tmp_path / "b", reference="fam", method="bootstrap", n_boot=N_BOOT
+    ).read_text()
+    assert "percentile bootstrap of the mean (1,000 resamples" in text
+    assert "| fam | lr=0.5 | 3 | 0.320 ± 0.020 |" in text and "| bootstrap, n=3 |" in text
+    assert "| paired (3 seeds) | inconclusive (n = 3;" in text  # the same verdict rule
 
 
 def test_report_defaults_to_the_results_dir(runs_dir):

@@ -23,6 +23,11 @@ from fambench.errors import ConfigError, FambenchError
 DEFAULT_OPTIMIZERS = "fam,fam-fixed,adamw,sgd"
 DEFAULT_REFERENCE = "fam"
 _REFERENCE_HELP = "Optimizer every other one is compared with (ΔWER = reference − other)."
+_CI_METHOD_HELP = (
+    "How 95% intervals are computed: t (Student t; paired t or Welch for differences) or "
+    "bootstrap (percentile bootstrap, sound from about 10 seeds)."
+)
+CiMethodOption = Annotated[str, typer.Option("--ci-method", help=_CI_METHOD_HELP)]
 # The columns a narrow terminal loses first.
 _DROP_ORDER = (
     "best dev WER\n(95% CI)",
@@ -30,10 +35,13 @@ _DROP_ORDER = (
     "steps/s",
     "hparams",
     "against",
+    "interval",
     "test WER",
     "train s",
 )
-_TEXT_COLUMNS = {"hparams", "runs", "pairing", "verdict", "comparison", "metric", "against"}
+_TEXT_COLUMNS = {
+    "hparams", "runs", "pairing", "verdict", "comparison", "metric", "against", "interval",
+}  # fmt: skip
 
 
 def _min_width(frame: pd.DataFrame) -> int:
@@ -65,7 +73,9 @@ def rich_table(frame: pd.DataFrame, title: str | None = None) -> Table:
         # or cropped reads as another number).
         widest = max((line.cell_len for v in cells[column] for line in v.split()), default=0)
         text = column in _TEXT_COLUMNS
-        table.add_column(str(column), overflow="fold", min_width=None if text else widest)
+        table.add_column(
+            str(column), overflow="fold", min_width=None if text else widest, no_wrap=not text
+        )
     for i in range(len(frame)):
         table.add_row(*(cells[column][i] for column in frame.columns))
     return table
@@ -148,12 +158,17 @@ def _check_target(target_wer: float | None) -> None:
 
 
 def _print_tables(agg: pd.DataFrame, pairs: pd.DataFrame, reference: str) -> None:
-    from fambench.compare import pairwise_display
+    from fambench.compare import MIN_VERDICT_N, pairwise_display
 
-    title = "Comparison (completed runs; mean ± sd, 95% bootstrap CI)"
+    methods = sorted(set(agg["final_dev_wer_ci_method"].dropna().astype(str)))
+    how = " or ".join(f"{m}-interval" if m == "t" else m for m in methods) or "interval"
+    title = f"Comparison (completed runs; mean ± sd, 95% {how} of the mean)"
     console.print(fitted_table(terminal_comparison(agg), title))
     if not pairs.empty:
-        title = f"{reference} − other (negative: {reference} lower)"
+        title = (
+            f"{reference} − other (negative: {reference} lower; a verdict needs the CI to "
+            f"exclude 0 and n ≥ {MIN_VERDICT_N})"
+        )
         console.print(fitted_table(pairwise_display(pairs), title))
 
 
@@ -191,10 +206,12 @@ def compare_command(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
     reference: Annotated[str, typer.Option(help=_REFERENCE_HELP)] = DEFAULT_REFERENCE,
+    ci_method: CiMethodOption = "t",
 ) -> None:
-    """Aggregate runs over seeds: WER with bootstrap CIs, time to target, pairwise differences."""
+    """Aggregate runs over seeds: WER with t intervals, time to target, pairwise differences."""
     from fambench.compare import (
         aggregate,
+        check_ci_method,
         check_format,
         comparison_display,
         format_from_suffix,
@@ -207,6 +224,7 @@ def compare_command(
 
     try:
         _check_target(target_wer)
+        method = check_ci_method(ci_method)
         name = (
             check_format(fmt)
             if fmt is not None
@@ -215,11 +233,11 @@ def compare_command(
         if name == "parquet" and out is None:
             raise ConfigError("--format parquet needs --out FILE (parquet is binary)")
         results = _load_results(results_dirs or [Path("results")], preset)
-        agg = aggregate(results.runs, results.metrics, target_wer=target_wer)
+        agg = aggregate(results.runs, results.metrics, target_wer=target_wer, method=method)
         metrics = ["final_dev_wer"]
         if results.runs["test_wer"].notna().any():
             metrics.append("test_wer")
-        pairs = pairwise(results.runs, reference=reference, metrics=metrics)
+        pairs = pairwise(results.runs, reference=reference, metrics=metrics, method=method)
         if out is not None:
             if name == "markdown":
                 text = to_markdown(comparison_display(agg))
@@ -256,15 +274,23 @@ def report_command(
     preset: Annotated[str | None, typer.Option(help="Only runs of this preset.")] = None,
     target_wer: Annotated[float | None, typer.Option(help="Target dev WER.")] = None,
     reference: Annotated[str, typer.Option(help=_REFERENCE_HELP)] = DEFAULT_REFERENCE,
+    ci_method: CiMethodOption = "t",
 ) -> None:
     """Write a markdown report (tables, plots, provenance) that reads well on GitHub."""
+    from fambench.compare import check_ci_method
     from fambench.report import write_report
 
     try:
         _check_target(target_wer)
+        method = check_ci_method(ci_method)
         with _warnings_on_stderr():
             path = write_report(
-                results_dir, out, reference=reference, preset=preset, target_wer=target_wer
+                results_dir,
+                out,
+                reference=reference,
+                preset=preset,
+                target_wer=target_wer,
+                method=method,
             )
     except FambenchError as exc:
         raise fail(str(exc)) from None
@@ -300,13 +326,16 @@ def bench_command(
     threads: Annotated[
         int | None, typer.Option(help="torch threads per run (default: the usable CPU cores).")
     ] = None,
+    ci_method: CiMethodOption = "t",
 ) -> None:
     """Run every optimizer × seed (finished runs skipped, interrupted ones resumed), then report."""
     from fambench.bench import parse_optimizers, run_grid
+    from fambench.compare import check_ci_method
 
     views = _RunViews()
     try:
         _check_target(target_wer)
+        method = check_ci_method(ci_method)
         names = parse_optimizers(optimizers)
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
@@ -329,7 +358,9 @@ def bench_command(
             command=shlex.join(["fambench", *sys.argv[1:]]),
             progress=views,
             on_run=views.next_run,
+            method=method,
         )
+        files = result.files
     except FambenchError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -339,9 +370,9 @@ def bench_command(
     for run in result.runs:
         if run.status not in ("completed", "interrupted"):
             console.print(f"[yellow]{run.optimizer} seed {run.seed}: {run.status}[/]")
-    if result.files is not None:
-        console.print(fitted_table(terminal_comparison(result.files.comparison), "Comparison"))
-        console.print(f"report: {result.files.report}", highlight=False, soft_wrap=True)
+    if files is not None:
+        console.print(fitted_table(terminal_comparison(files.comparison), "Comparison"))
+        console.print(f"report: {files.report}", highlight=False, soft_wrap=True)
     if result.interrupted:
         console.print("[yellow]grid interrupted; run the same command to resume it[/]")
         raise typer.Exit(130)
