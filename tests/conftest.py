@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fambench.data.synth import SynthSettings, ensure_corpus
+from fambench.training import RunRequest
 
 SYNTH_TEST_SETTINGS = SynthSettings(hours=0.02, dev_utterances=20, test_utterances=20, seed=0)
 """~70 s of train audio, 20 dev and 20 test utterances: generated in a few seconds."""
@@ -65,3 +66,28 @@ def postgres_url(
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Test workers share the machine's cores: one torch thread each (no OpenMP oversubscription).
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory) -> Path:
+    """Feature cache shared by the smoke runs of this session."""
+    return tmp_path_factory.mktemp("smoke-cache")
+
+
+@pytest.fixture
+def smoke(synth_corpus, smoke_cache, tmp_path):
+    """A RunRequest factory for the smoke preset on the session's tiny corpus."""
+
+    def make(optimizer: str = "sgd", **changes) -> RunRequest:
+        fields = dict(
+            optimizer=optimizer,
+            preset="smoke",
+            data_root=synth_corpus,
+            cache_dir=smoke_cache,
+            out_dir=tmp_path / "results",
+            threads=1,
+        )
+        fields.update(changes)
+        return RunRequest(**fields)
+
+    return make

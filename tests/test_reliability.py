@@ -18,30 +18,14 @@ import fambench.cli as cli
 import fambench.fileio as fileio
 from fambench.errors import FileWriteError, ResultsError
 from fambench.rundir import RunFiles, RunLock, load_run
-from fambench.training import RunRequest, plan_run, run_training
+from fambench.training import plan_run, run_training
 from fambench.training.runner import RunFailed
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("reliability-cache")
-
-
 @pytest.fixture
-def smoke(synth_corpus, cache, tmp_path):
-    def make(optimizer: str = "sgd", **changes) -> RunRequest:
-        fields = dict(
-            optimizer=optimizer,
-            preset="smoke",
-            data_root=synth_corpus,
-            cache_dir=cache,
-            out_dir=tmp_path / "results",
-            threads=1,
-        )
-        fields.update(changes)
-        return RunRequest(**fields)
-
-    return make
+def cache(smoke_cache) -> Path:
+    """The feature cache the `smoke` requests use (conftest)."""
+    return smoke_cache
 
 
 def invoke(*args) -> tuple[int, str]:

@@ -12,33 +12,8 @@ import torch
 
 from fambench.errors import ConfigError, DataError, ResultsError
 from fambench.rundir import METRIC_COLUMNS, SUMMARY_FIELDS, RunFiles, RunLock, hparams_key, load_run
-from fambench.training import RunRequest, plan_run, run_training
+from fambench.training import plan_run, run_training
 from fambench.workloads import load_tuned
-
-
-@pytest.fixture(scope="session")
-def smoke_cache(tmp_path_factory) -> Path:
-    """Feature cache shared by the smoke runs of this session."""
-    return tmp_path_factory.mktemp("smoke-cache")
-
-
-@pytest.fixture
-def smoke(synth_corpus, smoke_cache, tmp_path):
-    """A RunRequest factory for the smoke preset on the session's tiny corpus."""
-
-    def make(optimizer: str, **changes) -> RunRequest:
-        fields = dict(
-            optimizer=optimizer,
-            preset="smoke",
-            data_root=synth_corpus,
-            cache_dir=smoke_cache,
-            out_dir=tmp_path / "results",
-            threads=1,
-        )
-        fields.update(changes)
-        return RunRequest(**fields)
-
-    return make
 
 
 @pytest.mark.parametrize(

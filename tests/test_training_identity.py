@@ -14,29 +14,10 @@ import fambench.training.plan as plan_module
 from fambench.compare import aggregate, load_results
 from fambench.optim import get_optimizer_spec
 from fambench.rundir import eval_row, load_run, train_row
-from fambench.training import RunRequest, plan_run, run_training
+from fambench.training import plan_run, run_training
 from fambench.training.record import run_summary
 from fambench.training.state import TrainState
 from fambench.workloads import get_preset
-
-
-@pytest.fixture
-def smoke(synth_corpus, tmp_path_factory, tmp_path):
-    cache = tmp_path_factory.getbasetemp() / "identity-cache"
-
-    def make(optimizer: str, **changes) -> RunRequest:
-        fields = dict(
-            optimizer=optimizer,
-            preset="smoke",
-            data_root=synth_corpus,
-            cache_dir=cache,
-            out_dir=tmp_path / "results",
-            threads=1,
-        )
-        fields.update(changes)
-        return RunRequest(**fields)
-
-    return make
 
 
 def _with_preset(monkeypatch, **changes):
