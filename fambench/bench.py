@@ -2,7 +2,9 @@
 
 `run_grid` leans on `fambench.training.run_training` for the bookkeeping: a finished run
 (completed or diverged) is reported without rerunning, an interrupted one resumes from its
-checkpoint, since the grid sends exactly the same request again. `fambench.training` is imported
+checkpoint, since the grid sends exactly the same request again. Each run holds core slots for
+its threads while it trains (fambench.core_slots), so grids started side by side never run
+more threads than the machine has cores: a run waits for free cores instead. `fambench.training` is imported
 only when the grid runs, so comparing and reporting work without torch's training stack.
 """
 
@@ -42,6 +44,14 @@ class GridCell:
     command: str | None = None
     threads: int | None = None
     hparams_file: Path | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()  # values set beyond the tuned ones
+
+    @property
+    def label(self) -> str:
+        """``fam`` or ``fam[sampling=random]``: the configuration this cell runs."""
+        if not self.overrides:
+            return self.optimizer
+        return f"{self.optimizer}[{','.join(f'{k}={v}' for k, v in self.overrides)}]"
 
     def request(self) -> Any:
         """The fambench.training.RunRequest of this cell."""
@@ -60,6 +70,7 @@ class GridCell:
             command=self.command,
             threads=self.threads,
             hparams_file=self.hparams_file,
+            overrides=dict(self.overrides),
         )
 
 
@@ -100,6 +111,28 @@ def parse_optimizers(text: str) -> list[str]:
     return names
 
 
+Variant = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+def parse_variant(text: str) -> Variant:
+    """``"fam:sampling=random,beta=0.95"`` → ``("fam", (("sampling", "random"), ("beta",
+    0.95)))``: an extra configuration of an optimizer, its tuned values with these set on top.
+    ConfigError naming the problem otherwise."""
+    from fambench.optim import parse_override_value
+
+    name, sep, rest = text.partition(":")
+    pairs = [p.strip() for p in rest.split(",") if p.strip()]
+    if not sep or not name.strip() or not pairs:
+        raise ConfigError(f"--variant {text!r}: expected OPTIMIZER:key=value[,key=value...]")
+    values = []
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--variant {text!r}: {pair!r} is not key=value")
+        values.append((key.strip(), parse_override_value(value.strip())))
+    return name.strip(), tuple(values)
+
+
 def run_grid(
     preset: str,
     optimizers: Sequence[str],
@@ -118,18 +151,23 @@ def run_grid(
     hparams_file: str | os.PathLike[str] | None = None,
     progress: Callable[[Any], None] | None = None,
     on_run: OnRun | None = None,
+    on_wait: Callable[[str], None] | None = None,
     runner: Runner | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     method: str = DEFAULT_CI_METHOD,
+    variants: Sequence[Variant] = (),
+    include_contended: bool = False,
 ) -> BenchResult:
     """Train every (optimizer, seed) of ``preset`` into ``out_dir``, then write the comparison.
 
     Every request is validated before the first run starts (a typo in the fourth optimizer
     fails at once, not after an hour). Runs go to ``<out_dir>/<run-id>/``; ``comparison.csv``,
     ``comparison.md``, ``pairwise.csv``, ``report.md`` and the PNGs go to ``<out_dir>/`` and
-    cover exactly the grid's runs. Ctrl-C inside a run stops the grid after that run is saved
-    as interrupted; the report of what exists is still written. ``runner`` replaces
-    ``run_training`` (called with ``progress``) for callers that run cells their own way.
+    cover exactly the grid's runs. ``variants`` add configurations (see parse_variant) run
+    beside the optimizers, seed by seed. Ctrl-C inside a run stops the grid after that run is
+    saved as interrupted; the report of what exists is still written. ``runner`` replaces
+    ``run_training`` (called with ``progress``, holding core slots, telling ``on_wait`` when it
+    waits for them) for callers that run cells their own way.
     """
     out = Path(out_dir)
     seeds = list(seeds)
@@ -152,13 +190,16 @@ def run_grid(
         hparams_file=Path(hparams_file) if hparams_file is not None else None,
     )
     # Seed-major order: a grid stopped part-way still compares every optimizer.
+    configurations: list[Variant] = [(name, ()) for name in optimizers] + list(variants)
     cells = [
-        dataclasses.replace(template, optimizer=name, seed=int(seed))
+        dataclasses.replace(template, optimizer=name, seed=int(seed), overrides=overrides)
         for seed in seeds
-        for name in optimizers
+        for name, overrides in configurations
     ]
-    done, interrupted = _run_cells(cells, runner or _training_runner(cells, progress), on_run)
-    existing = [r.run_dir for r in done if (r.run_dir / "config.json").is_file()]
+    runner = runner or _training_runner(cells, progress, on_wait)
+    done, interrupted = _run_cells(cells, runner, on_run)
+    # One run directory may serve two cells (a variant equal to the tuned values): once.
+    existing = list(dict.fromkeys(r.run_dir for r in done if (r.run_dir / "config.json").is_file()))
     files = None
     if existing:
         files = build_report(
@@ -169,19 +210,33 @@ def run_grid(
             target_wer=target_wer,
             n_boot=n_boot,
             method=method,
+            include_contended=include_contended,
         )
     return BenchResult(runs=tuple(done), files=files, interrupted=interrupted)
 
 
-def _training_runner(cells: Sequence[GridCell], progress: Callable[[Any], None] | None) -> Runner:
-    """run_training on each cell, after validating every cell's request (no side effects)."""
+def _training_runner(
+    cells: Sequence[GridCell],
+    progress: Callable[[Any], None] | None,
+    on_wait: Callable[[str], None] | None,
+) -> Runner:
+    """run_training on each cell, after validating every cell's request (no side effects),
+    holding core slots for the run's threads while it trains."""
+    from fambench.core_slots import reserved_cores
+    from fambench.rundir import FINISHED, RunFiles
+    from fambench.rundir.loading import read_summary
     from fambench.training import plan_run, run_training
 
     for cell in cells:
         plan_run(cell.request())
 
     def runner(cell: GridCell) -> Any:
-        return run_training(cell.request(), progress=progress)
+        plan = plan_run(cell.request())
+        summary = None if cell.force else read_summary(RunFiles(plan.run_dir))
+        if summary is not None and summary.status in FINISHED:  # reported, not rerun
+            return run_training(cell.request(), progress=progress)
+        with reserved_cores(plan.threads, on_wait=on_wait):
+            return run_training(cell.request(), progress=progress)
 
     return runner
 
@@ -192,7 +247,7 @@ def _run_cells(
     """Run the cells in order; stop after one that was interrupted. (runs, interrupted)."""
     done: list[GridRun] = []
     for index, cell in enumerate(cells, start=1):
-        label = f"{cell.optimizer} seed {cell.seed}"
+        label = f"{cell.label} seed {cell.seed}"
         if on_run is not None:
             on_run(index, len(cells), label)
         outcome = runner(cell)

@@ -39,6 +39,7 @@ from fambench.rundir import (
     lock_is_held,
     time_to_target,
 )
+from fambench.targets import load_target
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,11 @@ WER_STATS = ("final_dev_wer", "best_dev_wer", "test_wer")
 SUMMARY_FLOATS = tuple(
     f
     for f in SUMMARY_FIELDS
-    if f not in ("format_version", "run_id", "status", "steps", "target_wer", "message")
+    if f
+    not in ("format_version", "run_id", "status", "steps", "target_wer", "contended", "message")
 )
+#: The statistics read off wall-clock time: left out for runs that were contended.
+TIME_STATS = ("train_s", "steps_per_s", "audio_s_per_s")
 #: The statuses compare counts (``n_<status>``): the run directory's own, and ``stale`` for a
 #: run that says it is running while no live process holds its lock (its owner is gone).
 COMPARE_STATUSES = (*STATUSES, "stale")
@@ -140,7 +144,11 @@ def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[dict, pd.DataFrame]:
         "message": STALE_MESSAGE if status == "stale" else message,
         "optimizer_hparams": json.dumps(config.get("optimizer_hparams", {}), sort_keys=True),
         "optimizer_overrides": json.dumps(config.get("optimizer_overrides", {}), sort_keys=True),
+        "contended": summary.get("contended")
+        if isinstance(summary.get("contended"), bool)
+        else None,
     }
+    row["config"] = config_label(row["optimizer"], config.get("optimizer_overrides"))
     _add_summary_values(row, summary, config, metrics)
     provenance = config.get("provenance")
     provenance = provenance if isinstance(provenance, dict) else {}
@@ -167,6 +175,20 @@ def _add_summary_values(row: dict, summary: dict, config: dict, metrics: pd.Data
         row["best_dev_wer"] = float(evals.min())
     if math.isnan(row["steps"]) and metrics["step"].notna().any():
         row["steps"] = float(metrics["step"].max())
+
+
+def config_label(optimizer: str, overrides: object) -> str:
+    """An optimizer and the values the user set beyond the tuned ones: ``fam``,
+    ``fam[sampling=random]``. One label names one configuration on every workload (the tuned
+    values under it differ per workload)."""
+    if isinstance(overrides, str):
+        try:
+            overrides = json.loads(overrides)
+        except ValueError:
+            overrides = {}
+    if not isinstance(overrides, dict) or not overrides:
+        return str(optimizer)
+    return f"{optimizer}[{hparams_key(overrides)}]"
 
 
 def _mtime(path: Path) -> float:
@@ -535,6 +557,7 @@ def aggregate(
     method: str = DEFAULT_CI_METHOD,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    include_contended: bool = False,
 ) -> pd.DataFrame:
     """One row per configuration (GROUP_KEYS) with statistics over its completed seeds.
 
@@ -544,9 +567,17 @@ def aggregate(
     ``method``: Student t by default, see CI_METHODS; NaN with one seed), ``<m>_n`` (the seeds
     with a value) and ``<m>_ci_method``; ``target_wer`` (``target_wer`` argument, else the runs' own),
     ``reached`` (completed seeds that reached it), ``time_to_target_s`` (mean over those that
-    did, interpolated between bracketing evaluations); ``train_s``, ``steps``, ``steps_per_s``,
-    ``audio_s_per_s`` means and ``peak_memory_mb`` (max). A seed completed twice in one
-    configuration counts once (the copy load_results would keep).
+    did, interpolated between bracketing evaluations); ``time_to_target_median_s`` (median
+    over the timed seeds, a seed that missed the target counting as infinitely slow: AlgoPerf's
+    per-workload time); ``train_s``, ``steps``, ``steps_per_s``, ``audio_s_per_s`` means and
+    ``peak_memory_mb`` (max); ``config`` (see config_label). The target is ``target_wer``,
+    else the preset's recorded target (fambench.targets), else the runs' own.
+
+    Honest wall-clock: a run whose summary says it was contended (other processes took the
+    cores it needed, see fambench.machine) is left out of every time statistic unless
+    ``include_contended``; ``n_contended`` counts them and ``n_timed`` the seeds the times rest
+    on. WER statistics use every completed seed. A seed completed twice in one configuration
+    counts once (the copy load_results would keep).
     """
     if runs.empty:
         raise ResultsError("no runs to aggregate")
@@ -555,7 +586,10 @@ def aggregate(
     rows: list[dict] = []
     for keys, group in runs.groupby(list(GROUP_KEYS), sort=False, dropna=False):
         row = dict(zip(GROUP_KEYS, keys, strict=True))
-        row.update(_group_stats(group, by_run, target_wer, (method, n_boot, seed)))
+        row["config"] = str(group["config"].iloc[0])
+        row.update(
+            _group_stats(group, by_run, target_wer, (method, n_boot, seed), include_contended)
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -565,8 +599,11 @@ def _group_stats(
     by_run: dict[str, pd.DataFrame],
     target_wer: float | None,
     interval: tuple[str, int, int],
+    include_contended: bool = False,
 ) -> dict:
-    done = _one_per_seed(group[group["status"] == "completed"])
+    done = one_per_seed(group[group["status"] == "completed"])
+    contended = done["contended"].map(lambda v: v is True).to_numpy(dtype=bool)
+    timed = done if include_contended else done[~contended]
     row: dict = {
         "n_runs": len(group),
         "n_seeds": len(done),
@@ -575,15 +612,27 @@ def _group_stats(
     for metric in WER_STATS:
         for name, value in _stats(done[metric], *interval).items():
             row[f"{metric}_{name}"] = value
-    target = _group_target(group, target_wer)
-    times = [_run_time_to_target(r, by_run.get(r["run_id"]), target) for _, r in done.iterrows()]
+    target = group_target(group, target_wer)
+    reached_by = {
+        r["run_id"]: run_time_to_target(r, by_run.get(r["run_id"]), target)
+        for _, r in done.iterrows()
+    }
+    times = [reached_by[r] for r in timed["run_id"]]
     reached = [t for t in times if math.isfinite(t)]
     row["target_wer"] = target
-    row["reached"] = len(reached)
+    row["reached"] = sum(math.isfinite(t) for t in reached_by.values())
+    row["n_contended"] = int(contended.sum())
+    row["n_timed"] = len(timed)
     row["time_to_target_s"] = float(np.mean(reached)) if reached else math.nan
     row["time_to_target_std_s"] = float(np.std(reached, ddof=1)) if len(reached) > 1 else math.nan
-    for column in ("train_s", "steps", "steps_per_s", "audio_s_per_s"):
-        row[column] = _mean(done[column])
+    row["time_to_target_median_s"] = (
+        float(np.median([t if math.isfinite(t) else math.inf for t in times]))
+        if times and math.isfinite(target)
+        else math.nan
+    )
+    row["steps"] = _mean(done["steps"])
+    for column in TIME_STATS:
+        row[column] = _mean(timed[column])
     peak = pd.to_numeric(done["peak_memory_mb"], errors="coerce").dropna()
     row["peak_memory_mb"] = float(peak.max()) if len(peak) else math.nan
     for status in COMPARE_STATUSES:
@@ -592,7 +641,7 @@ def _group_stats(
     return row
 
 
-def _one_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+def one_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
     """One run per seed (see _preference), in the given order; runs without a seed all stay."""
     seeds = runs["seed"].astype(str).to_numpy()
     missing = runs["seed"].isna().to_numpy()
@@ -605,14 +654,17 @@ def _one_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[keep]
 
 
-def _group_target(group: pd.DataFrame, target_wer: float | None) -> float:
+def group_target(group: pd.DataFrame, target_wer: float | None) -> float:
     if target_wer is not None:
         return float(target_wer)
+    recorded = load_target(str(group["preset"].iloc[0]), None)
+    if recorded.wer is not None:
+        return float(recorded.wer)
     own = pd.to_numeric(group["target_wer"], errors="coerce").dropna()
     return float(own.iloc[0]) if len(own) else math.nan
 
 
-def _run_time_to_target(run: pd.Series, metrics: pd.DataFrame | None, target: float) -> float:
+def run_time_to_target(run: pd.Series, metrics: pd.DataFrame | None, target: float) -> float:
     if not math.isfinite(target):
         return math.nan
     if metrics is not None and metrics["dev_wer"].notna().any():
@@ -653,23 +705,23 @@ def pairwise(
     where_keys = ["preset", *BUDGET_KEYS]
     for where, comparable in done.groupby(where_keys, sort=False, dropna=False):
         groups = list(comparable.groupby(["optimizer", "hparams_key"], sort=False))
-        refs = [(k, g) for k, g in groups if k[0] == reference]
-        others = [(k, g) for k, g in groups if k[0] != reference]
+        refs, others = _reference_and_others(groups, reference)
         for (_, ref_key), ref in refs:
+            ref_label = str(ref["config"].iloc[0])
             for (other_name, other_key), other in others:
-                ablates = set(other["ablation_of"]) == {reference}
+                label = str(other["config"].iloc[0])
                 head = {
                     **dict(zip(where_keys, where, strict=True)),
-                    "reference": reference,
+                    "reference": ref_label,
                     "reference_hparams": ref_key,
-                    "other": other_name,
+                    "other": label,
                     "other_hparams": other_key,
-                    "kind": "ablation" if ablates else "baseline",
+                    "kind": _kind(other, str(other_name), reference),
                 }
                 for metric in metrics:
                     row = _compare(ref, other, metric, (method, n_boot, seed))
                     if row is not None:
-                        row["verdict"] = _verdict(row, reference, str(other_name))
+                        row["verdict"] = _verdict(row, ref_label, label)
                         rows.append({**head, "metric": metric, **row})
     columns = [
         "preset", "steps_budget", "time_budget_s", "reference", "reference_hparams", "other",
@@ -681,8 +733,30 @@ def pairwise(
     return frame
 
 
+Groups = list[tuple[tuple, pd.DataFrame]]
+
+
+def _reference_and_others(groups: Groups, reference: str) -> tuple[Groups, Groups]:
+    """The reference's configurations and those compared with them. When the reference ran
+    both as tuned (no overrides) and with overrides (``fam[sampling=random]``), the tuned one
+    is the reference and the others are its variants, compared with it like any other."""
+    refs = [(k, g) for k, g in groups if k[0] == reference]
+    others = [(k, g) for k, g in groups if k[0] != reference]
+    plain = [(k, g) for k, g in refs if str(g["config"].iloc[0]) == reference]
+    if len(refs) > 1 and len(plain) == 1:
+        variants = [(k, g) for k, g in refs if k != plain[0][0]]
+        return plain, variants + others
+    return refs, others
+
+
+def _kind(other: pd.DataFrame, name: str, reference: str) -> str:
+    if name == reference:
+        return "variant"
+    return "ablation" if set(other["ablation_of"]) == {reference} else "baseline"
+
+
 def _per_seed(group: pd.DataFrame, metric: str) -> pd.Series:
-    group = _one_per_seed(group)
+    group = one_per_seed(group)
     values = pd.to_numeric(group[metric], errors="coerce")
     frame = pd.DataFrame({"seed": group["seed"].astype(str), "v": values}).dropna()
     return frame.groupby("seed")["v"].mean()
@@ -792,6 +866,17 @@ def status_text(row: pd.Series | dict) -> str:
     return " · ".join(parts) or "none"
 
 
+def timing_text(row: pd.Series | dict) -> str:
+    """What the times of an aggregate row rest on when some seeds were contended: ``"2 of 5
+    contended, left out"`` (or ``"included"`` under --include-contended); "" otherwise."""
+    contended = int(row.get("n_contended", 0) or 0)
+    if not contended:
+        return ""
+    seeds, timed = int(row.get("n_seeds", 0)), int(row.get("n_timed", 0))
+    fate = "included" if timed == seeds else "left out"
+    return f"{contended} of {seeds} contended, {fate}"
+
+
 def budget_label(steps_budget: object, time_budget_s: object) -> str:
     """``"2000 steps"``, ``"600 s"`` or ``"2000 steps, 600 s"``; "—" without either."""
     steps, seconds = _float(steps_budget), _float(time_budget_s)
@@ -829,7 +914,7 @@ def comparison_display(agg: pd.DataFrame) -> pd.DataFrame:
             best_ci += f" ({best})"  # rare: a run with a final but no best WER, or the reverse
         ttt = _MISSING
         if math.isfinite(r["target_wer"]):
-            if r["reached"]:
+            if math.isfinite(r["time_to_target_s"]):
                 ttt = f"{_fmt_seconds(r['time_to_target_s'])} s"
             ttt += f" ({int(r['reached'])}/{int(r['n_seeds'])})"
             if len(targets) > 1:
@@ -837,7 +922,7 @@ def comparison_display(agg: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             {
                 "preset": r["preset"],
-                "optimizer": r["optimizer"],
+                "optimizer": r.get("config", r["optimizer"]),
                 "hparams": r["hparams_key"],
                 "seeds": str(int(r["n_seeds"])),
                 "final dev WER": _fmt_mean_std(r["final_dev_wer_mean"], r["final_dev_wer_std"]),
@@ -851,9 +936,12 @@ def comparison_display(agg: pd.DataFrame) -> pd.DataFrame:
                 "steps/s": fmt_num(r["steps_per_s"], 2),
                 "peak MB": fmt_num(r["peak_memory_mb"], 0),
                 "runs": status_text(r),
+                "timing": timing_text(r),
             }
         )
     frame = pd.DataFrame(rows)
+    if not any(frame["timing"]):
+        frame = frame.drop(columns=["timing"])
     if _several_budgets(agg):
         frame.insert(1, "budget", _budget_labels(agg))
     if frame["preset"].nunique() == 1:

@@ -316,3 +316,28 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def _safe(name: object) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "x"
+
+
+# --------------------------------------------------------------------------- across workloads
+
+
+def plot_performance_profile(ratios: pd.DataFrame, path: Path, tau_max: float = 4.0) -> Path:
+    """ρ_s(τ) for τ in [1, tau_max], one step line per configuration (see fambench.profiles)."""
+    from fambench.profiles import profile_scores
+
+    scores = profile_scores(ratios, tau_max)
+    fig = Figure(figsize=(6.4, 4.2), dpi=_DPI)
+    ax = fig.add_subplot()
+    for config in ratios.index:
+        row = ratios.loc[config].to_numpy(dtype=float)
+        taus = sorted({1.0, tau_max, *(r for r in row if 1.0 <= r <= tau_max)})
+        fractions = [float((row <= tau).mean()) for tau in taus]
+        ax.step(taus, fractions, where="post", label=f"{config} (score {scores[config]:.3f})")
+    ax.set_xlim(1.0, tau_max)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("τ (time to target ÷ fastest on the workload)")
+    ax.set_ylabel(f"fraction of the {ratios.shape[1]} workloads within τ")
+    ax.set_title("Performance profile")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)

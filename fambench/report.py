@@ -34,6 +34,7 @@ from fambench.compare import (
 )
 from fambench.fileio import write_text
 from fambench.plots import plot_all
+from fambench.profiles import BEST_BASELINE, TAU_MAX, Workloads
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ def write_report(
     target_wer: float | None = None,
     method: str = DEFAULT_CI_METHOD,
     n_boot: int = DEFAULT_BOOTSTRAP,
+    include_contended: bool = False,
+    baseline: str = BEST_BASELINE,
 ) -> Path:
     """Load the runs under ``results_dir``, write the report and its files; return report.md.
 
@@ -79,6 +82,8 @@ def write_report(
         target_wer=target_wer,
         method=method,
         n_boot=n_boot,
+        include_contended=include_contended,
+        baseline=baseline,
     ).report
 
 
@@ -91,11 +96,19 @@ def build_report(
     target_wer: float | None = None,
     method: str = DEFAULT_CI_METHOD,
     n_boot: int = DEFAULT_BOOTSTRAP,
+    include_contended: bool = False,
+    baseline: str = BEST_BASELINE,
 ) -> ReportFiles:
-    """Write report.md, comparison.csv/.md, pairwise.csv and the plots for ``results``."""
+    """Write report.md, comparison.csv/.md, pairwise.csv and the plots for ``results``; with
+    times on two workloads or more, also performance_profile.png and workloads.csv."""
     out = Path(out_dir)
     agg = aggregate(
-        results.runs, results.metrics, target_wer=target_wer, method=method, n_boot=n_boot
+        results.runs,
+        results.metrics,
+        target_wer=target_wer,
+        method=method,
+        n_boot=n_boot,
+        include_contended=include_contended,
     )
     metrics = ["final_dev_wer"]
     if results.runs["test_wer"].notna().any():
@@ -107,12 +120,27 @@ def build_report(
     comparison_md = write_table(comparison_display(agg), out / "comparison.md", "markdown")
     pairwise_csv = write_table(pairs, out / "pairwise.csv", "csv")
     plots = plot_all(results, out, target_wer=target_wer)
+    workloads = Workloads.of(
+        results,
+        reference=reference,
+        baseline=baseline,
+        target_wer=target_wer,
+        include_contended=include_contended,
+    )
+    profile_png = None
+    if workloads is not None:
+        write_table(workloads.table.reset_index(), out / "workload_times.csv", "csv")
+        write_table(workloads.speedups, out / "speedups.csv", "csv")
+        if workloads.n_profiled >= 2:
+            profile_png = workloads.plot(out / "performance_profile.png")
+            plots = [*plots, profile_png]
     text = render_report(
         results,
         agg,
         pairs,
         plots,
         out,
+        workloads=workloads,
         reference=reference,
         sources=sources,
         method=method,
@@ -133,6 +161,7 @@ def render_report(
     out_dir: Path,
     *,
     reference: str,
+    workloads: Workloads | None = None,
     sources: Sequence[PathLike] = (),
     method: str = DEFAULT_CI_METHOD,
     n_boot: int = DEFAULT_BOOTSTRAP,
@@ -179,10 +208,49 @@ def render_report(
             _VERDICT_TEXT,
             "",
         ]
-    lines += _plots_section(plots, out_dir, presets)
+    lines += _workloads_section(workloads, out_dir)
+    lines += _plots_section([p for p in plots if p.stem != "performance_profile"], out_dir, presets)
     lines += _runs_section(runs)
     lines += _provenance_section(runs)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _workloads_section(workloads: Workloads | None, out_dir: Path) -> list[str]:
+    if workloads is None:
+        return []
+    times, profile, speed = workloads.displays()
+    lines = [
+        "## Across workloads",
+        "",
+        to_markdown(times),
+        "Each cell: the **median** over the seeds of the training seconds to the workload's "
+        "target dev WER (in the header; set from the best tuned baseline's seeds where "
+        "`fambench/workloads/targets/` has a file), a seed that missed the target counting as "
+        "infinitely slow; then how many seeds reached it of those timed. Runs that shared their "
+        "cores with other processes (*contended*, see the runs table) are not timed.",
+        "",
+    ]
+    if profile is not None:
+        lines += [
+            to_markdown(profile),
+            f"Performance profile (AlgoPerf) over {workloads.n_profiled} workloads: ρ(τ) is "
+            "the share of workloads on which an optimizer's time is within τ × the fastest "
+            "optimizer's time (∞ when it missed the target); the score is ρ's mean over "
+            f"τ ∈ [1, {TAU_MAX:g}] (1: fastest everywhere; 0: never within {TAU_MAX:g}×).",
+            "",
+            "![Performance profile](performance_profile.png)",
+            "",
+        ]
+    if not speed.empty:
+        lines += [
+            to_markdown(speed),
+            "Speedup: the baseline's median time to target ÷ the optimizer's (above 1: faster "
+            "than the baseline; the baseline is the best tuned baseline of the workload unless "
+            "one was named); the interval is a paired t-interval of the mean log-time ratio "
+            "over the seeds on which both reached the target, exponentiated.",
+            "",
+        ]
+    return lines
 
 
 _VERDICT_TEXT = (
@@ -274,6 +342,15 @@ def _runs_section(runs: pd.DataFrame) -> list[str]:
             "status": runs["status"],
             "steps": runs["steps"].map(lambda v: fmt_num(v, 0)),
             "train s": runs["train_s"].map(lambda v: fmt_num(v, 1)),
+            "CPU s / wall s": [
+                f"{fmt_num(c, 0)} / {fmt_num(w, 0)}"
+                for c, w in zip(runs["cpu_s"], runs["wall_s"], strict=True)
+            ],
+            "threads": runs["threads"].map(lambda v: fmt_num(v, 0)),
+            "others' cores": runs["others_cores_peak"].map(lambda v: fmt_num(v, 2)),
+            "contended": runs["contended"].map(
+                lambda v: "yes" if v is True else ("no" if v is False else "—")
+            ),
             "final dev WER": runs["final_dev_wer"].map(fmt_num),
             "best dev WER": runs["best_dev_wer"].map(fmt_num),
             "test WER": runs["test_wer"].map(fmt_num),

@@ -38,10 +38,12 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from fambench.core_slots import reserved_cores
 from fambench.errors import ConfigError, FambenchError
 from fambench.fileio import write_text
 from fambench.optim import Dimension, apply_point, get_optimizer_spec, resolve_search_space
 from fambench.training import RunRequest, plan_run, run_training
+from fambench.training.plan import default_threads
 from fambench.workloads.tuned import record_tuned
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -247,8 +249,13 @@ def run_worker(
     request: TuneRequest,
     progress: Callable[[Any], None] | None = None,
     on_trial: Callable[[str, int], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> bool:
-    """Work on every study until each has its N trials; False if interrupted."""
+    """Work on every study until each has its N trials; False if interrupted.
+
+    Each trial holds core slots for its threads (fambench.core_slots), taken before the trial
+    is asked for: workers started side by side wait for free cores instead of sharing them.
+    """
     _check(request)
     dists = distributions(_space(request))
     if request.grid:  # GridSampler hands out exactly these values
@@ -262,12 +269,15 @@ def run_worker(
             direction="minimize",
             load_if_exists=True,
         )
-        while (job := _next_trial(study, request, dists)) is not None:
-            number, params = job
-            if on_trial is not None:
-                on_trial(request.study_name(index), number)
-            if not _work_on(study, request, index, number, params, progress):
-                return False
+        while True:
+            with reserved_cores(request.threads or default_threads(), on_wait=on_wait):
+                if (job := _next_trial(study, request, dists)) is None:
+                    break
+                number, params = job
+                if on_trial is not None:
+                    on_trial(request.study_name(index), number)
+                if not _work_on(study, request, index, number, params, progress):
+                    return False
     return True
 
 

@@ -18,6 +18,19 @@ SYNTH_TEST_SETTINGS = SynthSettings(hours=0.02, dev_utterances=20, test_utteranc
 """~70 s of train audio, 20 dev and 20 test utterances: generated in a few seconds."""
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_machine_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests see no recorded workload targets (presets keep their hand-set ones; the committed
+    files are checked by their own tests) and take core slots in a directory of their own."""
+    import fambench.targets
+    from fambench.core_slots import SLOTS_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fambench.targets, "TARGETS_DIR", tmp_path_factory.mktemp("targets"))
+        patch.setenv(SLOTS_ENV, str(tmp_path_factory.mktemp("core-slots")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def synth_settings() -> SynthSettings:
     """The settings `synth_corpus` was generated with."""

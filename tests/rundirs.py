@@ -33,6 +33,8 @@ def write_run(
     steps_budget: int = 100,
     time_budget_s: float | None = None,
     run_id: str | None = None,
+    contended: bool | None = None,
+    overrides: dict | None = None,
 ) -> Path:
     """Write config.json / summary.json / metrics.parquet+csv for one run; return its dir.
 
@@ -40,6 +42,7 @@ def write_run(
     to a falling loss every 10 steps up to the last evaluation. ``steps_budget`` and
     ``time_budget_s`` are the budget in config.json (a run that diverged stops short of it);
     ``run_id`` defaults to one made of the preset, optimizer, seed, hparams key and budget.
+    ``contended`` is the summary's contention flag; ``overrides`` the user's optimizer values.
     """
     if run_id is None:
         identity = f"{hparams_key}|{steps_budget}|{time_budget_s}"
@@ -69,7 +72,7 @@ def write_run(
         "preset": preset,
         "optimizer": optimizer,
         "ablation_of": ablation_of,
-        "optimizer_overrides": {},
+        "optimizer_overrides": dict(overrides or {}),
         "optimizer_hparams": {"lr": 0.5},
         "hparams_key": hparams_key,
         "seed": seed,
@@ -110,6 +113,7 @@ def write_run(
             steps_per_s=steps_per_s,
             audio_s_per_s=50.0,
             peak_memory_mb=peak_memory_mb,
+            contended=contended,
             message=message,
             format_version=format_version,
         )

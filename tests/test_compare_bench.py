@@ -33,6 +33,8 @@ class FakeRunner:
     def __call__(self, cell: GridCell) -> Outcome:
         self.calls.append(cell)
         name = f"{cell.preset}-{cell.optimizer}-s{cell.seed}"
+        if cell.overrides:
+            name = f"{cell.preset}-{cell.optimizer}-variant-s{cell.seed}"
         existing = list(cell.out_dir.glob(f"{name}-*"))
         if existing:
             return Outcome(existing[0], "completed", skipped=True)
@@ -40,7 +42,9 @@ class FakeRunner:
         wer = WER[cell.optimizer] + 0.01 * cell.seed
         run_dir = write_run(
             cell.out_dir, preset=cell.preset, optimizer=cell.optimizer, seed=cell.seed,
-            ablation_of="fam" if cell.optimizer == "fam-fixed" else None, hparams_key=cell.optimizer, status=status, evals=[(50, 10.0, 0.9), (100, 20.0, wer)],
+            ablation_of="fam" if cell.optimizer == "fam-fixed" else None, hparams_key=cell.label,
+            status=status, evals=[(50, 10.0, 0.9), (100, 20.0, wer)],
+            overrides=dict(cell.overrides), run_id=f"{name}-0" if cell.overrides else None,
         )  # fmt: skip
         return Outcome(run_dir, status)
 
@@ -122,3 +126,29 @@ def test_parse_optimizers():
         parse_optimizers("fam,adamw,fam")
     with pytest.raises(ConfigError, match="no seeds"):
         run_grid("synth", ["fam"], [], "x", "y", runner=FakeRunner(), reference="fam")
+
+
+def test_parse_variant():
+    from fambench.bench import parse_variant
+
+    assert parse_variant("fam:sampling=random") == ("fam", (("sampling", "random"),))
+    assert parse_variant("adamw: lr=0.01, weight_decay=0") == (
+        "adamw",
+        (("lr", 0.01), ("weight_decay", 0)),
+    )
+    for bad in ("fam", "fam:", ":lr=1", "fam:lr"):
+        with pytest.raises(ConfigError, match="--variant"):
+            parse_variant(bad)
+
+
+def test_grid_runs_variants_beside_the_optimizers(tmp_path):
+    runner = FakeRunner()
+    run_grid(
+        "synth", ["fam", "sgd"], range(1), tmp_path / "out", tmp_path / "d", runner=runner,
+        reference="fam", variants=[("fam", (("sampling", "random"),))],
+    )  # fmt: skip
+    assert [c.label for c in runner.calls] == ["fam", "sgd", "fam[sampling=random]"]
+    assert runner.calls[2].request().overrides == {"sampling": "random"}
+    pairs = pd.read_csv(tmp_path / "out" / "pairwise.csv").query("metric == 'final_dev_wer'")
+    assert pairs["other"].tolist() == ["fam[sampling=random]", "sgd"]
+    assert pairs["kind"].tolist() == ["variant", "baseline"]

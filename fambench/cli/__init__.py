@@ -31,7 +31,13 @@ def _register_commands() -> None:
     # and a missing optional part never breaks the others.
     from fambench.cli import commands_optim  # noqa: F401
 
-    for module in ("commands_data", "commands_run", "commands_compare", "commands_tune"):
+    for module in (
+        "commands_data",
+        "commands_run",
+        "commands_compare",
+        "commands_tune",
+        "commands_target",
+    ):
         try:
             __import__(f"fambench.cli.{module}")
         except ModuleNotFoundError as exc:

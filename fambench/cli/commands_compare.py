@@ -28,6 +28,22 @@ _CI_METHOD_HELP = (
     "bootstrap (percentile bootstrap, sound from about 10 seeds)."
 )
 CiMethodOption = Annotated[str, typer.Option("--ci-method", help=_CI_METHOD_HELP)]
+ContendedOption = Annotated[
+    bool,
+    typer.Option(
+        "--include-contended",
+        help="Count the times of runs that shared their cores with other processes (default: "
+        "left out of time statistics; their WER always counts).",
+    ),
+]
+BaselineOption = Annotated[
+    str,
+    typer.Option(
+        help="Configuration speedups are measured against: 'best' (the best tuned baseline per "
+        "workload: lowest median final dev WER of the optimizers that are not the reference or "
+        "an ablation of it) or a name such as adamw."
+    ),
+]
 # The columns a narrow terminal loses first.
 _DROP_ORDER = (
     "best dev WER\n(95% CI)",
@@ -59,12 +75,13 @@ def _min_width(frame: pd.DataFrame) -> int:
 
 
 def rich_table(frame: pd.DataFrame, title: str | None = None) -> Table:
-    """A rich Table of a display frame (strings; only the optimizer column may hold markup)."""
+    """A rich Table of a display frame (strings; the column named by
+    ``frame.attrs["markup_column"]`` holds rich markup, every other cell is plain text)."""
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
+    markup = frame.attrs.get("markup_column")
     cells = {
         column: [
-            Text.from_markup(str(v)) if column == "optimizer" else Text(str(v))
-            for v in frame[column]
+            Text.from_markup(str(v)) if column == markup else Text(str(v)) for v in frame[column]
         ]
         for column in frame.columns
     }
@@ -97,7 +114,7 @@ def terminal_comparison(agg: pd.DataFrame) -> pd.DataFrame:
         counts = [f"{int(row[f'n_{s}'])} {s}" for s in unfinished_statuses if int(row[f"n_{s}"])]
         unfinished.append("\n".join(counts))
     frame["optimizer"] = [
-        f"{name}\n[yellow]{extra}[/]" if extra else name
+        f"{escape(name)}\n[yellow]{extra}[/]" if extra else escape(name)
         for name, extra in zip(frame["optimizer"], unfinished, strict=True)
     ]
     frame = frame.drop(columns=["runs"]).rename(
@@ -107,6 +124,7 @@ def terminal_comparison(agg: pd.DataFrame) -> pd.DataFrame:
         }
     )
     frame.columns = [c.replace("time to WER", "time to\nWER") for c in frame.columns]
+    frame.attrs["markup_column"] = "optimizer"
     return frame
 
 
@@ -172,6 +190,28 @@ def _print_tables(agg: pd.DataFrame, pairs: pd.DataFrame, reference: str) -> Non
         console.print(fitted_table(pairwise_display(pairs), title))
 
 
+def _workloads_count(n: int) -> str:
+    return f"{n} workload{'' if n == 1 else 's'}"
+
+
+def _print_workloads(workloads) -> None:
+    """Times to target per workload, the performance profile and the speedups."""
+    if workloads is None:
+        return
+    times, profile, speed = workloads.displays()
+    console.print(
+        fitted_table(times, "Time to target per workload (median over timed seeds; reached/timed)")
+    )
+    if profile is not None:
+        title = (
+            f"Performance profile over {_workloads_count(workloads.n_profiled)}: ρ(τ) = share of "
+            "workloads within τ × the fastest time; score = its mean over τ in [1, 4]"
+        )
+        console.print(fitted_table(profile, title))
+    if not speed.empty:
+        console.print(fitted_table(speed, "Speedup: baseline's time to target ÷ the optimizer's"))
+
+
 def fitted_table(frame: pd.DataFrame, title: str) -> Table:
     """rich_table without the least important columns the terminal has no room for."""
     hidden: list[str] = []
@@ -207,8 +247,14 @@ def compare_command(
     out: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
     reference: Annotated[str, typer.Option(help=_REFERENCE_HELP)] = DEFAULT_REFERENCE,
     ci_method: CiMethodOption = "t",
+    include_contended: ContendedOption = False,
+    baseline: BaselineOption = "best",
+    profile_plot: Annotated[
+        Path | None, typer.Option(help="Write the performance-profile plot (PNG) here.")
+    ] = None,
 ) -> None:
-    """Aggregate runs over seeds: WER with t intervals, time to target, pairwise differences."""
+    """Aggregate runs over seeds: WER with t intervals, time to target, pairwise differences;
+    across workloads, times to target, the performance profile and speedups."""
     from fambench.compare import (
         aggregate,
         check_ci_method,
@@ -221,6 +267,7 @@ def compare_command(
         write_table,
     )
     from fambench.fileio import write_text
+    from fambench.profiles import Workloads
 
     try:
         _check_target(target_wer)
@@ -233,16 +280,33 @@ def compare_command(
         if name == "parquet" and out is None:
             raise ConfigError("--format parquet needs --out FILE (parquet is binary)")
         results = _load_results(results_dirs or [Path("results")], preset)
-        agg = aggregate(results.runs, results.metrics, target_wer=target_wer, method=method)
+        agg = aggregate(
+            results.runs,
+            results.metrics,
+            target_wer=target_wer,
+            method=method,
+            include_contended=include_contended,
+        )
         metrics = ["final_dev_wer"]
         if results.runs["test_wer"].notna().any():
             metrics.append("test_wer")
         pairs = pairwise(results.runs, reference=reference, metrics=metrics, method=method)
+        with _warnings_on_stderr():
+            workloads = Workloads.of(
+                results,
+                target_wer=target_wer,
+                reference=reference,
+                baseline=baseline,
+                include_contended=include_contended,
+            )
+            if profile_plot is not None:
+                workloads.plot(profile_plot)
         if out is not None:
             if name == "markdown":
                 text = to_markdown(comparison_display(agg))
                 if not pairs.empty:
                     text += "\n" + to_markdown(pairwise_display(pairs))
+                text += workloads.markdown() if workloads is not None else ""
                 write_text(out, text)
             elif name == "table":
                 write_table(comparison_display(agg), out, "table")
@@ -253,16 +317,22 @@ def compare_command(
     if out is not None:
         if name == "table":
             _print_tables(agg, pairs, reference)
+            _print_workloads(workloads)
         console.print(f"wrote {out} ({name}, {len(agg)} rows)")
     elif name == "table":
         _print_tables(agg, pairs, reference)
+        _print_workloads(workloads)
     elif name == "markdown":
         typer.echo(to_markdown(comparison_display(agg)), nl=False)
         if not pairs.empty:
             typer.echo("")
             typer.echo(to_markdown(pairwise_display(pairs)), nl=False)
+        if workloads is not None:
+            typer.echo(workloads.markdown(), nl=False)
     else:
         typer.echo(agg.to_csv(index=False), nl=False)
+    if profile_plot is not None:
+        err_console.print(f"wrote {profile_plot}", highlight=False)
 
 
 @app.command("report")
@@ -275,6 +345,8 @@ def report_command(
     target_wer: Annotated[float | None, typer.Option(help="Target dev WER.")] = None,
     reference: Annotated[str, typer.Option(help=_REFERENCE_HELP)] = DEFAULT_REFERENCE,
     ci_method: CiMethodOption = "t",
+    include_contended: ContendedOption = False,
+    baseline: BaselineOption = "best",
 ) -> None:
     """Write a markdown report (tables, plots, provenance) that reads well on GitHub."""
     from fambench.compare import check_ci_method
@@ -291,6 +363,8 @@ def report_command(
                 preset=preset,
                 target_wer=target_wer,
                 method=method,
+                include_contended=include_contended,
+                baseline=baseline,
             )
     except FambenchError as exc:
         raise fail(str(exc)) from None
@@ -327,9 +401,20 @@ def bench_command(
         int | None, typer.Option(help="torch threads per run (default: the usable CPU cores).")
     ] = None,
     ci_method: CiMethodOption = "t",
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An extra configuration, OPTIMIZER:key=value[,key=value] (tuned values with "
+            "these on top), e.g. fam:sampling=random; repeatable."
+        ),
+    ] = None,
+    include_contended: ContendedOption = False,
 ) -> None:
-    """Run every optimizer × seed (finished runs skipped, interrupted ones resumed), then report."""
-    from fambench.bench import parse_optimizers, run_grid
+    """Run every optimizer × seed (finished runs skipped, interrupted ones resumed), then report.
+
+    Each run holds core slots for its threads: grids started side by side wait for free
+    cores rather than share them."""
+    from fambench.bench import parse_optimizers, parse_variant, run_grid
     from fambench.compare import check_ci_method
 
     views = _RunViews()
@@ -337,6 +422,7 @@ def bench_command(
         _check_target(target_wer)
         method = check_ci_method(ci_method)
         names = parse_optimizers(optimizers)
+        variants = [parse_variant(text) for text in variant or []]
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
         if steps is not None and time_budget is not None:
@@ -358,7 +444,10 @@ def bench_command(
             command=shlex.join(["fambench", *sys.argv[1:]]),
             progress=views,
             on_run=views.next_run,
+            on_wait=views.waiting,
             method=method,
+            variants=variants,
+            include_contended=include_contended,
         )
         files = result.files
     except FambenchError as exc:
@@ -393,6 +482,9 @@ class _RunViews:
             self.view = None
         else:
             self.view = _ProgressView()
+
+    def waiting(self, text: str) -> None:
+        console.print(f"[yellow]{escape(text)}[/]", highlight=False)
 
     def __call__(self, event) -> None:  # fambench.training.ProgressEvent
         if self.view is not None:

@@ -193,6 +193,7 @@ def _print_outcome(outcome) -> None:  # fambench.training.RunOutcome
 def presets_command() -> None:
     """List the workload presets and the hyperparameters tuned for each."""
     from fambench.rundir import hparams_key
+    from fambench.targets import load_target
     from fambench.workloads import DEFAULT_PRESET, list_presets, load_tuned
 
     table = Table(title="workload presets", show_lines=True)
@@ -200,6 +201,7 @@ def presets_command() -> None:
     table.add_column("what it fixes")
     table.add_column("tuned hyperparameters (override with --opt key=value)")
     for p in list_presets():
+        target = load_target(p.name, p.target_wer)
         if p.data.kind == "synth":
             data = f"synthetic corpus {p.data.synth_hours:g} h"
         else:
@@ -209,7 +211,8 @@ def presets_command() -> None:
         details = (
             f"{data}; d={p.model.d_model} x {p.model.n_layers} layers; "
             f"{p.batch_frames} frames/batch; {p.steps} steps, eval every {p.eval_every}; "
-            f"target WER {_fmt(p.target_wer, '.2f')}"
+            f"target WER {_fmt(target.wer, '.3f')}"
+            + (f" (AlgoPerf: median of {target.baseline}'s seeds)" if target.baseline else "")
         )
         tuned = load_tuned(p.name)
         values = "\n".join(

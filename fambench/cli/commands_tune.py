@@ -78,7 +78,10 @@ def tune_command(
             command=shlex.join(["fambench", *sys.argv[1:]]), write_tuned=write_tuned,
         )  # fmt: skip
         finished = run_worker(
-            request, progress=views, on_trial=lambda s, n: views.next_run(n + 1, request.trials, s)
+            request,
+            progress=views,
+            on_trial=lambda s, n: views.next_run(n + 1, request.trials, s),
+            on_wait=views.waiting,
         )
         views.stop()
         result = summarize(request, interrupted=not finished)

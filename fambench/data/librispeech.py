@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ import pandas as pd
 
 from fambench.errors import DataError, FileWriteError
 from fambench.fileio import atomic_write
+from fambench.machine import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +219,7 @@ def _parse_transcripts(transcripts: Iterable[Path], problems: list[Problem]) -> 
 
 
 def _workers() -> int:
-    try:
-        return max(1, min(8, len(os.sched_getaffinity(0))))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, min(8, os.cpu_count() or 1))
+    return min(8, usable_cores())
 
 
 def _scan_subset(subset_dir: Path) -> _Scan:

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import multiprocessing
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from fambench.data.espeak import Voice
 from fambench.data.wordlist import WORDS
 from fambench.errors import ConfigError, DataError
 from fambench.fileio import move_into, write_json
+from fambench.machine import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -441,10 +441,7 @@ def _run_chapters(
 
 
 def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def _mp_context():

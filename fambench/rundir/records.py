@@ -103,6 +103,18 @@ class Summary:
     steps_per_s: float | None = None
     audio_s_per_s: float | None = None
     peak_memory_mb: float | None = None
+    # Honest wall-clock: CPU seconds beside wall seconds over the same spans, the threads the
+    # run used of the cores it could use, the 1-minute load at start and end, the cores other
+    # processes kept busy (mean and worst interval), and whether that contended the run.
+    cpu_s: float | None = None
+    wall_s: float | None = None
+    threads: int | None = None
+    cores: int | None = None
+    load_start: float | None = None
+    load_end: float | None = None
+    others_cores: float | None = None
+    others_cores_peak: float | None = None
+    contended: bool | None = None
     message: str = ""
     format_version: int = FORMAT_VERSION
 

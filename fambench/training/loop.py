@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from fambench.machine import CpuInterval, load_average, sample_cpu
 from fambench.rundir import train_row
 from fambench.training.checkpoint import save_checkpoint
 from fambench.training.state import Boundary
@@ -20,12 +21,14 @@ def train_loop(run: RunContext) -> tuple[str, str]:
     state, trainee, plan = run.state, run.trainee, run.plan
     trainee.model.train()
     boundary = Boundary.of(trainee, state)
+    start_cpu_accounting(run)
     try:
         while True:
             done = budget_spent(run)
             due = done or state.step % plan.preset.eval_every == 0
             if state.step > 0 and state.last_eval_step != state.step and due:
                 evaluate_dev(run)
+                account_cpu(run)
                 save_checkpoint(
                     run.files.checkpoint, plan.run_id, trainee, state, Boundary.of(trainee, state)
                 )
@@ -46,6 +49,7 @@ def train_loop(run: RunContext) -> tuple[str, str]:
             state.train_s += tail
             run.session.train_s += tail
     except Diverged as exc:
+        account_cpu(run)
         state.rows.append(train_row(exc.step, state.train_s, exc.loss, exc.lr, exc.grad_norm))
         run.logger.write_metrics(state)
         return "diverged", str(exc)
@@ -53,8 +57,25 @@ def train_loop(run: RunContext) -> tuple[str, str]:
         return interrupted(run, boundary)
     if run.data.test is not None:
         state.test, _ = timed_evaluation(run, "test")
+    account_cpu(run)
     run.logger.write_metrics(state)
     return "completed", completion_message(run)
+
+
+def start_cpu_accounting(run: RunContext) -> None:
+    """Mark the CPU clocks where this session's measured span begins (see fambench.machine)."""
+    run.session.cpu_mark = sample_cpu()
+    if run.state.load_start is None:
+        run.state.load_start = load_average()
+
+
+def account_cpu(run: RunContext) -> None:
+    """Add the CPU time since the last mark (ours and others') to the run's accounting."""
+    if run.session.cpu_mark is None:
+        return
+    now = sample_cpu()
+    run.state.add_cpu(CpuInterval.between(run.session.cpu_mark, now))
+    run.session.cpu_mark = now
 
 
 def budget_spent(run: RunContext) -> bool:
@@ -83,6 +104,7 @@ def evaluate_dev(run: RunContext) -> None:
 def interrupted(run: RunContext, boundary: Boundary) -> tuple[str, str]:
     """Save what an interruption allows and say how to resume."""
     state = run.state
+    account_cpu(run)
     if run.session.in_update:
         message = (
             "interrupted during an update; run the same command to resume from the last checkpoint"

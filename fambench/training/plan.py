@@ -20,9 +20,17 @@ from typing import Any
 import torch
 
 from fambench.errors import ConfigError, ResultsError
+from fambench.machine import usable_cores
 from fambench.optim import build_optimizer, get_optimizer_spec, resolve_hyperparameters
 from fambench.rundir import hparams_key
-from fambench.workloads import Preset, ScheduleSpec, get_preset, load_tuned, resolve_data_root
+from fambench.targets import WorkloadTarget, load_target
+from fambench.workloads import (
+    Preset,
+    ScheduleSpec,
+    get_preset,
+    load_tuned,
+    resolve_data_root,
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,11 @@ class RunPlan:
     data_root: Path | None
     device: torch.device
     threads: int
+    target: WorkloadTarget
+
+    @property
+    def target_wer(self) -> float | None:
+        return self.target.wer
 
     @property
     def total_steps(self) -> int:
@@ -80,11 +93,7 @@ class RunPlan:
 
 def default_threads() -> int:
     """The CPU cores this process may run on (at most 16)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 16))
+    return min(usable_cores(), 16)
 
 
 def run_identity(
@@ -253,4 +262,5 @@ def plan_run(request: RunRequest) -> RunPlan:
         data_root=data_root,
         device=_device(request),
         threads=request.threads or default_threads(),
+        target=load_target(preset.name, preset.target_wer),
     )

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 import fambench
+from fambench.machine import is_contended, load_average, usable_cores
 from fambench.rundir import FORMAT_VERSION, Summary, metrics_frame, time_to_target
 from fambench.training.plan import RunPlan
 from fambench.training.state import TrainState
@@ -95,7 +96,8 @@ def run_config(
             "specaugment": (dataclasses.asdict(preset.specaugment) if preset.specaugment else None),
             "amp": preset.amp and plan.device.type == "cuda",
         },
-        "target_wer": preset.target_wer,
+        "target_wer": plan.target_wer,
+        "target_method": plan.target.method,
         "trace": trace,
         "provenance": provenance(plan),
     }
@@ -113,7 +115,7 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, message: str) -> 
     """The summary of the run as it stands (time to target from its metric rows)."""
     final = state.final_dev or {}
     test = state.test or {}
-    target = plan.preset.target_wer
+    target = plan.target_wer
     ttt = time_to_target(metrics_frame(state.rows), target)
     return Summary(
         run_id=plan.run_id,
@@ -131,5 +133,28 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, message: str) -> 
         steps_per_s=state.step / state.train_s if state.train_s > 0 else None,
         audio_s_per_s=state.audio_s / state.train_s if state.train_s > 0 else None,
         peak_memory_mb=round(peak_memory_mb(plan.device), 1),
+        **cpu_record(plan, state),
         message=message,
     )
+
+
+def cpu_record(plan: RunPlan, state: TrainState) -> dict[str, Any]:
+    """The summary's honest-wall-clock fields (see fambench.machine); None until measured."""
+    cores = usable_cores()
+    measured = state.measured_s > 0
+    mean = state.others_cpu_s / state.measured_s if measured else math.nan
+    return {
+        "cpu_s": round(state.cpu_s, 3) if measured else None,
+        "wall_s": round(state.measured_s, 3) if measured else None,
+        "threads": plan.threads,
+        "cores": cores,
+        "load_start": state.load_start,
+        "load_end": load_average(),
+        "others_cores": round(mean, 3) if measured else None,
+        "others_cores_peak": round(state.others_cores_peak, 3) if measured else None,
+        "contended": (
+            is_contended(max(mean, state.others_cores_peak), plan.threads, cores)
+            if measured
+            else None
+        ),
+    }

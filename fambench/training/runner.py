@@ -17,7 +17,7 @@ from fambench.rundir.loading import read_json, read_summary
 from fambench.training.checkpoint import load_checkpoint
 from fambench.training.interrupts import StopRequests
 from fambench.training.logger import ProgressCallback, RunLogger
-from fambench.training.loop import train_loop
+from fambench.training.loop import account_cpu, train_loop
 from fambench.training.plan import RunPlan, RunRequest, plan_run
 from fambench.training.record import provenance, run_config
 from fambench.training.setup import build_trainee
@@ -113,6 +113,7 @@ def _failed(run: RunContext, exc: Exception) -> RunFailed:
     reason = str(exc) if isinstance(exc, FambenchError) else f"{type(exc).__name__}: {exc}"
     message = f"failed at step {run.state.step}: {reason}"
     with contextlib.suppress(FambenchError, OSError):
+        account_cpu(run)
         run.logger.write_metrics(run.state)
         run.logger.write_summary(run.state, "failed", message)
     return RunFailed(

@@ -10,6 +10,7 @@ import torch
 
 from fambench.data.batching import LengthBucketBatcher
 from fambench.errors import ConfigError
+from fambench.machine import MIN_JUDGED_INTERVAL_S, CpuInterval
 
 
 @dataclass
@@ -28,12 +29,25 @@ class TrainState:
     final_dev: dict[str, float] | None = None  # wer, cer of the latest evaluation
     best_dev_wer: float | None = None
     test: dict[str, float] | None = None  # wer, cer, loss on the test split, once completed
+    # CPU accounting over the measured spans (training and evaluation) of every session.
+    measured_s: float = 0.0  # wall seconds
+    cpu_s: float = 0.0  # this process's CPU seconds
+    others_cpu_s: float = 0.0  # CPU seconds other processes took on our cores
+    others_cores_peak: float = 0.0  # the most cores others kept busy over one judged interval
+    load_start: float | None = None  # 1-minute load average when the run first started
 
     def record_eval(self, rates: Mapping[str, float]) -> None:
         self.last_eval_step = self.step
         self.final_dev = {"wer": rates["wer"], "cer": rates["cer"]}
         if self.best_dev_wer is None or rates["wer"] < self.best_dev_wer:
             self.best_dev_wer = rates["wer"]
+
+    def add_cpu(self, interval: CpuInterval) -> None:
+        self.measured_s += interval.wall_s
+        self.cpu_s += interval.own_cpu_s
+        self.others_cpu_s += interval.others_cpu_s
+        if interval.wall_s >= MIN_JUDGED_INTERVAL_S:
+            self.others_cores_peak = max(self.others_cores_peak, interval.others_cores)
 
 
 class BatchStream:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fambench.machine import CpuSample
 from fambench.rundir import RunFiles
 from fambench.training.interrupts import StopRequests
 from fambench.training.logger import RunLogger
@@ -32,6 +33,7 @@ class Session:
     steps: int = 0
     train_s: float = 0.0
     in_update: bool = False  # between optimizer.step() and the end of the step's bookkeeping
+    cpu_mark: CpuSample | None = None  # the CPU clocks when the last accounted span ended
     timings: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(
             ("data_s", "forward_s", "backward_s", "optimizer_s"), 0.0

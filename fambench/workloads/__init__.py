@@ -4,6 +4,9 @@
 - `data`: a preset's corpus, features and batches, ready for training;
 - `recognition`: the model, CTC loss, greedy decoding and WER/CER evaluation;
 - `tuned`: the hyperparameters tuned per preset (data files beside the package).
+
+The target dev WER per preset, set from the best tuned baseline's seeds, is read by
+`fambench.targets` (torch-free, so that `compare` can read it too).
 """
 
 from fambench.workloads.data import (

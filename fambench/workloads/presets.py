@@ -85,9 +85,10 @@ class Preset:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """What decides a run's result: every setting but the descriptive text."""
+        """What decides a run's result: every setting but the descriptive text and the target
+        (it changes no trained number; see fambench.workloads.targets)."""
         data = self.to_dict()
-        del data["description"]
+        del data["description"], data["target_wer"]
         return data
 
 
@@ -146,6 +147,34 @@ _CI = Preset(
     eval_every=250,
     log_every=10,
     target_wer=0.85,
+)
+
+# Two more CPU-sized workloads on ci's corpus, each hard in another way (AlgoPerf scores an
+# optimizer over several workloads). ci-subword predicts sentencepiece subwords: a larger, sparser
+# output layer and fewer CTC labels per second of speech. ci-deep stacks twice ci's layers at
+# two-thirds the width: a longer gradient path through more attention and convolution blocks.
+_CI_SUBWORD = dataclasses.replace(
+    _CI,
+    name="ci-subword",
+    description="ci with 128 sentencepiece subwords instead of characters; ~1-2 min on 2 cores",
+    data=dataclasses.replace(_CI.data, tokenizer="sentencepiece", vocab_size=128),
+    target_wer=0.9,
+)
+
+_CI_DEEP = dataclasses.replace(
+    _CI,
+    name="ci-deep",
+    description="ci's corpus, a deeper and narrower Conformer (4 layers x 64); ~1-2 min on 2 cores",
+    model=ModelSettings(
+        d_model=64,
+        n_layers=4,
+        n_heads=4,
+        ffn_dim=256,
+        conv_kernel=15,
+        frontend_channels=32,
+        dropout=0.1,
+    ),
+    target_wer=0.9,
 )
 
 _SYNTH = Preset(
@@ -218,7 +247,8 @@ _LIBRISPEECH_100 = Preset(
 )
 
 _PRESETS: dict[str, Preset] = {
-    p.name: p for p in (_SYNTH, _SMOKE, _CI, _MINI_LIBRISPEECH, _LIBRISPEECH_100)
+    p.name: p
+    for p in (_SYNTH, _SMOKE, _CI, _CI_SUBWORD, _CI_DEEP, _MINI_LIBRISPEECH, _LIBRISPEECH_100)
 }
 
 DEFAULT_PRESET = "synth"

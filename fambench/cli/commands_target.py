@@ -1,0 +1,55 @@
+"""`fambench target`: set a workload's target dev WER the AlgoPerf way, from runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fambench.cli import app, console, fail
+from fambench.errors import ConfigError, FambenchError
+
+
+@app.command("target")
+def target_command(
+    results_dirs: Annotated[
+        list[Path], typer.Argument(help="Results or run directories, searched recursively.")
+    ],
+    preset: Annotated[str, typer.Option(help="The workload whose target is set.")],
+    reference: Annotated[
+        str, typer.Option(help="The optimizer under test: it and its ablations are no baseline.")
+    ] = "fam",
+    write: Annotated[
+        bool, typer.Option(help="Record it in fambench/workloads/targets/PRESET.json.")
+    ] = True,
+) -> None:
+    """Target = median final dev WER of the best tuned baseline over its (>= 5) seeds.
+
+    Baselines are the optimizers run with their tuned values only (no --opt on top) that are
+    neither the reference nor an ablation of it; the best has the lowest median.
+    """
+    from fambench.cli.commands_compare import _load_results
+    from fambench.targets import baseline_values, median_target, record_target
+
+    try:
+        results = _load_results(results_dirs, preset)
+        runs = results.runs
+        baselines = runs[
+            (runs["optimizer"] != reference)
+            & (runs["ablation_of"] != reference)
+            & (runs["config"] == runs["optimizer"])
+        ]
+        if baselines["hparams_key"].groupby(baselines["optimizer"]).nunique().max() > 1:
+            raise ConfigError(
+                f"a baseline ran {preset} with several hyperparameter settings under "
+                f"{', '.join(map(str, results_dirs))}: point at the runs of the tuned one"
+            )
+        where = ", ".join(str(p) for p in results_dirs)
+        target = median_target(preset, baseline_values(baselines.to_dict("records")), where)
+        path = record_target(target) if write else None
+    except FambenchError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{preset}: target dev WER {target.wer:.4f} — {target.method}", highlight=False)
+    if path is not None:
+        console.print(f"recorded in {path}", highlight=False)

@@ -1,0 +1,323 @@
+"""Across workloads: times to target, performance profiles and speedups (AlgoPerf's scoring).
+
+A configuration's time on a workload is the median over its seeds of the training seconds to
+the workload's target dev WER, a seed that never reached it counting as infinitely slow (so
+the time is finite when more than half the seeds reached the target). Contended runs are left
+out of times unless asked (see fambench.machine).
+
+Performance profile: with t[s, w] the time of configuration s on workload w, the ratio
+r[s, w] = t[s, w] / min_s' t[s', w] (∞ when s never reached the target); the profile
+ρ_s(τ) = (fraction of workloads with r[s, w] ≤ τ), and the score is its normalised integral
+over τ ∈ [1, τ_max]: (1 / (τ_max − 1)) ∫ ρ_s(τ) dτ = mean over w of
+max(0, τ_max − r[s, w]) / (τ_max − 1), in [0, 1] (1: fastest everywhere). τ_max = 4.
+
+Speedup of s against a reference configuration b on a workload: t[b, w] / t[s, w] (above 1:
+s is faster), with a paired Student-t interval of the mean log-time difference over the seeds
+where both reached the target, exponentiated (a geometric-mean ratio), and its n.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fambench.compare import (
+    GROUP_KEYS,
+    ResultSet,
+    group_target,
+    one_per_seed,
+    run_time_to_target,
+    t_interval,
+    to_markdown,
+)
+from fambench.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TAU_MAX = 4.0
+BEST_BASELINE = "best"
+
+
+def run_times(
+    runs: pd.DataFrame,
+    metrics: pd.DataFrame,
+    target_wer: float | None = None,
+    *,
+    include_contended: bool = False,
+) -> pd.DataFrame:
+    """One row per completed seed: preset, config, hparams_key, seed, final_dev_wer,
+    ``time_s`` (seconds to the target, ∞ when not reached) and ``timed`` (False for a
+    contended run unless ``include_contended``)."""
+    by_run = {rid: frame for rid, frame in metrics.groupby("run_id", sort=False)}
+    rows = []
+    for _, group in runs.groupby(list(GROUP_KEYS), sort=False, dropna=False):
+        target = group_target(group, target_wer)
+        for _, run in one_per_seed(group[group["status"] == "completed"]).iterrows():
+            seconds = run_time_to_target(run, by_run.get(run["run_id"]), target)
+            rows.append(
+                {
+                    "preset": run["preset"],
+                    "config": run["config"],
+                    "optimizer": run["optimizer"],
+                    "ablation_of": run["ablation_of"],
+                    "hparams_key": run["hparams_key"],
+                    "budget": (run["steps_budget"], run["time_budget_s"]),
+                    "seed": str(run["seed"]),
+                    "final_dev_wer": float(run["final_dev_wer"]),
+                    "target_wer": target,
+                    "time_s": seconds if math.isfinite(seconds) else math.inf,
+                    "timed": include_contended or run.get("contended") is not True,
+                }
+            )
+    columns = [
+        "preset", "config", "optimizer", "ablation_of", "hparams_key", "budget", "seed",
+        "final_dev_wer", "target_wer", "time_s", "timed",
+    ]  # fmt: skip
+    return _one_setting_per_config(pd.DataFrame(rows, columns=columns))
+
+
+def _one_setting_per_config(times: pd.DataFrame) -> pd.DataFrame:
+    """Per preset and configuration label, the runs of one setting (hyperparameters and
+    budget): the one with the most seeds, with a warning naming what was left out."""
+    kept = []
+    for (preset, config), group in times.groupby(["preset", "config"], sort=False):
+        settings = group.groupby(["hparams_key", "budget"], sort=False)
+        if settings.ngroups > 1:
+            sizes = settings.size().sort_values(ascending=False, kind="stable")
+            log.warning(
+                "%s on %s ran with %d settings; the one with the most seeds (%s) is used",
+                config, preset, settings.ngroups, sizes.index[0][0],
+            )  # fmt: skip
+            group = settings.get_group(sizes.index[0])
+        kept.append(group)
+    return pd.concat(kept, ignore_index=True) if kept else times
+
+
+def workload_times(times: pd.DataFrame) -> pd.DataFrame:
+    """Configurations × workloads: the median time to target over the timed seeds (∞ when
+    more than half missed the target, NaN when no seed was timed)."""
+    timed = times[times["timed"]]
+    table = timed.groupby(["config", "preset"], sort=False)["time_s"].median().unstack("preset")
+    order = list(dict.fromkeys(times["config"]))
+    presets = list(dict.fromkeys(times["preset"]))
+    return table.reindex(index=order, columns=presets)
+
+
+def performance_ratios(table: pd.DataFrame) -> pd.DataFrame:
+    """r[s, w] = t[s, w] / min_s t[s, w]. A workload where some configuration has no time
+    (NaN) is left out, with a warning: a profile compares every configuration on the same
+    workloads. On a workload nobody solved, every ratio is ∞."""
+    complete = table.columns[table.notna().all(axis=0)]
+    for preset in table.columns.difference(complete, sort=False):
+        missing = ", ".join(table.index[table[preset].isna()])
+        log.warning("workload %s left out of the profile: no time for %s", preset, missing)
+    table = table[complete]
+    best = table.min(axis=0)
+    ratios = table.divide(best.where(np.isfinite(best), np.nan), axis=1)
+    return ratios.fillna(math.inf)
+
+
+def performance_profile(ratios: pd.DataFrame, taus: Sequence[float]) -> pd.DataFrame:
+    """ρ_s(τ): per configuration (rows) the fraction of workloads with r ≤ τ, per τ (columns)."""
+    if ratios.shape[1] == 0:
+        return pd.DataFrame(index=ratios.index, columns=list(taus), dtype=float)
+    values = {tau: (ratios <= tau).mean(axis=1) for tau in taus}
+    return pd.DataFrame(values, index=ratios.index)
+
+
+def profile_scores(ratios: pd.DataFrame, tau_max: float = TAU_MAX) -> pd.Series:
+    """The integral of ρ_s over [1, tau_max] divided by (tau_max − 1), exactly (ρ is a step
+    function): mean over workloads of max(0, tau_max − r) / (tau_max − 1)."""
+    if ratios.shape[1] == 0:
+        return pd.Series(np.nan, index=ratios.index, name="score")
+    clipped = (tau_max - ratios.clip(lower=1.0)).clip(lower=0.0) / (tau_max - 1.0)
+    return clipped.mean(axis=1).rename("score")
+
+
+def best_baseline(times: pd.DataFrame, preset: str, reference: str) -> str | None:
+    """The best tuned baseline on ``preset``: of the configurations that are neither
+    ``reference`` (nor a variant of it) nor an ablation of it, the lowest median final dev WER."""
+    on = times[(times["preset"] == preset) & (times["optimizer"] != reference)]
+    on = on[on["ablation_of"] != reference]
+    if on.empty:
+        return None
+    medians = on.groupby("config", sort=False)["final_dev_wer"].median()
+    return str(medians.sort_values(kind="stable").index[0])
+
+
+def speedups(times: pd.DataFrame, *, reference: str, baseline: str = BEST_BASELINE) -> pd.DataFrame:
+    """Per workload and configuration: time to target of the baseline over its own
+    (``baseline`` names a configuration, or "best": see best_baseline against ``reference``).
+
+    Columns: preset, baseline, config, ``speedup`` (ratio of median times), ``ratio_low``/
+    ``ratio_high`` (95% paired t interval of the geometric-mean ratio over the seeds where
+    both were timed and reached the target), ``n`` (those seeds).
+    """
+    rows = []
+    for preset in dict.fromkeys(times["preset"]):
+        base = best_baseline(times, preset, reference) if baseline == BEST_BASELINE else baseline
+        if base is None:
+            continue
+        on = times[(times["preset"] == preset) & times["timed"]]
+        base_runs = on[on["config"] == base].set_index("seed")["time_s"]
+        if base_runs.empty:
+            continue
+        for config in dict.fromkeys(on["config"]):
+            if config == base:
+                continue
+            own = on[on["config"] == config].set_index("seed")["time_s"]
+            rows.append({"preset": preset, "baseline": base, "config": config,
+                         **_speedup(base_runs, own)})  # fmt: skip
+    columns = ["preset", "baseline", "config", "speedup", "ratio_low", "ratio_high", "n"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _speedup(base: pd.Series, own: pd.Series) -> dict:
+    ratio = float(np.median(base)) / float(np.median(own))  # ∞/∞: neither reached, NaN
+    common = base.index.intersection(own.index)
+    both = [(base[s], own[s]) for s in common if math.isfinite(base[s]) and math.isfinite(own[s])]
+    logs = [math.log(b) - math.log(o) for b, o in both if b > 0 and o > 0]
+    low, high = t_interval(logs)
+    return {
+        "speedup": ratio,
+        "ratio_low": math.exp(low) if math.isfinite(low) else math.nan,
+        "ratio_high": math.exp(high) if math.isfinite(high) else math.nan,
+        "n": len(logs),
+    }
+
+
+# --------------------------------------------------------------------------- presentation
+
+#: The τ values the profile table shows (the plot draws the whole step function).
+TABLE_TAUS = (1.0, 1.5, 2.0, 3.0, 4.0)
+
+
+def _seconds(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    if math.isinf(value):
+        return "not reached"
+    return f"{value:.0f} s" if value >= 100 else f"{value:.1f} s"
+
+
+def times_display(table: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
+    """Configurations × workloads as text: the median time to target, and how many timed seeds
+    reached the target ("not reached": more than half missed it; "—": no timed seed)."""
+    timed = times[times["timed"]]
+    reached = timed.assign(hit=np.isfinite(timed["time_s"])).groupby(["config", "preset"])
+    counts = reached["hit"].agg(["sum", "size"])
+    frame = pd.DataFrame({"optimizer": table.index})
+    for preset in table.columns:
+        target = times.loc[times["preset"] == preset, "target_wer"].iloc[0]
+        cells = []
+        for config in table.index:
+            hit, size = counts.loc[(config, preset)] if (config, preset) in counts.index else (0, 0)
+            cells.append(f"{_seconds(table.loc[config, preset])} ({int(hit)}/{int(size)})")
+        frame[f"{preset} (WER {target:.3f})"] = cells
+    return frame
+
+
+def profile_display(ratios: pd.DataFrame, taus: Sequence[float] = TABLE_TAUS) -> pd.DataFrame:
+    """ρ(τ) at a few τ and the integrated score, per configuration."""
+    profile = performance_profile(ratios, taus)
+    frame = pd.DataFrame({"optimizer": ratios.index})
+    for tau in taus:
+        frame[f"ρ({tau:g})"] = [f"{v:.2f}" for v in profile[tau]]
+    frame["score [1, 4]"] = [f"{v:.3f}" for v in profile_scores(ratios)]
+    return frame
+
+
+def speedup_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The speedup table as text: ``×1.25 [1.05, 1.49] (paired t on log time, n=5)``."""
+    rows = []
+    for _, r in table.iterrows():
+        ratio = r["speedup"]
+        if math.isnan(ratio):
+            text = "— (neither reached the target)"
+        elif ratio == 0:
+            text = "— (did not reach the target)"
+        elif math.isinf(ratio):
+            text = "∞ (the baseline did not reach the target)"
+        else:
+            text = f"×{ratio:.2f}"
+        if math.isfinite(r["ratio_low"]):
+            text += f" [{r['ratio_low']:.2f}, {r['ratio_high']:.2f}]"
+        rows.append(
+            {
+                "preset": r["preset"],
+                "optimizer": r["config"],
+                "baseline": r["baseline"],
+                "speedup": text,
+                "interval": f"paired t on log time, n={int(r['n'])}" if r["n"] >= 2 else "—",
+            }
+        )
+    return pd.DataFrame(rows, columns=["preset", "optimizer", "baseline", "speedup", "interval"])
+
+
+@dataclass(frozen=True)
+class Workloads:
+    """Everything compare shows across workloads, computed once from a ResultSet."""
+
+    times: pd.DataFrame  # run_times
+    table: pd.DataFrame  # workload_times
+    ratios: pd.DataFrame | None  # performance_ratios, from two workloads up
+    speedups: pd.DataFrame
+
+    @classmethod
+    def of(
+        cls,
+        results: ResultSet,
+        *,
+        reference: str,
+        baseline: str = BEST_BASELINE,
+        target_wer: float | None = None,
+        include_contended: bool = False,
+    ) -> Workloads | None:
+        """None when no run completed."""
+        times = run_times(
+            results.runs, results.metrics, target_wer, include_contended=include_contended
+        )
+        if times.empty:
+            return None
+        table = workload_times(times)
+        ratios = performance_ratios(table) if table.shape[1] >= 2 else None
+        return cls(times, table, ratios, speedups(times, reference=reference, baseline=baseline))
+
+    @property
+    def n_profiled(self) -> int:
+        return 0 if self.ratios is None else int(self.ratios.shape[1])
+
+    def displays(self) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+        """(times, profile or None below two workloads, speedups) as display frames."""
+        profile = profile_display(self.ratios) if self.n_profiled else None
+        return times_display(self.table, self.times), profile, speedup_display(self.speedups)
+
+    def markdown(self) -> str:
+        times, profile, speed = self.displays()
+        text = "\n" + to_markdown(times)
+        if profile is not None:
+            text += "\n" + to_markdown(profile)
+        if not speed.empty:
+            text += "\n" + to_markdown(speed)
+        return text
+
+    def _profiled_names(self) -> str:
+        names = [] if self.ratios is None else list(self.ratios.columns)
+        return ", ".join(names) or "none"
+
+    def plot(self, path: str | Path) -> Path:
+        """The performance-profile plot; ConfigError below two profiled workloads."""
+        from fambench.plots import plot_performance_profile
+
+        if self.n_profiled < 2:
+            raise ConfigError(
+                "a performance profile needs every configuration's time on at least two "
+                f"workloads; complete: {self._profiled_names()} of {', '.join(self.table.columns)}"
+            )
+        return plot_performance_profile(self.ratios, Path(path))

@@ -1,0 +1,140 @@
+"""Workload targets: the dev WER a run must reach for its time to target to count.
+
+AlgoPerf sets a workload's target from data, not by hand: the best tuned baseline is rerun with
+several seeds and the target is the median of their final validation metric. The target so set
+is data in the package, `fambench/workloads/targets/<preset>.json`, with how it was set; a
+preset without such a file keeps the hand-set ``Preset.target_wer``. This module imports no
+torch: `compare` reads targets too.
+
+A target is not part of a run's identity (it changes no trained number, only the time read off
+the dev curve), so setting one after the runs never orphans them: `compare` reads the time to
+the current target from each run's metric rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fambench.errors import ConfigError
+from fambench.fileio import write_json
+
+TARGETS_DIR = Path(__file__).resolve().parent / "workloads" / "targets"
+#: AlgoPerf's rule needs at least this many seeds of the baseline.
+MIN_TARGET_SEEDS = 5
+
+
+@dataclass(frozen=True)
+class WorkloadTarget:
+    """A preset's target dev WER and how it was set."""
+
+    preset: str
+    wer: float | None
+    method: str
+    source: str | None = None
+    baseline: str | None = None  # the optimizer whose runs set it
+    seeds: tuple[int, ...] = ()
+    values: tuple[float, ...] = ()  # their final dev WER, in seed order
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "target_wer": self.wer,
+            "method": self.method,
+            "source": self.source,
+            "baseline": self.baseline,
+            "seeds": list(self.seeds),
+            "final_dev_wer": list(self.values),
+        }
+
+
+def target_path(preset: str) -> Path:
+    return TARGETS_DIR / f"{preset}.json"
+
+
+def load_target(preset: str, hand_set: float | None, path: Path | None = None) -> WorkloadTarget:
+    """The recorded target of ``preset``, else the hand-set one; ConfigError if malformed."""
+    path = Path(path) if path is not None else target_path(preset)
+    if not path.is_file():
+        return WorkloadTarget(preset, hand_set, "set by hand in the preset")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        wer = float(data["target_wer"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: cannot read the workload target ({exc})") from exc
+    if data.get("preset", preset) != preset or not 0 < wer:
+        raise ConfigError(f"{path}: not a target for preset {preset!r} (target_wer {wer})")
+    return WorkloadTarget(
+        preset=preset,
+        wer=wer,
+        method=str(data.get("method", "")),
+        source=data.get("source"),
+        baseline=data.get("baseline"),
+        seeds=tuple(int(s) for s in data.get("seeds", ())),
+        values=tuple(float(v) for v in data.get("final_dev_wer", ())),
+    )
+
+
+def median_target(
+    preset: str,
+    candidates: Mapping[str, Mapping[int, float]],
+    source: str,
+    *,
+    min_seeds: int = MIN_TARGET_SEEDS,
+) -> WorkloadTarget:
+    """AlgoPerf's target: among the baselines (name → {seed: final dev WER}), the one with the
+    lowest median final dev WER; the target is that median.
+
+    ConfigError when no baseline has ``min_seeds`` finite values.
+    """
+    eligible = {
+        name: {s: float(v) for s, v in runs.items() if math.isfinite(float(v))}
+        for name, runs in candidates.items()
+    }
+    eligible = {name: runs for name, runs in eligible.items() if len(runs) >= min_seeds}
+    if not eligible:
+        counts = ", ".join(f"{name}: {len(runs)}" for name, runs in candidates.items()) or "none"
+        raise ConfigError(
+            f"setting the target of {preset} needs a baseline with {min_seeds} completed seeds "
+            f"(completed seeds found: {counts})"
+        )
+    medians = {name: float(np.median(list(runs.values()))) for name, runs in eligible.items()}
+    best = min(medians, key=lambda name: (medians[name], name))
+    seeds = tuple(sorted(eligible[best]))
+    ranked = ", ".join(f"{name} {medians[name]:.4f}" for name in sorted(medians, key=medians.get))
+    return WorkloadTarget(
+        preset=preset,
+        wer=medians[best],
+        method=(
+            f"AlgoPerf: median final dev WER of the best tuned baseline ({best}) over "
+            f"{len(seeds)} seeds; baselines' medians: {ranked}"
+        ),
+        source=source,
+        baseline=best,
+        seeds=seeds,
+        values=tuple(eligible[best][s] for s in seeds),
+    )
+
+
+def record_target(target: WorkloadTarget, path: Path | None = None) -> Path:
+    """Write ``target`` as the preset's recorded target; returns the file."""
+    path = Path(path) if path is not None else target_path(target.preset)
+    return write_json(path, target.to_json())
+
+
+def baseline_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, float]]:
+    """{optimizer: {seed: final dev WER}} from completed run rows (``optimizer``, ``seed``,
+    ``status``, ``final_dev_wer``)."""
+    out: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if row.get("status") == "completed" and row.get("seed") is not None:
+            out.setdefault(str(row["optimizer"]), {})[int(row["seed"])] = float(
+                row["final_dev_wer"]
+            )
+    return out

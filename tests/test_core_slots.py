@@ -1,0 +1,78 @@
+"""Core slots: no more concurrent runs than the cores allow, freed when a holder dies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fambench.core_slots import busy_slots, reserved_cores
+from fambench.machine import usable_cores
+
+_TRY_ONE = (
+    "from fambench.core_slots import reserved_cores\n"
+    "try:\n"
+    "    with reserved_cores(1, timeout_s={timeout}, poll_s=0.05):\n"
+    "        print('got')\n"
+    "except TimeoutError as exc:\n"
+    "    print('timeout', exc)\n"
+)
+
+
+def _try_one(timeout: float) -> str:
+    code = _TRY_ONE.format(timeout=timeout)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_all_cores_held_makes_another_run_wait_until_released():
+    cores = usable_cores()
+    with reserved_cores(cores + 3) as held:  # more threads than cores: all of them
+        assert held == cores
+        assert busy_slots() == cores
+        assert _try_one(0.3).startswith(f"timeout 1 of {cores} cores did not come free")
+    assert busy_slots() == 0
+    assert _try_one(5) == "got"
+
+
+def test_slots_left_free_are_taken_by_others():
+    cores = usable_cores()
+    if cores < 2:
+        pytest.skip("needs two cores")
+    with reserved_cores(cores - 1):
+        assert _try_one(5) == "got"
+
+
+def test_waiting_is_told_once():
+    cores = usable_cores()
+    told: list[str] = []
+    code = (
+        "import time\nfrom fambench.core_slots import reserved_cores\n"
+        f"with reserved_cores({cores}):\n    time.sleep(0.6)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 30
+    while busy_slots() < cores and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with reserved_cores(1, on_wait=told.append, poll_s=0.05) as held:
+        assert held == 1
+    proc.wait(timeout=30)
+    assert told == [f"waiting for 1 free core: other fambench runs hold {cores} of {cores}"]
+
+
+def test_a_killed_holder_frees_its_cores():
+    cores = usable_cores()
+    code = (
+        "import sys, time\nfrom fambench.core_slots import reserved_cores\n"
+        f"with reserved_cores({cores}):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    assert busy_slots() == cores
+    proc.kill()
+    proc.wait(timeout=30)
+    with reserved_cores(cores, timeout_s=5, poll_s=0.05) as held:
+        assert held == cores
