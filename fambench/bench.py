@@ -157,6 +157,7 @@ def run_grid(
     method: str = DEFAULT_CI_METHOD,
     variants: Sequence[Variant] = (),
     include_contended: bool = False,
+    rerun_contended: bool = False,
 ) -> BenchResult:
     """Train every (optimizer, seed) of ``preset`` into ``out_dir``, then write the comparison.
 
@@ -165,7 +166,9 @@ def run_grid(
     ``comparison.md``, ``pairwise.csv``, ``report.md`` and the PNGs go to ``<out_dir>/`` and
     cover exactly the grid's runs. ``variants`` add configurations (see parse_variant) run
     beside the optimizers, seed by seed. Ctrl-C inside a run stops the grid after that run is
-    saved as interrupted; the report of what exists is still written. ``runner`` replaces
+    saved as interrupted; the report of what exists is still written. ``rerun_contended``
+    trains again a finished run whose timing was contended (same numbers, honest time).
+    ``runner`` replaces
     ``run_training`` (called with ``progress``, holding core slots, telling ``on_wait`` when it
     waits for them) for callers that run cells their own way.
     """
@@ -196,7 +199,7 @@ def run_grid(
         for seed in seeds
         for name, overrides in configurations
     ]
-    runner = runner or _training_runner(cells, progress, on_wait)
+    runner = runner or _training_runner(cells, progress, on_wait, rerun_contended)
     done, interrupted = _run_cells(cells, runner, on_run)
     # One run directory may serve two cells (a variant equal to the tuned values): once.
     existing = list(dict.fromkeys(r.run_dir for r in done if (r.run_dir / "config.json").is_file()))
@@ -219,6 +222,7 @@ def _training_runner(
     cells: Sequence[GridCell],
     progress: Callable[[Any], None] | None,
     on_wait: Callable[[str], None] | None,
+    rerun_contended: bool = False,
 ) -> Runner:
     """run_training on each cell, after validating every cell's request (no side effects),
     holding core slots for the run's threads while it trains."""
@@ -233,8 +237,10 @@ def _training_runner(
     def runner(cell: GridCell) -> Any:
         plan = plan_run(cell.request())
         summary = None if cell.force else read_summary(RunFiles(plan.run_dir))
-        if summary is not None and summary.status in FINISHED:  # reported, not rerun
-            return run_training(cell.request(), progress=progress)
+        if summary is not None and summary.status in FINISHED:
+            if not (rerun_contended and summary.contended is True):
+                return run_training(cell.request(), progress=progress)  # reported, not rerun
+            cell = dataclasses.replace(cell, force=True)
         with reserved_cores(plan.threads, on_wait=on_wait):
             return run_training(cell.request(), progress=progress)
 

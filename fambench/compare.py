@@ -836,7 +836,7 @@ def _fmt_ci(low: float, high: float, digits: int = 3) -> str:
     return f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def _interval_label(method: object, n: object, pairing: object = None) -> str:
+def interval_label(method: object, n: object, pairing: object = None) -> str:
     """``"t, n=3"``, ``"paired t, n=3"``, ``"Welch t, n=2"``, ``"bootstrap, n=12"``: how an
     interval was computed and from how many seeds; "—" without seeds."""
     count = _float(n)
@@ -907,9 +907,9 @@ def comparison_display(agg: pd.DataFrame) -> pd.DataFrame:
     ttt_column = f"time to WER {next(iter(targets)):.2f}" if len(targets) == 1 else "time to target"
     rows = []
     for _, r in agg.iterrows():
-        interval = _interval_label(r.get("final_dev_wer_ci_method"), r.get("final_dev_wer_n"))
+        interval = interval_label(r.get("final_dev_wer_ci_method"), r.get("final_dev_wer_n"))
         best_ci = _fmt_ci(r["best_dev_wer_ci_low"], r["best_dev_wer_ci_high"])
-        best = _interval_label(r.get("best_dev_wer_ci_method"), r.get("best_dev_wer_n"))
+        best = interval_label(r.get("best_dev_wer_ci_method"), r.get("best_dev_wer_n"))
         if best != interval and best_ci != _MISSING:
             best_ci += f" ({best})"  # rare: a run with a final but no best WER, or the reverse
         ttt = _MISSING
@@ -967,7 +967,7 @@ def pairwise_display(pw: pd.DataFrame) -> pd.DataFrame:
                 "metric": _METRIC_LABELS.get(str(r["metric"]), str(r["metric"])),
                 "ΔWER": f"{r['delta']:+.3f}" if math.isfinite(r["delta"]) else _MISSING,
                 "95% CI": _fmt_ci(r["ci_low"], r["ci_high"]),
-                "interval": _interval_label(r["method"], r["n"], r["pairing"]),
+                "interval": interval_label(r["method"], r["n"], r["pairing"]),
                 "pairing": pairing,
                 "verdict": str(r["verdict"]),
             }

@@ -26,6 +26,7 @@ from fambench.compare import (
     aggregate,
     comparison_display,
     fmt_num,
+    interval_label,
     load_results,
     pairwise,
     pairwise_display,
@@ -34,7 +35,7 @@ from fambench.compare import (
 )
 from fambench.fileio import write_text
 from fambench.plots import plot_all
-from fambench.profiles import BEST_BASELINE, TAU_MAX, Workloads
+from fambench.profiles import BEST_BASELINE, TAU_MAX, Workloads, best_baseline
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ def render_report(
         f"runs by status: {_counts(runs['status'])}. "
         f"Generated {now} by fambench {fambench.__version__}.",
         "",
+        *_headline_section(pairs, workloads, reference),
         "## Comparison",
         "",
         to_markdown(comparison_display(agg)),
@@ -213,6 +215,71 @@ def render_report(
     lines += _runs_section(runs)
     lines += _provenance_section(runs)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def headline(pairs: pd.DataFrame, workloads: Workloads | None, reference: str) -> pd.DataFrame:
+    """Per workload: the reference against the best tuned baseline, against its ablation and
+    against its variants (final dev WER), each ΔWER with its interval, n and method."""
+    rows = []
+    dev = pairs[pairs["metric"] == "final_dev_wer"] if not pairs.empty else pairs
+    for preset in dict.fromkeys(dev["preset"]) if not dev.empty else []:
+        on = dev[dev["preset"] == preset]
+        best = best_baseline(workloads.times, preset, reference) if workloads else None
+        picks = [("best tuned baseline", on[(on["kind"] == "baseline") & (on["other"] == best)])]
+        picks += [
+            ("ablation", on[on["kind"] == "ablation"]),
+            ("variant", on[on["kind"] == "variant"]),
+        ]
+        for what, chosen in picks:
+            for _, r in chosen.iterrows():
+                rows.append(
+                    {
+                        "workload": preset,
+                        "comparison": f"{r['reference']} − {r['other']} ({what})",
+                        "ΔWER [95% CI]": (
+                            f"{r['delta']:+.3f} {_ci_text(r['ci_low'], r['ci_high'])}"
+                        ),
+                        "n, method": interval_label(r["method"], r["n"], r["pairing"]),
+                        "verdict": r["verdict"],
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["workload", "comparison", "ΔWER [95% CI]", "n, method", "verdict"]
+    )
+
+
+def _ci_text(low: float, high: float) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "[—]"
+    return f"[{low:+.3f}, {high:+.3f}]"
+
+
+def _headline_section(
+    pairs: pd.DataFrame, workloads: Workloads | None, reference: str
+) -> list[str]:
+    table = headline(pairs, workloads, reference)
+    if table.empty:
+        return []
+    lines = [
+        "## Headline",
+        "",
+        to_markdown(table),
+        f"ΔWER = {reference} − other on final dev WER (negative: {reference} lower). The best "
+        "tuned baseline of a workload is the baseline with the lowest median final dev WER. "
+        f"A verdict needs the interval to exclude 0 and n ≥ {MIN_VERDICT_N}.",
+        "",
+    ]
+    if workloads is not None and workloads.n_profiled >= 2:
+        _, profile, _ = workloads.displays()
+        scores = ", ".join(
+            f"{name} {score}"
+            for name, score in zip(profile["optimizer"], profile["score [1, 4]"], strict=True)
+        )
+        lines += [
+            f"Performance-profile scores over {workloads.n_profiled} workloads: {scores}.",
+            "",
+        ]
+    return lines
 
 
 def _workloads_section(workloads: Workloads | None, out_dir: Path) -> list[str]:

@@ -170,6 +170,12 @@ def test_report_has_the_workloads_section_and_plot(toy_dir):
         "## Across workloads" in text and "![Performance profile](performance_profile.png)" in text
     )
     assert (toy_dir / "performance_profile.png").is_file()
+    assert (
+        "| w1 | fam − adamw (best tuned baseline) | -0.167 [-0.669, +0.335] | paired t, n=3 |"
+        in (text)
+    )
+    assert "| w2 | fam − sgd (best tuned baseline) |" in text
+    assert "Performance-profile scores over 2 workloads: adamw 0.333, fam 1.000, sgd 0.800." in text
     assert "| contended |" in text.replace("contended |", "contended |")
     speed = pd.read_csv(toy_dir / "speedups.csv")
     assert speed.set_index(["preset", "config"]).loc[("w1", "fam"), "speedup"] == 2.0

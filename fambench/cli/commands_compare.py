@@ -409,6 +409,12 @@ def bench_command(
         ),
     ] = None,
     include_contended: ContendedOption = False,
+    rerun_contended: Annotated[
+        bool,
+        typer.Option(
+            help="Train again the finished runs whose timing was contended (same WER, honest time)."
+        ),
+    ] = False,
 ) -> None:
     """Run every optimizer × seed (finished runs skipped, interrupted ones resumed), then report.
 
@@ -448,6 +454,7 @@ def bench_command(
             method=method,
             variants=variants,
             include_contended=include_contended,
+            rerun_contended=rerun_contended,
         )
         files = result.files
     except FambenchError as exc:
