@@ -76,3 +76,24 @@ def test_a_killed_holder_frees_its_cores():
     proc.wait(timeout=30)
     with reserved_cores(cores, timeout_s=5, poll_s=0.05) as held:
         assert held == cores
+
+
+def test_a_grid_waits_for_cores_other_runs_hold(synth_corpus, smoke_cache, tmp_path):
+    from fambench.bench import run_grid
+
+    cores = usable_cores()
+    code = (
+        "import sys, time\nfrom fambench.core_slots import reserved_cores\n"
+        f"with reserved_cores({cores}):\n    print('held', flush=True)\n    time.sleep(1.5)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    told: list[str] = []
+    result = run_grid(
+        "smoke", ["sgd"], [0], tmp_path / "out", smoke_cache, data_root=synth_corpus,
+        threads=1, reference="sgd", on_wait=told.append,
+    )  # fmt: skip
+    holder.wait(timeout=30)
+    assert told == [f"waiting for 1 free core: other fambench runs hold {cores} of {cores}"]
+    assert [run.status for run in result.runs] == ["completed"]
+    assert busy_slots() == 0

@@ -28,7 +28,15 @@ from fambench.workloads import (
 def test_presets_are_listed_default_first_and_unknown_names_list_the_choices():
     names = [p.name for p in list_presets()]
     assert names[0] == DEFAULT_PRESET == "synth"
-    assert {"smoke", "synth", "ci", "mini-librispeech", "librispeech-100"} == set(names)
+    assert {
+        "smoke",
+        "synth",
+        "ci",
+        "ci-subword",
+        "ci-deep",
+        "mini-librispeech",
+        "librispeech-100",
+    } == set(names)
     with pytest.raises(ConfigError, match="choose one of: synth, smoke"):
         get_preset("tiny")
 

@@ -67,10 +67,13 @@ def test_a_trained_run_compares_with_the_time_to_target_of_its_summary(smoke):
     summary = load_run(outcome.run_dir).summary
     assert summary.status == "completed" and summary.time_to_target_s is not None
     results = load_results([outcome.run_dir])
-    row = aggregate(results.runs, results.metrics).iloc[0]
+    # Tests share the cores: the run may well be contended, and its time is wanted anyway.
+    row = aggregate(results.runs, results.metrics, include_contended=True).iloc[0]
     assert row["time_to_target_s"] == summary.time_to_target_s
     assert row["final_dev_wer_mean"] == summary.final_dev_wer
-    table = pd.read_csv(io.StringIO(_invoke("compare", outcome.run_dir, "--format", "csv")))
+    table = pd.read_csv(
+        io.StringIO(_invoke("compare", outcome.run_dir, "--format", "csv", "--include-contended"))
+    )
     assert table.loc[0, "time_to_target_s"] == pytest.approx(summary.time_to_target_s, rel=1e-12)
     assert table.loc[0, "n_completed"] == 1 and table.loc[0, "optimizer"] == "sgd"
     shown = _invoke("compare", outcome.run_dir, "--format", "markdown")
