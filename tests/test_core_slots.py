@@ -83,15 +83,23 @@ def test_a_grid_waits_for_cores_other_runs_hold(synth_corpus, smoke_cache, tmp_p
 
     cores = usable_cores()
     code = (
-        "import sys, time\nfrom fambench.core_slots import reserved_cores\n"
-        f"with reserved_cores({cores}):\n    print('held', flush=True)\n    time.sleep(1.5)\n"
+        "import sys\nfrom fambench.core_slots import reserved_cores\n"
+        f"with reserved_cores({cores}):\n    print('held', flush=True)\n    sys.stdin.readline()\n"
+    )  # holds every core until told to let go
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     told: list[str] = []
+
+    def waiting(text: str) -> None:
+        told.append(text)
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+
     result = run_grid(
         "smoke", ["sgd"], [0], tmp_path / "out", smoke_cache, data_root=synth_corpus,
-        threads=1, reference="sgd", on_wait=told.append,
+        threads=1, reference="sgd", on_wait=waiting,
     )  # fmt: skip
     holder.wait(timeout=30)
     assert told == [f"waiting for 1 free core: other fambench runs hold {cores} of {cores}"]
