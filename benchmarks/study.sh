@@ -3,10 +3,11 @@
 # workload; then each workload's target (AlgoPerf: median of the best tuned baseline's seeds)
 # and one report across the workloads (performance profiles, speedups, ΔWER with n and method).
 #
-# Resumable: run it again and finished runs are reported, interrupted ones resume. Two grids
-# of one thread each share the two cores (core slots keep anything else fambench starts from
-# oversubscribing them); a run that other processes slowed down anyway is marked contended and
-# its time left out, and --rerun-contended trains it again for an honest time.
+# Resumable: run it again and finished runs are reported, interrupted ones resume. WORKERS bench
+# processes of one thread each (default: the usable cores) work on the same grids, each taking
+# the cells no other holds; core slots keep anything else fambench starts from oversubscribing
+# the cores. A run that other processes slowed down anyway is marked contended and its time
+# left out; EXTRA=--rerun-contended trains such runs again for an honest time.
 #
 #   benchmarks/study.sh                      # ci, ci-deep, ci-subword; 5 seeds; results/study
 #   WORKLOADS="ci" SEEDS=5 benchmarks/study.sh
@@ -15,23 +16,28 @@ FAMBENCH=${FAMBENCH:-.venv/bin/fambench}
 OUT=${OUT:-results/study}
 SEEDS=${SEEDS:-5}
 WORKLOADS=${WORKLOADS:-"ci ci-deep ci-subword"}
+WORKERS=${WORKERS:-$(nproc)}
 EXTRA=${EXTRA:-}
 
-grid() {  # grid NAME ARGS...: one grid per workload, one after the other
-  local name=$1 status=0
-  shift
+worker() {  # worker N: every workload's grid, one after the other
+  local status=0
   for w in $WORKLOADS; do
-    $FAMBENCH bench --preset "$w" --seeds "$SEEDS" --threads 1 --out "$OUT/$w" $EXTRA "$@" \
-      > "$OUT/.$name-$w.log" 2>&1 || { echo "grid $name on $w failed: see $OUT/.$name-$w.log"; status=1; }
+    $FAMBENCH bench --preset "$w" --seeds "$SEEDS" --threads 1 --out "$OUT/$w" $EXTRA \
+      --optimizers fam,fam-fixed,adamw,sgd --variant fam:sampling=random \
+      > "$OUT/.worker$1-$w.log" 2>&1 || { echo "worker $1 on $w failed: see $OUT/.worker$1-$w.log"; status=1; }
   done
   return $status
 }
 
 mkdir -p "$OUT"
-grid fam --optimizers fam --variant fam:sampling=random & first=$!
-grid baselines --optimizers fam-fixed,adamw,sgd; second=$?
-wait $first; first=$?
-[ $first -eq 0 ] && [ $second -eq 0 ] || exit 1
+pids=()
+for n in $(seq 1 "$WORKERS"); do
+  worker "$n" & pids+=($!)
+  sleep 5
+done
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+[ $failed -eq 0 ] || exit 1
 
 for w in $WORKLOADS; do
   $FAMBENCH target "$OUT/$w" --preset "$w" || exit 1

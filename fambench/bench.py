@@ -4,22 +4,27 @@
 (completed or diverged) is reported without rerunning, an interrupted one resumes from its
 checkpoint, since the grid sends exactly the same request again. Each run holds core slots for
 its threads while it trains (fambench.core_slots), so grids started side by side never run
-more threads than the machine has cores: a run waits for free cores instead. `fambench.training` is imported
+more threads than the machine has cores: a run waits for free cores instead. Several bench
+processes may work on one grid (same command, same --out): each claims a cell before running
+it (a lock file under ``<out>/.claims/``, freed when its process dies) and passes over the
+cells another process holds, so together they run every cell once. `fambench.training` is imported
 only when the grid runs, so comparing and reporting work without torch's training stack.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fambench.compare import DEFAULT_BOOTSTRAP, DEFAULT_CI_METHOD, load_results
-from fambench.errors import ConfigError
+from fambench.errors import ConfigError, ResultsError
 from fambench.report import ReportFiles, build_report
 
 log = logging.getLogger(__name__)
@@ -218,6 +223,39 @@ def run_grid(
     return BenchResult(runs=tuple(done), files=files, interrupted=interrupted)
 
 
+#: The status of a cell another bench process is running: passed over, reported as running.
+TAKEN = "running"
+
+
+@dataclass(frozen=True)
+class _Taken:
+    run_dir: Path
+    status: str = TAKEN
+    skipped: bool = True
+    resumed: bool = False
+
+
+@contextmanager
+def _claimed(out_dir: Path, run_id: str) -> Iterator[bool]:
+    """Hold the grid claim on ``run_id`` while the block runs; yields False when another
+    process holds it."""
+    claims = out_dir / ".claims"
+    try:
+        claims.mkdir(parents=True, exist_ok=True)
+        handle = open(claims / f"{run_id}.lock", "ab")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise ResultsError(f"cannot claim {run_id} under {claims}: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        handle.close()
+
+
 def _training_runner(
     cells: Sequence[GridCell],
     progress: Callable[[Any], None] | None,
@@ -236,13 +274,16 @@ def _training_runner(
 
     def runner(cell: GridCell) -> Any:
         plan = plan_run(cell.request())
-        summary = None if cell.force else read_summary(RunFiles(plan.run_dir))
-        if summary is not None and summary.status in FINISHED:
-            if not (rerun_contended and summary.contended is True):
-                return run_training(cell.request(), progress=progress)  # reported, not rerun
-            cell = dataclasses.replace(cell, force=True)
-        with reserved_cores(plan.threads, on_wait=on_wait):
-            return run_training(cell.request(), progress=progress)
+        with _claimed(cell.out_dir, plan.run_id) as mine:
+            if not mine:
+                return _Taken(plan.run_dir)
+            summary = None if cell.force else read_summary(RunFiles(plan.run_dir))
+            if summary is not None and summary.status in FINISHED:
+                if not (rerun_contended and summary.contended is True):
+                    return run_training(cell.request(), progress=progress)  # reported
+                cell = dataclasses.replace(cell, force=True)
+            with reserved_cores(plan.threads, on_wait=on_wait):
+                return run_training(cell.request(), progress=progress)
 
     return runner
 

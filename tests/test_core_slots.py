@@ -105,3 +105,42 @@ def test_a_grid_waits_for_cores_other_runs_hold(synth_corpus, smoke_cache, tmp_p
     assert told == [f"waiting for 1 free core: other fambench runs hold {cores} of {cores}"]
     assert [run.status for run in result.runs] == ["completed"]
     assert busy_slots() == 0
+
+
+def test_two_grid_processes_share_one_grid(synth_corpus, smoke_cache, tmp_path):
+    """A second bench process on the same grid passes over the cell the first one holds."""
+    from fambench.bench import _claimed, run_grid
+    from fambench.training import RunRequest, plan_run
+
+    out = tmp_path / "out"
+    request = RunRequest(optimizer="sgd", preset="smoke", seed=0, out_dir=out,
+                         cache_dir=smoke_cache, data_root=synth_corpus, threads=1)  # fmt: skip
+    run_id = plan_run(request).run_id
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom fambench.bench import _claimed\n"
+        f"with _claimed(Path({str(out)!r}), {run_id!r}) as mine:\n"
+        "    print(mine, flush=True)\n    sys.stdin.readline()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "True"
+    result = run_grid(
+        "smoke", ["sgd"], [0, 1], out, smoke_cache, data_root=synth_corpus, threads=1,
+        reference="sgd",
+    )  # fmt: skip
+    assert [(r.seed, r.status, r.skipped) for r in result.runs] == [
+        (0, "running", True),
+        (1, "completed", False),
+    ]
+    holder.communicate("go\n", timeout=30)
+    with _claimed(out, run_id) as mine:  # released when its holder let go
+        assert mine
+    again = run_grid(
+        "smoke", ["sgd"], [0, 1], out, smoke_cache, data_root=synth_corpus, threads=1,
+        reference="sgd",
+    )  # fmt: skip
+    assert [(r.seed, r.status, r.skipped) for r in again.runs] == [
+        (0, "completed", False),
+        (1, "completed", True),
+    ]

@@ -464,7 +464,11 @@ def bench_command(
     finally:
         views.stop()
     for run in result.runs:
-        if run.status not in ("completed", "interrupted"):
+        if run.status == "running" and run.skipped:
+            console.print(
+                f"[yellow]{run.optimizer} seed {run.seed}: being run by another bench process[/]"
+            )
+        elif run.status not in ("completed", "interrupted"):
             console.print(f"[yellow]{run.optimizer} seed {run.seed}: {run.status}[/]")
     if files is not None:
         console.print(fitted_table(terminal_comparison(files.comparison), "Comparison"))
