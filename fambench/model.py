@@ -129,15 +129,22 @@ class ConformerCTC(nn.Module):
         return torch.clamp(((feat_lens - 1) // 2 - 1) // 2, min=0)
 
     def forward(
-        self, feats: torch.Tensor, feat_lens: torch.Tensor
+        self, feats: torch.Tensor, feat_lens: torch.Tensor, max_frames: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats (B, T, n_mels), feat_lens (B,) -> log_probs (B, T', V), out_lens (B,)."""
+        """feats (B, T, n_mels), feat_lens (B,) -> log_probs (B, T', V), out_lens (B,).
+
+        ``max_frames``: the longest of feat_lens when the caller knows it on the host (the
+        trainer does); without it the model reads it back from the device.
+        """
         if feats.shape[1] < 7:
             raise ValueError(f"need at least 7 frames for the 4x subsampling, got {feats.shape[1]}")
         x = self.dropout(self.frontend(feats))
         out_lens = torch.clamp(self.output_lengths(feat_lens).to(torch.long), max=x.shape[1])
         # torchaudio sizes its attention mask by the longest length: drop frames beyond it.
-        x = x[:, : int(out_lens.max())]
+        longest = (
+            self.subsampled_length(max_frames) if max_frames is not None else int(out_lens.max())
+        )
+        x = x[:, :longest]
         valid = torch.arange(x.shape[1], device=x.device)[None, :] < out_lens[:, None]
         mask = valid.unsqueeze(1).to(x.dtype)  # (B, 1, T') as the conv module sees (B, D, T')
         for conv in self._depthwise:

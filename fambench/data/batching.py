@@ -98,6 +98,8 @@ class Batch:
     targets: torch.Tensor
     target_lens: torch.Tensor
     utt_ids: list[str]
+    audio_frames: int = 0  # sum of feat_lens, known on the host without reading a tensor
+    max_frames: int = 0  # the longest of feat_lens, likewise
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """The batch on `device`."""
@@ -107,6 +109,8 @@ class Batch:
             self.targets.to(device, non_blocking=non_blocking),
             self.target_lens.to(device, non_blocking=non_blocking),
             self.utt_ids,
+            self.audio_frames,
+            self.max_frames,
         )
 
     def __len__(self) -> int:
@@ -122,14 +126,16 @@ def collate(
             f"collate needs equal, non-zero numbers of features ({len(feats)}), "
             f"targets ({len(targets)}) and ids ({len(ids)})"
         )
-    feat_lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
-    target_lens = torch.tensor([len(t) for t in targets], dtype=torch.int64)
+    frames = [int(f.shape[0]) for f in feats]
+    lengths = [len(t) for t in targets]
+    feat_lens = torch.tensor(frames, dtype=torch.int64)
+    target_lens = torch.tensor(lengths, dtype=torch.int64)
     n_bins = feats[0].shape[1]
-    padded = torch.zeros(len(feats), int(feat_lens.max()), n_bins, dtype=torch.float32)
+    padded = torch.zeros(len(feats), max(frames), n_bins, dtype=torch.float32)
     for i, f in enumerate(feats):
         padded[i, : f.shape[0]] = f
-    tokens = torch.zeros(len(targets), max(1, int(target_lens.max())), dtype=torch.int64)
+    tokens = torch.zeros(len(targets), max(1, max(lengths)), dtype=torch.int64)
     for i, t in enumerate(targets):
         if len(t):
             tokens[i, : len(t)] = torch.as_tensor(list(t), dtype=torch.int64)
-    return Batch(padded, feat_lens, tokens, target_lens, list(ids))
+    return Batch(padded, feat_lens, tokens, target_lens, list(ids), sum(frames), max(frames))

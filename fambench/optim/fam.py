@@ -713,6 +713,7 @@ class FAMOptimizer(Optimizer):
         n_rows = len(params)
         ema = torch.zeros(n_rows, layout.max_bands, dtype=ema_dtype, device=device)
         first = torch.full((n_rows, 1), -1.0, dtype=ema_dtype)
+        fresh = False  # kept on the host: the plan is built without reading tensors back
         for r, p in enumerate(params):
             state = self.state[p]
             n_bands = layout.row_columns(r)[2]
@@ -721,10 +722,11 @@ class FAMOptimizer(Optimizer):
                 ema[r, :n_bands] = old.reshape(-1).to(device=device, dtype=ema_dtype)
             else:
                 first[r] = 1.0
+                fresh = True
             state["band_ema"] = ema[r, :n_bands]
         ema_weight = 1.0 - torch.tensor(layout.row_beta, dtype=ema_dtype).unsqueeze(1)
         first_weight = None
-        if bool((first > 0).any()):
+        if fresh:
             first_weight = torch.where(first > 0, first, ema_weight).to(device)
         return _EmaStorage(ema, ema_weight.to(device), first_weight)
 

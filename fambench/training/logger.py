@@ -40,6 +40,8 @@ class RunLogger:
         self.files = files
         self.emit = emit or (lambda event: None)
         self.writer: Any = None
+        self.lr = 0.0  # of the latest step read back
+        self.last_loss: float | None = None  # the latest logged interval mean
 
     def open_tensorboard(self, resume_step: int | None) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -52,17 +54,27 @@ class RunLogger:
             for key, value in values.items():
                 self.writer.add_scalar(f"{prefix}/{key}", value, step)
 
-    def train_step(self, state: TrainState, loss: float, grad_norm: float, lr: float) -> None:
-        """Account one step; every log_every steps (and at the last) append the interval mean."""
-        state.loss_sum += loss
-        state.grad_sum += grad_norm
-        state.interval_steps += 1
-        if state.step % self.plan.preset.log_every and state.step != self.plan.total_steps:
+    def logs_at(self, step: int) -> bool:
+        """Whether ``step`` ends a log interval (every log_every steps, and the last)."""
+        return step % self.plan.preset.log_every == 0 or step == self.plan.total_steps
+
+    def add_steps(self, state: TrainState, values: list[tuple[int, float, float, float]]) -> None:
+        """Add read-back steps (step, lr, loss, grad norm) to the interval; at a log step,
+        append the interval's mean as a row."""
+        for _, lr, loss, grad_norm in values:
+            state.loss_sum += loss
+            state.grad_sum += grad_norm
+            state.interval_steps += 1
+            self.lr = lr
+        if not values or not self.logs_at(state.step) or values[-1][0] != state.step:
             return
         n = state.interval_steps
         mean_loss, mean_grad = state.loss_sum / n, state.grad_sum / n
-        state.rows.append(train_row(state.step, state.train_s, mean_loss, lr, mean_grad))
-        self._scalars("train", {"loss": mean_loss, "lr": lr, "grad_norm": mean_grad}, state.step)
+        state.rows.append(train_row(state.step, state.train_s, mean_loss, self.lr, mean_grad))
+        self._scalars(
+            "train", {"loss": mean_loss, "lr": self.lr, "grad_norm": mean_grad}, state.step
+        )
+        self.last_loss = mean_loss
         state.loss_sum = state.grad_sum = 0.0
         state.interval_steps = 0
 
@@ -79,13 +91,13 @@ class RunLogger:
         )
         self.emit(ProgressEvent("eval", state.step, self.plan.total_steps, dev_wer=rates["wer"]))
 
-    def progress(self, state: TrainState, loss: float, steps_per_s: float) -> None:
+    def progress(self, state: TrainState, steps_per_s: float) -> None:
         self.emit(
             ProgressEvent(
                 "train",
                 state.step,
                 self.plan.total_steps,
-                train_loss=loss,
+                train_loss=self.last_loss,
                 dev_wer=state.final_dev["wer"] if state.final_dev else None,
                 steps_per_s=steps_per_s,
                 eta_s=(self.plan.total_steps - state.step) / steps_per_s,

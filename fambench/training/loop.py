@@ -7,8 +7,9 @@ import time
 from fambench.machine import CpuInterval, load_average, sample_cpu
 from fambench.rundir import train_row
 from fambench.training.checkpoint import save_checkpoint
+from fambench.training.interval import Diverged
 from fambench.training.state import Boundary
-from fambench.training.step import Diverged, RunContext, train_step
+from fambench.training.step import RunContext, record_interval, train_step
 from fambench.workloads.recognition import evaluate
 
 
@@ -27,6 +28,7 @@ def train_loop(run: RunContext) -> tuple[str, str]:
             done = budget_spent(run)
             due = done or state.step % plan.preset.eval_every == 0
             if state.step > 0 and state.last_eval_step != state.step and due:
+                record_interval(run)  # every step before the checkpoint, read back and checked
                 evaluate_dev(run)
                 account_cpu(run)
                 save_checkpoint(
@@ -49,10 +51,7 @@ def train_loop(run: RunContext) -> tuple[str, str]:
             state.train_s += tail
             run.session.train_s += tail
     except Diverged as exc:
-        account_cpu(run)
-        state.rows.append(train_row(exc.step, state.train_s, exc.loss, exc.lr, exc.grad_norm))
-        run.logger.write_metrics(state)
-        return "diverged", str(exc)
+        return diverged(run, exc)
     except KeyboardInterrupt:
         return interrupted(run, boundary)
     if run.data.test is not None:
@@ -76,6 +75,14 @@ def account_cpu(run: RunContext) -> None:
     now = sample_cpu()
     run.state.add_cpu(CpuInterval.between(run.session.cpu_mark, now))
     run.session.cpu_mark = now
+
+
+def diverged(run: RunContext, exc: Diverged) -> tuple[str, str]:
+    account_cpu(run)
+    state = run.state
+    state.rows.append(train_row(exc.step, state.train_s, exc.loss, exc.lr, exc.grad_norm))
+    run.logger.write_metrics(state)
+    return "diverged", str(exc)
 
 
 def budget_spent(run: RunContext) -> bool:
@@ -105,6 +112,10 @@ def interrupted(run: RunContext, boundary: Boundary) -> tuple[str, str]:
     """Save what an interruption allows and say how to resume."""
     state = run.state
     account_cpu(run)
+    try:
+        record_interval(run)  # the steps done so far belong to the checkpoint's sums
+    except Diverged as exc:
+        return diverged(run, exc)
     if run.session.in_update:
         message = (
             "interrupted during an update; run the same command to resume from the last checkpoint"

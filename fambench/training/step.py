@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -11,19 +10,12 @@ import torch
 from fambench.machine import CpuSample
 from fambench.rundir import RunFiles
 from fambench.training.interrupts import StopRequests
+from fambench.training.interval import PendingSteps
 from fambench.training.logger import RunLogger
 from fambench.training.plan import RunPlan
 from fambench.training.state import Trainee, TrainState
 from fambench.workloads import WorkloadData
 from fambench.workloads.recognition import autocast, ctc_loss_sum
-
-
-class Diverged(Exception):
-    """A non-finite or too large loss or gradient norm at `step` (the update was not applied)."""
-
-    def __init__(self, message: str, step: int, loss: float, lr: float, grad_norm: float):
-        super().__init__(message)
-        self.step, self.loss, self.lr, self.grad_norm = step, loss, lr, grad_norm
 
 
 @dataclass
@@ -34,6 +26,7 @@ class Session:
     train_s: float = 0.0
     in_update: bool = False  # between optimizer.step() and the end of the step's bookkeeping
     cpu_mark: CpuSample | None = None  # the CPU clocks when the last accounted span ended
+    pending: PendingSteps = field(default_factory=PendingSteps)  # steps not yet read back
     timings: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(
             ("data_s", "forward_s", "backward_s", "optimizer_s"), 0.0
@@ -56,7 +49,11 @@ class RunContext:
 
 
 def train_step(run: RunContext, t0: float) -> float:
-    """One step; t0 is when this step's share of training time began. Returns its end."""
+    """One step; t0 is when this step's share of training time began. Returns its end.
+
+    Nothing in it reads a value back from the device: loss and gradient norm wait in
+    ``session.pending`` until the log interval ends (`record_interval`).
+    """
     state, trainee, preset, device = run.state, run.trainee, run.plan.preset, run.trainee.device
     batch = run.data.train_batch(trainee.stream.next(), trainee.specaug_gen)
     feats = batch.feats.to(device, non_blocking=True)
@@ -65,38 +62,35 @@ def train_step(run: RunContext, t0: float) -> float:
     target_lens = batch.target_lens.to(device, non_blocking=True)
     t1 = time.perf_counter()
     with autocast(preset, device):
-        log_probs, out_lens = trainee.model(feats, lens)
+        log_probs, out_lens = trainee.model(feats, lens, batch.max_frames)
     loss = ctc_loss_sum(log_probs, out_lens, targets, target_lens) / target_lens.sum()
-    loss_value = float(loss.detach())
     t2 = time.perf_counter()
     lr = float(trainee.optimizer.param_groups[0]["lr"])
-    if not math.isfinite(loss_value) or loss_value > preset.max_loss:
-        raise Diverged(
-            f"diverged at step {state.step + 1}: train loss {loss_value:.4g} "
-            f"(bound {preset.max_loss:g}) at lr {lr:.4g}",
-            state.step + 1, loss_value, lr, math.nan,
-        )  # fmt: skip
     trainee.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainee.model.parameters(), preset.grad_clip))
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainee.model.parameters(), preset.grad_clip)
     t3 = time.perf_counter()
-    if not math.isfinite(grad_norm):
-        raise Diverged(
-            f"diverged at step {state.step + 1}: gradient norm {grad_norm} at lr {lr:.4g}",
-            state.step + 1, loss_value, lr, grad_norm,
-        )  # fmt: skip
     run.session.in_update = True
     trainee.optimizer.step()
     trainee.scheduler.step()
     t4 = time.perf_counter()
     state.step += 1
     state.train_s += t4 - t0
-    state.audio_s += float(batch.feat_lens.sum()) * run.data.hop_s
-    run.logger.train_step(state, loss_value, grad_norm, lr)
+    state.audio_s += batch.audio_frames * run.data.hop_s
+    run.session.pending.add(state.step, lr, loss, grad_norm)
     run.session.in_update = False
+    if run.logger.logs_at(state.step):
+        record_interval(run)
     _account(run.session, t0, t1, t2, t3, t4)
-    run.logger.progress(state, loss_value, run.session.steps / run.session.train_s)
+    run.logger.progress(state, run.session.steps / run.session.train_s)
     return t4
+
+
+def record_interval(run: RunContext) -> None:
+    """Read the pending steps back (one host read) into the run's interval sums, and append
+    the interval's row at a log step. Diverged when one of them diverged."""
+    values = run.session.pending.read_back(run.plan.preset.max_loss)
+    run.logger.add_steps(run.state, values)
 
 
 def _account(session: Session, t0: float, t1: float, t2: float, t3: float, t4: float) -> None:
