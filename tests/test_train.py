@@ -92,7 +92,9 @@ def test_divergence_stops_with_status_diverged(smoke):
     assert summary["steps"] < 30
     metrics = load_run(outcome.run_dir).metrics
     last = metrics.iloc[-1]
-    assert last["step"] == summary["steps"] + 1
+    # Found when the log interval's values come back (smoke logs every step): at the last
+    # step taken, whose update was applied.
+    assert last["step"] == summary["steps"]
     assert (
         not math.isfinite(last["train_loss"])
         or last["train_loss"] > 1000
