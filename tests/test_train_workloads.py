@@ -36,6 +36,7 @@ def test_presets_are_listed_default_first_and_unknown_names_list_the_choices():
         "ci-deep",
         "mini-librispeech",
         "librispeech-100",
+        "algoperf-conformer",
     } == set(names)
     with pytest.raises(ConfigError, match="choose one of: synth, smoke"):
         get_preset("tiny")
@@ -146,3 +147,32 @@ def test_librispeech_preset_trains_on_a_librispeech_layout(synth_corpus, tmp_pat
     )
     assert outcome.status == "completed" and outcome.summary["test_wer"] is None
     assert outcome.summary["final_dev_wer"] is not None
+
+
+def test_the_algoperf_preset_has_algoperfs_shape_and_targets(tmp_path):
+    from fambench.workloads.data import subset_parts
+
+    p = get_preset("algoperf-conformer")
+    assert (p.model.d_model, p.model.n_layers, p.model.n_heads) == (512, 4, 8)
+    assert (p.model.ffn_dim, p.model.conv_kernel, p.data.vocab_size) == (2048, 5, 1024)
+    assert (p.target_wer, p.test_target_wer, p.steps) == (0.085884, 0.052981, 80_000)
+    assert subset_parts(p.data.train_subset) == [
+        "train-clean-100", "train-clean-360", "train-other-500",
+    ]  # fmt: skip
+    assert subset_parts(p.data.dev_subset) == ["dev-clean", "dev-other"]
+    assert "test_target_wer" not in p.identity() and "target_wer" not in p.identity()
+    (tmp_path / "LibriSpeech" / "train-clean-100").mkdir(parents=True)
+    with pytest.raises(DataError, match="subset train-clean-360 not found"):
+        resolve_data_root(p, tmp_path)
+
+
+def test_joined_subsets_read_as_one(synth_corpus):
+    from fambench.data.librispeech import load_manifest
+    from fambench.workloads import DataSpec
+    from fambench.workloads.data import _manifests
+
+    spec = DataSpec(kind="librispeech", train_subset="dev-synth+test-synth", dev_subset="dev-synth")
+    manifests = _manifests(spec, synth_corpus)
+    dev, test = load_manifest(synth_corpus, "dev-synth"), load_manifest(synth_corpus, "test-synth")
+    assert manifests["train"]["utt_id"].tolist() == dev["utt_id"].tolist() + test["utt_id"].tolist()
+    assert manifests["train"].index.tolist() == list(range(len(dev) + len(test)))

@@ -211,8 +211,9 @@ def presets_command() -> None:
         details = (
             f"{data}; d={p.model.d_model} x {p.model.n_layers} layers; "
             f"{p.batch_frames} frames/batch; {p.steps} steps, eval every {p.eval_every}; "
-            f"target WER {_fmt(target.wer, '.3f')}"
+            f"target WER {_fmt(target.wer, '.6g')}"
             + (f" (AlgoPerf: median of {target.baseline}'s seeds)" if target.baseline else "")
+            + (f", test WER {p.test_target_wer:g}" if p.test_target_wer is not None else "")
         )
         tuned = load_tuned(p.name)
         values = "\n".join(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from fambench.data.batching import Batch, LengthBucketBatcher, collate, drop_infeasible
@@ -118,11 +119,17 @@ def resolve_data_root(preset: Preset, data_root: Path | None) -> Path | None:
     if (root / "LibriSpeech").is_dir():
         root = root / "LibriSpeech"
     for subset in (spec.train_subset, spec.dev_subset, spec.test_subset):
-        if subset is not None and not (root / subset).is_dir():
-            raise DataError(
-                f"--data {root}: subset {subset} not found (expected the directory {root / subset})"
-            )
+        for part in subset_parts(subset):
+            if not (root / part).is_dir():
+                raise DataError(
+                    f"--data {root}: subset {part} not found (expected the directory {root / part})"
+                )
     return root.resolve()
+
+
+def subset_parts(subset: str | None) -> list[str]:
+    """``"train-clean-100+train-clean-360"`` → its LibriSpeech subsets ([] for None)."""
+    return [part for part in (subset or "").split("+") if part]
 
 
 def _evenly_spaced(n_total: int, n_keep: int | None) -> list[int]:
@@ -183,7 +190,13 @@ def _manifests(spec: DataSpec, root: Path) -> dict[str, Any]:
     """Manifest per role (train, dev, test when the preset has one); dev thinned if asked."""
     subsets = {"train": spec.train_subset, "dev": spec.dev_subset, "test": spec.test_subset}
     manifests = {
-        role: load_manifest(root, subset, skip_bad=(role == "train"))
+        role: pd.concat(
+            [
+                load_manifest(root, part, skip_bad=(role == "train"))
+                for part in subset_parts(subset)
+            ],
+            ignore_index=True,
+        )
         for role, subset in subsets.items()
         if subset is not None
     }
