@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint run benchmark bench-optim bench-data bench-train clean
+.PHONY: install test lint run benchmark bench-optim bench-data bench-train gpu-check clean
 
 install: $(STAMP)
 
@@ -45,6 +45,13 @@ bench-data: install
 
 bench-train: install
 	$(BIN)/python benchmarks/training_throughput.py
+
+# On a machine with one CUDA GPU: throughput, memory, phase shares and host syncs per optimizer.
+# It runs with that machine's own Python and CUDA torch (no .venv: the CPU wheels pinned here
+# are not what a GPU machine wants); `pip install --no-deps -e .` and the missing pure-Python
+# dependencies first.
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

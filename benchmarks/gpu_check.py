@@ -1,0 +1,229 @@
+"""The GPU check (issue 13): throughput, memory, phase shares and host syncs per optimizer.
+
+Needs only this repository and one CUDA GPU; makes its own data: a clearly labelled
+*synthetic feature stream* (random 80-bin log-mel frames, utterance lengths drawn around
+LibriSpeech's mean of 12.3 s, random subword targets), because the question here is the speed
+of the training step, not what it learns. For the ``librispeech-100`` model shape and batch it
+prints, per optimizer (adamw, sgd, fam, with the preset's tuned values): steps/s, seconds of
+audio per second, peak GPU memory, the share of step time in data/forward/backward/optimizer
+(CUDA events), and host synchronisations per step (``torch.cuda.set_sync_debug_mode("warn")``
+counts them); then the optimizer step alone — fam, fam-fixed, fused and foreach AdamW, foreach
+SGD-momentum — on the same parameters.
+
+    python benchmarks/gpu_check.py                 # on a GPU machine (make gpu-check)
+    python benchmarks/gpu_check.py --device cpu --preset smoke --steps 3   # a dry run
+
+Not yet measured here: a one-GPU torchrun run (data-parallel training is still to come).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+import warnings
+
+import torch
+
+from fambench.model import ConformerCTC
+from fambench.optim import build_optimizer
+from fambench.workloads import get_preset, load_tuned
+from fambench.workloads.recognition import autocast, ctc_loss_sum
+
+HOP_S = 0.01
+MEAN_FRAMES, SD_FRAMES = 1230, 400  # LibriSpeech utterances: about 12.3 s ± 4 s
+
+
+def synthetic_batches(frames_per_batch: int, n_mels: int, vocab: int, seed: int, count: int):
+    """``count`` padded batches of random features and targets: (feats, lens, targets, tlens,
+    max_frames, audio_frames), all on the host."""
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        lengths: list[int] = []
+        while True:
+            n = int(torch.normal(float(MEAN_FRAMES), float(SD_FRAMES), (1,), generator=gen))
+            n = max(200, min(n, 3000))
+            if (len(lengths) + 1) * max([n, *lengths]) > frames_per_batch and lengths:
+                break
+            lengths.append(n)
+        longest = max(lengths)
+        feats = torch.randn(len(lengths), longest, n_mels, generator=gen)
+        tlens = [max(1, n // 40) for n in lengths]  # ~2.5 subwords per second
+        targets = torch.randint(1, vocab, (len(lengths), max(tlens)), generator=gen)
+        batches.append(
+            (feats, torch.tensor(lengths), targets, torch.tensor(tlens), longest, sum(lengths))
+        )
+    return batches
+
+
+class SyncCounter(contextlib.AbstractContextManager):
+    """Counts the host synchronisations CUDA reports while active (sync debug mode "warn")."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.count = device, 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            self._catch = warnings.catch_warnings(record=True)
+            self._records = self._catch.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+            self.count = sum("synchroniz" in str(w.message) for w in self._records)
+            self._catch.__exit__(*exc)
+        return False
+
+
+def _event(device: torch.device):
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def _elapsed(start, end) -> float:
+    return start.elapsed_time(end) / 1000.0 if hasattr(start, "elapsed_time") else end - start
+
+
+def train_steps(name: str, preset, device: torch.device, batches, steps: int) -> dict:
+    """Time ``steps`` training steps of ``name`` (after two warm-up steps)."""
+    torch.manual_seed(0)
+    settings = preset.model.replace(vocab_size=preset.data.vocab_size or 256)
+    model = ConformerCTC(settings).to(device).train()
+    tuned = {
+        k: v
+        for k, v in load_tuned(preset.name).for_optimizer(name).items()
+        if k != "warmup_fraction"
+    }
+    optimizer = build_optimizer(name, model, **tuned)
+    phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    syncs, audio_frames, wall = 0, 0, 0.0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for i in range(steps + 2):
+        feats, lens, targets, tlens, longest, frames = batches[i % len(batches)]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        with SyncCounter(device) as counter:
+            e0 = _event(device)
+            x = feats.to(device, non_blocking=True)
+            xl, y, yl = (t.to(device, non_blocking=True) for t in (lens, targets, tlens))
+            e1 = _event(device)
+            with autocast(preset, device):
+                log_probs, out_lens = model(x, xl, longest)
+            loss = ctc_loss_sum(log_probs, out_lens, y, yl) / yl.sum()
+            e2 = _event(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
+            e3 = _event(device)
+            optimizer.step()
+            e4 = _event(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i < 2:
+            continue  # warm-up
+        wall += time.perf_counter() - started
+        syncs += counter.count
+        audio_frames += frames
+        for key, (a, b) in zip(phases, ((e0, e1), (e1, e2), (e2, e3), (e3, e4)), strict=True):
+            phases[key] += _elapsed(a, b)
+    total = sum(phases.values()) or 1.0
+    peak = (
+        torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    )
+    return {
+        "optimizer": name,
+        "steps/s": steps / wall,
+        "audio s/s": audio_frames * HOP_S / wall,
+        "peak GiB": peak,
+        **{f"{k} %": 100 * v / total for k, v in phases.items()},
+        "syncs/step": syncs / steps,
+    }
+
+
+def optimizer_steps(preset, device: torch.device, repeats: int) -> list[tuple[str, float]]:
+    """Median seconds of step() alone, each optimizer on its own copy of the same parameters."""
+    settings = preset.model.replace(vocab_size=preset.data.vocab_size or 256)
+    rows = []
+    variants = {
+        "fam": ("fam", {"fam_start_step": 1}),
+        "fam-fixed": ("fam-fixed", {}),
+        "adamw (fused)": ("adamw", {"fused": True} if device.type == "cuda" else {}),
+        "adamw (foreach)": ("adamw", {}),
+        "sgd-momentum (foreach)": ("sgd", {"nesterov": False, "lr": 0.1}),
+    }
+    for label, (name, extra) in variants.items():
+        torch.manual_seed(0)
+        model = ConformerCTC(settings).to(device)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * 1e-3
+        try:
+            optimizer = build_optimizer(name, model, **extra)
+        except (TypeError, ValueError) as exc:  # e.g. a torch without fused AdamW here
+            print(f"  {label}: skipped ({exc})")
+            continue
+        times = []
+        for i in range(repeats + 3):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= 3:
+                times.append(time.perf_counter() - started)
+        rows.append((label, statistics.median(times)))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="librispeech-100")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("error: no CUDA device; --device cpu runs a dry run")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    preset = get_preset(args.preset)
+    vocab = preset.data.vocab_size or 256
+    print(f"preset {preset.name}: synthetic feature stream (random log-mels, LibriSpeech-like "
+          f"lengths), {preset.batch_frames} frames per batch")  # fmt: skip
+    batches = synthetic_batches(preset.batch_frames, preset.model.n_mels, vocab, 0, 4)
+    header = None
+    for name in ("adamw", "sgd", "fam"):
+        row = train_steps(name, preset, device, batches, args.steps)
+        if header is None:
+            header = list(row)
+            print(" | ".join(header))
+        print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
+    print("optimizer step alone (median ms):")
+    steps = optimizer_steps(preset, device, args.repeats)
+    sgd = dict(steps).get("sgd-momentum (foreach)")
+    fused = dict(steps).get("adamw (fused)")
+    for label, seconds in steps:
+        ratios = []
+        if sgd:
+            ratios.append(f"{seconds / sgd:.2f}x foreach SGD-momentum")
+        if fused:
+            ratios.append(f"{seconds / fused:.2f}x fused AdamW")
+        print(f"  {label}: {seconds * 1e3:.3f} ms ({', '.join(ratios)})")
+    print("torchrun (1 GPU): not measured yet: data-parallel training is not implemented")
+
+
+if __name__ == "__main__":
+    main()
