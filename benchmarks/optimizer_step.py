@@ -3,12 +3,15 @@
 Builds the project's own model (fambench.model.ConformerCTC) at two sizes: a ~2.2M-parameter
 one (d=144, 4 layers, ffn 576, 4 heads, 64 front-end channels, 256 tokens) and a ~19M one
 (d=256, 12 layers, ffn 1024, 128 front-end channels), fills gradients from a fixed seed, and
-times ``step()`` of each optimizer, interleaved round-robin so that machine load affects all of
-them alike. FAM is timed after ``fam_start_step`` so its analysis runs. "reference" is the
-plain per-tensor implementation of the specification (fambench.optim.reference).
+times ``step()`` of each optimizer. By default each optimizer is timed on its own, one after
+the other (its caches warm, as in training); ``--interleave`` times them round-robin instead,
+so that a busy machine affects all alike. FAM is timed after ``fam_start_step`` so its
+analysis runs. "sgd" is the registry's (Nesterov); "sgd-momentum" is torch's plain foreach
+SGD with momentum 0.9 (no Nesterov), the ratio the FAM goal is stated against; "reference" is
+the plain per-tensor implementation of the specification (fambench.optim.reference).
 
     python benchmarks/optimizer_step.py [--threads 2] [--repeats 40] [--models small,large]
-                                        [--kernel 31] [--weight-decay 1e-4]
+                                        [--kernel 31] [--weight-decay 1e-4] [--interleave]
 """
 
 from __future__ import annotations
@@ -43,10 +46,15 @@ def build_optimizers(
     """Each optimizer with its registry defaults (and ``weight_decay`` when given)."""
     extra = {} if weight_decay is None else {"weight_decay": weight_decay}
     optimizers = {}
-    for name in ("sgd", "adamw", "fam", "fam-fixed", "reference"):
+    for name in ("sgd", "sgd-momentum", "adamw", "fam", "fam-fixed", "reference"):
         replica = copy.deepcopy(model)
         fill_gradients(replica, seed=0)
-        if name == "reference":
+        if name == "sgd-momentum":
+            optimizer = torch.optim.SGD(
+                replica.parameters(), lr=0.1, momentum=0.9, nesterov=False, foreach=True,
+                **extra,
+            )  # fmt: skip
+        elif name == "reference":
             groups = get_parameter_groups(replica, weight_decay=weight_decay or 0.0)
             optimizer = ReferenceFAM(groups, fam_start_step=FAM_START)
         elif name.startswith("fam"):
@@ -63,13 +71,25 @@ def fill_gradients(model: nn.Module, seed: int) -> None:
         p.grad = torch.randn(p.shape, generator=generator) * 1e-2
 
 
-def time_steps(optimizers, warmup: int, repeats: int) -> dict[str, list[float]]:
-    for _ in range(warmup):
-        for _, optimizer in optimizers.values():
-            optimizer.step()
+def time_steps(
+    optimizers, warmup: int, repeats: int, interleave: bool = False
+) -> dict[str, list[float]]:
+    """Seconds per step() of each optimizer: each on its own (default) or round-robin."""
     times: dict[str, list[float]] = {name: [] for name in optimizers}
-    for _ in range(repeats):
-        for name, (_, optimizer) in optimizers.items():
+    if interleave:
+        for _ in range(warmup):
+            for _, optimizer in optimizers.values():
+                optimizer.step()
+        for _ in range(repeats):
+            for name, (_, optimizer) in optimizers.items():
+                start = time.perf_counter()
+                optimizer.step()
+                times[name].append(time.perf_counter() - start)
+        return times
+    for name, (_, optimizer) in optimizers.items():
+        for _ in range(warmup):
+            optimizer.step()
+        for _ in range(repeats):
             start = time.perf_counter()
             optimizer.step()
             times[name].append(time.perf_counter() - start)
@@ -86,6 +106,7 @@ def main() -> None:
     parser.add_argument(
         "--weight-decay", type=float, default=None, help="for every optimizer (default: registry's)"
     )
+    parser.add_argument("--interleave", action="store_true", help="time round-robin")
     args = parser.parse_args()
     unknown = sorted(set(args.models.split(",")) - set(MODELS))
     if unknown:
@@ -100,8 +121,8 @@ def main() -> None:
         f"{'registry default' if args.weight_decay is None else args.weight_decay})"
     )
     header = (
-        f"{'model':<7} {'params':>8} {'optimizer':<10} {'median ms':>10} {'p10 ms':>8} "
-        f"{'p90 ms':>8} {'x sgd':>7}"
+        f"{'model':<7} {'params':>8} {'optimizer':<12} {'median ms':>10} {'p10 ms':>8} "
+        f"{'p90 ms':>8} {'x sgd':>7} {'x sgd-mom':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -110,8 +131,9 @@ def main() -> None:
         model = ConformerCTC(MODELS[key].replace(conv_kernel=args.kernel))
         n_params = count_parameters(model)
         optimizers = build_optimizers(model, args.weight_decay)
-        times = time_steps(optimizers, args.warmup, args.repeats)
+        times = time_steps(optimizers, args.warmup, args.repeats, args.interleave)
         base = statistics.median(times["sgd"])
+        plain = statistics.median(times["sgd-momentum"])
         for name, values in times.items():
             ordered = sorted(values)
             median = statistics.median(values)
@@ -119,8 +141,9 @@ def main() -> None:
             p90 = ordered[(9 * len(ordered)) // 10]
             unstable |= p90 > 2 * p10
             print(
-                f"{key:<7} {n_params / 1e6:>7.2f}M {name:<10} {median * 1e3:>10.2f} "
-                f"{p10 * 1e3:>8.2f} {p90 * 1e3:>8.2f} {median / base:>7.2f}"
+                f"{key:<7} {n_params / 1e6:>7.2f}M {name:<12} {median * 1e3:>10.2f} "
+                f"{p10 * 1e3:>8.2f} {p90 * 1e3:>8.2f} {median / base:>7.2f} "
+                f"{median / plain:>9.2f}"
             )
         del optimizers
     if unstable:
