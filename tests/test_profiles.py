@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 import fambench.cli as cli
 import fambench.targets
 from fambench.compare import aggregate, load_results
+from fambench.errors import ConfigError
 from fambench.profiles import (
+    Workloads,
     performance_profile,
     performance_ratios,
     profile_scores,
@@ -155,11 +157,11 @@ def test_compare_prints_times_profile_scores_and_speedups(toy_dir, monkeypatch):
 
 def test_profile_plot_needs_two_workloads(toy_dir):
     result = invoke("compare", toy_dir, "--preset", "w1", "--profile-plot", toy_dir / "p.png")
-    assert result.exit_code == 2
-    assert "a performance profile needs every configuration's time on at least two" in (
-        result.output
-    )
+    assert result.exit_code == 0  # the comparison itself is fine: a warning, no plot
+    assert "needs every configuration's time on at least two workloads" in result.output
     assert not (toy_dir / "p.png").exists()
+    with pytest.raises(ConfigError, match="complete: none of w1"):
+        Workloads.of(load_results([toy_dir], preset="w1"), reference="fam").plot(toy_dir / "p.png")
 
 
 def test_report_has_the_workloads_section_and_plot(toy_dir):

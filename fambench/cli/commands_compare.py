@@ -300,7 +300,16 @@ def compare_command(
                 include_contended=include_contended,
             )
             if profile_plot is not None:
-                workloads.plot(profile_plot)
+                if workloads is not None and workloads.n_profiled >= 2:
+                    workloads.plot(profile_plot)
+                else:
+                    err_console.print(
+                        f"[yellow]warning:[/] no {profile_plot} written: a performance profile "
+                        "needs every configuration's time on at least two workloads",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                    profile_plot = None
         if out is not None:
             if name == "markdown":
                 text = to_markdown(comparison_display(agg))
