@@ -269,11 +269,10 @@ def _training_runner(
     from fambench.rundir.loading import read_summary
     from fambench.training import plan_run, run_training
 
-    for cell in cells:
-        plan_run(cell.request())
+    plans = {id(cell): plan_run(cell.request()) for cell in cells}  # validates every cell
 
     def runner(cell: GridCell) -> Any:
-        plan = plan_run(cell.request())
+        plan = plans.get(id(cell)) or plan_run(cell.request())
         with _claimed(cell.out_dir, plan.run_id) as mine:
             if not mine:
                 return _Taken(plan.run_dir)
