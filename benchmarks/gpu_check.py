@@ -13,7 +13,9 @@ SGD-momentum — on the same parameters.
     python benchmarks/gpu_check.py                 # on a GPU machine (make gpu-check)
     python benchmarks/gpu_check.py --device cpu --preset smoke --steps 3   # a dry run
 
-Not yet measured here: a one-GPU torchrun run (data-parallel training is still to come).
+Last, a one-GPU ``torchrun`` run end to end: ``fambench run --preset smoke-nodropout`` under
+``torchrun --standalone --nproc-per-node 1`` (DDP on NCCL; the smoke corpus is generated with
+eSpeak NG first), its status, steps/s and the rank digests from its summary.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def train_steps(name: str, preset, device: torch.device, batches, steps: int) ->
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for i in range(steps + 2):
-        feats, lens, targets, tlens, longest, frames = batches[i % len(batches)]
+        feats, lens, targets, tlens, _, frames = batches[i % len(batches)]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         started = time.perf_counter()
@@ -118,7 +120,7 @@ def train_steps(name: str, preset, device: torch.device, batches, steps: int) ->
             xl, y, yl = (t.to(device, non_blocking=True) for t in (lens, targets, tlens))
             e1 = _event(device)
             with autocast(preset, device):
-                log_probs, out_lens = model(x, xl, longest)
+                log_probs, out_lens = model(x, xl)
             loss = ctc_loss_sum(log_probs, out_lens, y, yl) / yl.sum()
             e2 = _event(device)
             optimizer.zero_grad(set_to_none=True)
@@ -222,7 +224,43 @@ def main() -> None:
         if fused:
             ratios.append(f"{seconds / fused:.2f}x fused AdamW")
         print(f"  {label}: {seconds * 1e3:.3f} ms ({', '.join(ratios)})")
-    print("torchrun (1 GPU): not measured yet: data-parallel training is not implemented")
+    torchrun_check(args.device)
+
+
+def torchrun_check(device: str, steps: int = 60) -> None:
+    """``fambench run`` under torchrun on one process, end to end; prints what it recorded."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results"
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+            "-m", "fambench", "run", "--preset", "smoke-nodropout", "-o", "fam",
+            "--steps", str(steps), "--out", str(out), "--cache-dir", str(Path(tmp) / "data"),
+        ]  # fmt: skip
+        env = dict(os.environ)
+        if device == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        wall = time.perf_counter() - started
+        summaries = list(out.glob("*/summary.json"))
+        if done.returncode != 0 or not summaries:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+            print(f"torchrun (1 process): FAILED (exit {done.returncode}): " + " | ".join(tail))
+            return
+        summary = json.loads(summaries[0].read_text())
+        config = json.loads((summaries[0].parent / "config.json").read_text())
+        print(
+            f"torchrun (1 process, {config['provenance']['device']}): {summary['status']}, "
+            f"{summary['steps']} steps, {summary['steps_per_s']:.1f} steps/s, "
+            f"world_size {summary['world_size']}, {wall:.0f} s with corpus generation"
+        )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,16 @@ SUMMARY_FLOATS = tuple(
     f
     for f in SUMMARY_FIELDS
     if f
-    not in ("format_version", "run_id", "status", "steps", "target_wer", "contended", "message")
+    not in (
+        "format_version",
+        "run_id",
+        "status",
+        "steps",
+        "target_wer",
+        "contended",
+        "rank_digests",
+        "message",
+    )
 )
 #: The statistics read off wall-clock time: left out for runs that were contended.
 TIME_STATS = ("train_s", "steps_per_s", "audio_s_per_s")

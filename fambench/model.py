@@ -129,28 +129,28 @@ class ConformerCTC(nn.Module):
         return torch.clamp(((feat_lens - 1) // 2 - 1) // 2, min=0)
 
     def forward(
-        self, feats: torch.Tensor, feat_lens: torch.Tensor, max_frames: int | None = None
+        self, feats: torch.Tensor, feat_lens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, T, n_mels), feat_lens (B,) -> log_probs (B, T', V), out_lens (B,).
 
-        ``max_frames``: the longest of feat_lens when the caller knows it on the host (the
-        trainer does); without it the model reads it back from the device.
+        Frames beyond an utterance's length are padding, however much of it there is: the
+        attention ignores them and the depthwise convolutions see zeros. Nothing here reads a
+        value back from the device (torchaudio's Conformer.forward sizes its mask with
+        ``lengths.max().item()``; the layers are called directly with this mask instead).
         """
         if feats.shape[1] < 7:
             raise ValueError(f"need at least 7 frames for the 4x subsampling, got {feats.shape[1]}")
         x = self.dropout(self.frontend(feats))
         out_lens = torch.clamp(self.output_lengths(feat_lens).to(torch.long), max=x.shape[1])
-        # torchaudio sizes its attention mask by the longest length: drop frames beyond it.
-        longest = (
-            self.subsampled_length(max_frames) if max_frames is not None else int(out_lens.max())
-        )
-        x = x[:, :longest]
         valid = torch.arange(x.shape[1], device=x.device)[None, :] < out_lens[:, None]
         mask = valid.unsqueeze(1).to(x.dtype)  # (B, 1, T') as the conv module sees (B, D, T')
         for conv in self._depthwise:
             conv.frame_mask = mask
         try:
-            x, _ = self.encoder(x, out_lens)
+            x = x.transpose(0, 1)  # torchaudio's layers take (T', B, D)
+            for layer in self.encoder.conformer_layers:
+                x = layer(x, ~valid)
+            x = x.transpose(0, 1)
         finally:
             for conv in self._depthwise:
                 conv.frame_mask = None

@@ -262,13 +262,16 @@ def run_worker(
         dists = {k: CategoricalDistribution(list(v)) for k, v in request.grid.items()}
     storage = open_storage(request)
     for index in range(request.studies):
-        study = optuna.create_study(
-            study_name=request.study_name(index),
-            storage=storage,
-            sampler=_sampler(request, index),
-            direction="minimize",
-            load_if_exists=True,
-        )
+        # One worker at a time: on a fresh database, two creating Optuna's tables at once
+        # collide (duplicate type "studydirection" on PostgreSQL).
+        with _tuning_lock(Path(request.out_dir)):
+            study = optuna.create_study(
+                study_name=request.study_name(index),
+                storage=storage,
+                sampler=_sampler(request, index),
+                direction="minimize",
+                load_if_exists=True,
+            )
         while True:
             with reserved_cores(request.threads or default_threads(), on_wait=on_wait):
                 if (job := _next_trial(study, request, dists)) is None:

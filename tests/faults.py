@@ -55,7 +55,7 @@ def injected(point: str, sig: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     fire = lambda: _fire(sig)  # noqa: E731
     progress = None
     if point == "features":
-        monkeypatch.setattr(FeatureCache, "_save", _nth_call(1, fire, FeatureCache._save))
+        monkeypatch.setattr(FeatureCache, "_write", _nth_call(1, fire, FeatureCache._write))
     elif point == "step":
 
         def progress(event):
@@ -75,7 +75,7 @@ def injected(point: str, sig: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[
                     if calls[0] == AT_STEP:
                         fire()
 
-            model.encoder.register_forward_pre_hook(hook)
+            model.encoder.conformer_layers[0].register_forward_pre_hook(hook)
             return model
 
         monkeypatch.setattr(setup, "build_model", build_model)

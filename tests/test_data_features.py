@@ -7,13 +7,14 @@ import errno
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-import fambench.data.features as features_module
 from fambench.data.features import (
     FeatureCache,
     FeatureSettings,
+    FeatureStore,
     LogMel,
     SpecAugment,
     apply_cmvn,
@@ -77,9 +78,25 @@ def test_a_cold_and_a_warm_load_return_bitwise_equal_features(dev, tmp_path):
         # The stored float16 values (not the float32 computation), on the cold load too.
         assert torch.equal(c, direct[row.utt_id].half().float())
         assert not torch.equal(c, direct[row.utt_id])
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    assert blob["data"].dtype == torch.float16 and blob["ids"] == dev["utt_id"].tolist()
-    assert torch.equal(torch.cat([cold[u] for u in blob["ids"]]), blob["data"].float())
+    store = FeatureStore.open(path)  # float16 frames back to back, memory-mapped
+    assert isinstance(store.data, np.memmap) and store.data.dtype == np.float16
+    assert store.ids == dev["utt_id"].tolist()
+    assert store.lengths.tolist() == [cold[u].shape[0] for u in store.ids]
+    assert torch.equal(
+        torch.cat([cold[u] for u in store.ids]), torch.from_numpy(np.array(store.data)).float()
+    )
+    assert path.stat().st_size > store.data.nbytes  # + the index and its trailer
+
+
+def test_a_truncated_or_foreign_feature_file_is_recomputed(dev, tmp_path):
+    cache = FeatureCache(tmp_path, FeatureSettings())
+    good = cache.load(dev.head(3))
+    path = cache.path_for(dev.head(3))
+    for damage in (path.read_bytes()[:-5], b"not features at all"):
+        path.write_bytes(damage)
+        again = FeatureCache(tmp_path, FeatureSettings()).load(dev.head(3))
+        assert all(torch.equal(again[u], good[u]) for u in good)
+        assert FeatureStore.open(path).ids == list(good)
 
 
 def test_an_empty_manifest_loads_as_no_features_cold_and_warm(dev, tmp_path):
@@ -100,7 +117,7 @@ def test_a_changed_setting_or_manifest_never_reads_a_stale_cache(dev, tmp_path):
     assert feature_key(dev.head(4), FeatureSettings(hop_ms=20.0)) != feature_key(
         dev.head(4), FeatureSettings()
     )
-    assert len(list(tmp_path.glob("feats-*.pt"))) == 2
+    assert len(list(tmp_path.glob("feats-*.f16"))) == 2
 
 
 def test_an_unwritable_cache_directory_is_a_file_write_error_naming_the_file(dev, tmp_path):
@@ -202,20 +219,20 @@ def test_after_a_full_disk_no_temporary_is_left_and_the_next_load_is_a_fresh_com
 
 
 def test_a_real_write_limit_while_saving_is_a_file_write_error_and_leaves_nothing(dev, tmp_path):
-    """The kernel refuses the write (RLIMIT_FSIZE: EFBIG), through torch's real writer."""
+    """The kernel refuses the write (RLIMIT_FSIZE: EFBIG), through the real writer."""
     import resource
     import signal
 
     manifest = dev.head(4)
     cache = FeatureCache(tmp_path, FeatureSettings())
     path = cache.path_for(manifest)
-    feats = cache.compute(manifest)
+    feats = cache.compute(manifest)  # before the limit: the extraction's own files stay free
     old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, old_limit[1]))
     try:
         with pytest.raises(FileWriteError) as caught:
-            cache._save(path, features_module._pack(feats))
+            cache.load(manifest)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         signal.signal(signal.SIGXFSZ, old_handler)

@@ -110,5 +110,5 @@ def test_killed_then_resumed_equals_an_uninterrupted_run(
 
 def test_a_cold_cache_run_equals_a_warm_cache_run(synth_corpus, references, tmp_path):
     cold = run_training(request("fam", synth_corpus, tmp_path / "cache", tmp_path / "runs"))
-    assert list((tmp_path / "cache").rglob("feats-*.pt"))  # it computed the features itself
+    assert list((tmp_path / "cache").rglob("feats-*.f16"))  # it computed the features itself
     assert_same_run(references["fam"], cold.run_dir)

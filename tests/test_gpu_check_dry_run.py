@@ -25,3 +25,5 @@ def test_gpu_check_dry_run_prints_every_table():
     assert "synthetic feature stream" in out.stdout
     for label in ("fam:", "fam-fixed:", "adamw (foreach):", "sgd-momentum (foreach):"):
         assert any(line.strip().startswith(label) for line in lines), label
+    (torchrun,) = [line for line in lines if line.startswith("torchrun (1 process")]
+    assert "completed, 60 steps" in torchrun and "world_size 1" in torchrun, torchrun

@@ -30,6 +30,7 @@ def test_presets_are_listed_default_first_and_unknown_names_list_the_choices():
     assert names[0] == DEFAULT_PRESET == "synth"
     assert {
         "smoke",
+        "smoke-nodropout",
         "synth",
         "ci",
         "ci-subword",
@@ -90,7 +91,7 @@ def test_resolve_data_root_accepts_the_root_or_its_parent(synth_corpus, tmp_path
 def test_workload_data_is_normalised_feasible_and_batched(synth_corpus, tmp_path):
     preset = get_preset("smoke")
     data = load_workload_data(preset, tmp_path / "cache", synth_corpus)
-    frames = torch.cat(data.train_feats)
+    frames = torch.cat(list(data.train_feats))
     assert frames.mean().abs() < 0.05 and (frames.std() - 1).abs() < 0.1  # CMVN
     for feats, target in zip(data.train_feats, data.train_targets, strict=True):
         assert ConformerCTC.subsampled_length(feats.shape[0]) >= len(target) > 0

@@ -124,16 +124,28 @@ def run_command(
     hparams: Path | None = typer.Option(
         None, "--hparams", help="Tuned-values file to use instead of the preset's."
     ),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        help="Data-parallel processes on this machine (DDP; Gloo on CPU, NCCL on GPUs): each "
+        "trains its share of every batch. Same as running under torchrun.",
+    ),
 ) -> None:
     """Train a Conformer CTC model with one optimizer and record the run."""
     from fambench.training import RunRequest, run_training
+    from fambench.training.distributed import Ranks
 
     if steps is not None and time_budget is not None:
         raise fail("give either --steps or --time-budget, not both")
     try:
         overrides = parse_opt_overrides(opt)
-    except ConfigError as exc:
+        ranks = Ranks.from_environment()
+    except (ConfigError, ValueError) as exc:
         raise fail(str(exc)) from None
+    if nproc < 1:
+        raise fail(f"--nproc must be at least 1, got {nproc}")
+    if nproc > 1 and ranks.distributed:
+        raise fail("--nproc starts the ranks itself: leave it out under torchrun")
     request = RunRequest(
         optimizer=optimizer,
         preset=preset,
@@ -149,7 +161,13 @@ def run_command(
         threads=threads,
         command=shlex.join(["fambench", *sys.argv[1:]]),
         hparams_file=hparams,
+        ranks=Ranks(0, nproc) if nproc > 1 else ranks,
     )
+    if nproc > 1:
+        _launch(request, nproc)
+    if not ranks.is_main:
+        _run_quietly(request)
+        return
     view = _ProgressView()
     try:
         outcome = run_training(request, progress=view)
@@ -162,6 +180,38 @@ def run_command(
     view.stop()
     _print_outcome(outcome)
     console.print(f"results: {outcome.run_dir}", highlight=False, soft_wrap=True)
+    if outcome.status == "interrupted" and not outcome.skipped:
+        raise typer.Exit(130)
+
+
+def _launch(request, nproc: int) -> None:  # request: fambench.training.RunRequest
+    """Check the request once here, then run it as `nproc` ranks; exits with their code."""
+    from fambench.training.launch import launch, without_option
+    from fambench.training.runner import check_launch
+
+    try:
+        check_launch(request)
+    except FambenchError as exc:
+        raise fail(str(exc)) from None
+    code, problem = launch(nproc, without_option(sys.argv[1:], "--nproc"), request.threads)
+    if problem:
+        raise fail(problem, code=code)
+    raise typer.Exit(code)
+
+
+def _run_quietly(request) -> None:  # request: fambench.training.RunRequest
+    """A rank other than 0: rank 0 prints the progress, the outcome and any error."""
+    from fambench.training import run_training
+
+    try:
+        outcome = run_training(request)
+    except FambenchError:
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a collective that failed because another rank stopped
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise fail(f"rank {request.ranks.rank} stopped: {type(exc).__name__}: {first}", 1) from None
     if outcome.status == "interrupted" and not outcome.skipped:
         raise typer.Exit(130)
 

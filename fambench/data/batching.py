@@ -99,7 +99,7 @@ class Batch:
     target_lens: torch.Tensor
     utt_ids: list[str]
     audio_frames: int = 0  # sum of feat_lens, known on the host without reading a tensor
-    max_frames: int = 0  # the longest of feat_lens, likewise
+    max_frames: int = 0  # the padded length (at least the longest of feat_lens), likewise
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """The batch on `device`."""
@@ -118,9 +118,13 @@ class Batch:
 
 
 def collate(
-    feats: Sequence[torch.Tensor], targets: Sequence[Sequence[int]], ids: Sequence[str]
+    feats: Sequence[torch.Tensor],
+    targets: Sequence[Sequence[int]],
+    ids: Sequence[str],
+    pad_to: int = 0,
 ) -> Batch:
-    """Pad a list of (T, F) features and token lists into a `Batch`."""
+    """Pad a list of (T, F) features and token lists into a `Batch` of at least `pad_to`
+    frames (a data-parallel rank pads its share to the whole batch's longest utterance)."""
     if not (len(feats) == len(targets) == len(ids)) or not feats:
         raise ValueError(
             f"collate needs equal, non-zero numbers of features ({len(feats)}), "
@@ -131,11 +135,13 @@ def collate(
     feat_lens = torch.tensor(frames, dtype=torch.int64)
     target_lens = torch.tensor(lengths, dtype=torch.int64)
     n_bins = feats[0].shape[1]
-    padded = torch.zeros(len(feats), max(frames), n_bins, dtype=torch.float32)
+    padded = torch.zeros(len(feats), max(max(frames), pad_to), n_bins, dtype=torch.float32)
     for i, f in enumerate(feats):
         padded[i, : f.shape[0]] = f
     tokens = torch.zeros(len(targets), max(1, max(lengths)), dtype=torch.int64)
     for i, t in enumerate(targets):
         if len(t):
             tokens[i, : len(t)] = torch.as_tensor(list(t), dtype=torch.int64)
-    return Batch(padded, feat_lens, tokens, target_lens, list(ids), sum(frames), max(frames))
+    return Batch(
+        padded, feat_lens, tokens, target_lens, list(ids), sum(frames), int(padded.shape[1])
+    )

@@ -2,8 +2,8 @@
 
 Features are 80-bin log-mel filterbanks (25 ms Hann window, 10 ms hop, 512-point FFT, no
 centring, natural log with a floor) from `torchaudio.transforms.MelSpectrogram`. A subset's
-features are computed once and stored as a single ``feats-<key>.pt`` file in the cache
-directory; the key hashes the manifest (ids, paths, sample counts, file sizes and mtimes) and
+features are computed once and stored as a single ``feats-<key>.f16`` file in the cache
+directory (float16 frames back to back, then an index; read memory-mapped, `FeatureStore`); the key hashes the manifest (ids, paths, sample counts, file sizes and mtimes) and
 every feature setting, so a changed corpus or setting never reads a stale file. Values are
 stored as float16 (half the disk; the rounding, under 0.01 on log-mel values, is far below
 their spread) and returned as float32. There is one feature path: `FeatureCache.load` always
@@ -17,8 +17,9 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from fambench.fileio import atomic_write, sweep_temporaries
 log = logging.getLogger(__name__)
 
 # Bump when the computation changes, so old caches are not read.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: memory-mappable .f16 files
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,103 @@ def feature_key(manifest: pd.DataFrame, settings: FeatureSettings) -> str:
     return digest.hexdigest()[:24]
 
 
+class FeatureStore(Mapping[str, torch.Tensor]):
+    """A subset's cached features, memory-mapped: utt_id -> float32 (frames, n_mels) tensor,
+    in stored (manifest) order. Reading an utterance copies only its rows off the page cache,
+    so a process's resident memory does not grow with the corpus, and every process reading
+    the same file (data-parallel ranks) shares one copy in the page cache."""
+
+    def __init__(self, ids: list[str], lengths: np.ndarray, data: np.ndarray) -> None:
+        self.ids = ids
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        self.data = data  # float16 (total frames, n_mels); a np.memmap when read from disk
+        self._position = {utt_id: i for i, utt_id in enumerate(ids)}
+
+    @property
+    def n_mels(self) -> int:
+        return int(self.data.shape[1])
+
+    def row(self, i: int) -> torch.Tensor:
+        """The features of the i-th stored utterance (float32, a fresh tensor)."""
+        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        return torch.from_numpy(np.array(self.data[start:end], dtype=np.float32))
+
+    def __getitem__(self, utt_id: str) -> torch.Tensor:
+        return self.row(self._position[utt_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def open(cls, path: Path) -> FeatureStore:
+        """Map a cache file written by `FeatureCache` (ValueError if it is not one)."""
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            if size < _TRAILER.size:
+                raise ValueError("too short for a feature file")
+            handle.seek(size - _TRAILER.size)
+            index_bytes, magic = _TRAILER.unpack(handle.read(_TRAILER.size))
+            if magic != _MAGIC:
+                raise ValueError("not a fambench feature file")
+            handle.seek(size - _TRAILER.size - index_bytes)
+            index = json.loads(handle.read(index_bytes))
+        ids, lengths, n_mels = (
+            index["ids"],
+            np.asarray(index["lengths"], dtype=np.int64),
+            index["n_mels"],
+        )
+        frames = int(lengths.sum())
+        if frames * n_mels * 2 != size - _TRAILER.size - index_bytes or len(ids) != len(lengths):
+            raise ValueError("its index does not match its size")
+        data = (
+            np.memmap(path, dtype=np.float16, mode="r", shape=(frames, n_mels))
+            if frames
+            else np.zeros((0, n_mels), dtype=np.float16)
+        )
+        return cls(ids, lengths, data)
+
+
+class NormalisedFeatures(Sequence[torch.Tensor]):
+    """The store's utterances at `positions`, CMVN-normalised as they are read (nothing is
+    held in memory but the lengths)."""
+
+    def __init__(
+        self, store: FeatureStore, positions: Sequence[int], mean: torch.Tensor, std: torch.Tensor
+    ) -> None:
+        self.store = store
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.lengths = store.lengths[self.positions] if len(self.positions) else np.zeros(0, int)
+        self.mean, self.std = mean, std
+
+    def __getitem__(self, i):  # an int; a slice gives a list
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return apply_cmvn(self.store.row(int(self.positions[i])), self.mean, self.std)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def frames(self, i: int) -> int:
+        return int(self.lengths[i])
+
+    def subset(self, kept: Sequence[int]) -> NormalisedFeatures:
+        """Only the utterances `kept` (indices into this sequence)."""
+        return NormalisedFeatures(self.store, self.positions[list(kept)], self.mean, self.std)
+
+
+# A feature file: float16 frames of every utterance back to back, then a JSON index (ids,
+# lengths, n_mels), then the index's size in bytes and a magic tag. The frames start at byte 0,
+# so the file maps as one (frames, n_mels) array; the index comes last so that extraction can
+# stream each chunk of utterances to disk without knowing every length first.
+_TRAILER = struct.Struct("<Q8s")
+_MAGIC = b"FBFEATS1"
+_CHUNK_UTTERANCES = 256  # extracted (and held in memory) at a time
+
+
 class FeatureCache:
     """Computes a manifest's features once and keeps them under `cache_dir`."""
 
@@ -124,10 +222,11 @@ class FeatureCache:
 
     def path_for(self, manifest: pd.DataFrame) -> Path:
         """The cache file that holds (or will hold) this manifest's features."""
-        return self.cache_dir / f"feats-{feature_key(manifest, self.settings)}.pt"
+        return self.cache_dir / f"feats-{feature_key(manifest, self.settings)}.f16"
 
-    def load(self, manifest: pd.DataFrame) -> dict[str, torch.Tensor]:
-        """utt_id -> float32 (frames, n_mels) features, computed and cached on first use.
+    def load(self, manifest: pd.DataFrame) -> FeatureStore:
+        """The manifest's features (utt_id -> float32 (frames, n_mels)), memory-mapped from
+        the cache file, which is computed on first use.
 
         Always exactly what the cache file holds: freshly computed features go through the
         stored float16 form too, so a cold and a warm load return bitwise-equal tensors.
@@ -135,21 +234,19 @@ class FeatureCache:
         path = self.path_for(manifest)
         if path.exists():
             try:
-                return _unpack(torch.load(path, map_location="cpu", weights_only=True))
-            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                return FeatureStore.open(path)
+            except (OSError, KeyError, ValueError, TypeError) as exc:
                 log.warning("ignoring unreadable feature cache %s (%s); recomputing", path, exc)
         if self.cache_dir.is_dir():
             sweep_temporaries(self.cache_dir)  # what writers killed mid-write left behind
         started = time.perf_counter()
-        feats = self.compute(manifest)
+        atomic_write(path, lambda tmp: self._write(tmp, manifest))
         log.info(
             "extracted features of %d utterances in %.1f s",
-            len(feats),
+            len(manifest),
             time.perf_counter() - started,
         )
-        blob = _pack(feats)
-        self._save(path, blob)
-        return _unpack(blob)
+        return FeatureStore.open(path)
 
     def compute(self, manifest: pd.DataFrame) -> dict[str, torch.Tensor]:
         """Extract features without touching the cache (decoding in a small thread pool)."""
@@ -168,62 +265,30 @@ class FeatureCache:
             torch.set_num_threads(threads)
         return dict(zip(manifest["utt_id"], results, strict=True))
 
-    def _save(self, path: Path, blob: dict) -> None:
-        """Write packed features (`_pack`) to the cache file; FileWriteError naming `path` if
-        that fails (a full disk too), leaving no temporary file."""
-
-        def writer(tmp: Path) -> None:
-            # torch.save to a Python file, not a path: given a path, torch's C++ writer reports
-            # a full disk only as "RuntimeError: unexpected pos ...". Through a file the OSError
-            # (ENOSPC, EIO, ...) is raised, though torch may then mask it with that same
-            # RuntimeError while finishing the archive; unmask it so that atomic_write turns
-            # it into a FileWriteError naming the path.
-            with open(tmp, "wb") as handle:
-                try:
-                    torch.save(blob, handle)
-                except RuntimeError as exc:
-                    io_error = _os_error_in_context(exc)
-                    if io_error is None:
-                        raise
-                    raise io_error from exc
-
-        atomic_write(path, writer)
+    def _write(self, tmp: Path, manifest: pd.DataFrame) -> None:
+        """Extract and write the feature file chunk by chunk (memory: one chunk at a time)."""
+        chunks = (
+            self.compute(manifest.iloc[start : start + _CHUNK_UTTERANCES])
+            for start in range(0, len(manifest), _CHUNK_UTTERANCES)
+        )
+        write_feature_file(
+            tmp, (item for chunk in chunks for item in chunk.items()), self.settings.n_mels
+        )
 
 
-def _os_error_in_context(exc: BaseException) -> OSError | None:
-    """The OSError that `exc` was raised while handling, if any (a short context chain)."""
-    seen = exc.__context__
-    for _ in range(4):
-        if seen is None or isinstance(seen, OSError):
-            return seen
-        seen = seen.__context__
-    return None
-
-
-# Packing goes through numpy: single-threaded copies stay fast on a busy machine, where
-# OpenMP-parallel torch.cat over thousands of small tensors can stall for seconds.
-def _pack(feats: dict[str, torch.Tensor]) -> dict:
-    ids = list(feats)
-    lengths = [int(feats[i].shape[0]) for i in ids]
-    n_bins = next(iter(feats.values())).shape[1] if ids else 0
-    data = np.zeros((sum(lengths), n_bins), dtype=np.float16)
-    offset = 0
-    for utt_id, length in zip(ids, lengths, strict=True):
-        data[offset : offset + length] = feats[utt_id].numpy()
-        offset += length
-    return {
-        "ids": ids,
-        "lengths": torch.tensor(lengths, dtype=torch.int64),
-        "data": torch.from_numpy(data),
-    }
-
-
-def _unpack(blob: dict) -> dict[str, torch.Tensor]:
-    """The features of `_pack`'s blob as float32 (frames, n_mels) tensors, in stored order."""
-    if not blob["ids"]:
-        return {}
-    data = blob["data"].float()
-    return dict(zip(blob["ids"], torch.split(data, blob["lengths"].tolist()), strict=True))
+def write_feature_file(path: Path, items: Iterable[tuple[str, torch.Tensor]], n_mels: int) -> None:
+    """Write (utt_id, (frames, n_mels) features) items, in order, as a feature file that
+    `FeatureStore.open` maps (values rounded to float16). Streams: holds no item longer than
+    it takes to write it. (`FeatureCache` calls it on a temporary that it then renames.)"""
+    ids, lengths = [], []
+    with open(path, "wb") as handle:
+        for utt_id, feats in items:
+            handle.write(feats.numpy().astype(np.float16).tobytes())
+            ids.append(utt_id)
+            lengths.append(int(feats.shape[0]))
+        index = json.dumps({"ids": ids, "lengths": lengths, "n_mels": n_mels}).encode()
+        handle.write(index)
+        handle.write(_TRAILER.pack(len(index), _MAGIC))
 
 
 def compute_cmvn(feats: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,13 +345,31 @@ class SpecAugment:
             start = int(torch.randint(0, size - width + 1, (1,), generator=gen))
             yield start, width
 
-    def __call__(self, feats: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def draw(
+        self, frames: int, bins: int, generator: torch.Generator
+    ) -> list[tuple[str, int, int]]:
+        """The masks for an utterance of (frames, bins): (axis, start, width) each."""
+        spans = [
+            ("freq", start, width)
+            for start, width in self._spans(self.freq_masks, self.freq_width, bins, generator)
+        ]
+        max_time = int(self.time_width_ratio * frames)
+        spans += [
+            ("time", start, width)
+            for start, width in self._spans(self.time_masks, max_time, frames, generator)
+        ]
+        return spans
+
+    def apply(self, feats: torch.Tensor, spans: list[tuple[str, int, int]]) -> torch.Tensor:
         """Masked copy of `feats` (frames, bins)."""
         out = feats.clone()
-        frames, bins = out.shape
-        for start, width in self._spans(self.freq_masks, self.freq_width, bins, generator):
-            out[:, start : start + width] = self.mask_value
-        max_time = int(self.time_width_ratio * frames)
-        for start, width in self._spans(self.time_masks, max_time, frames, generator):
-            out[start : start + width, :] = self.mask_value
+        for axis, start, width in spans:
+            if axis == "freq":
+                out[:, start : start + width] = self.mask_value
+            else:
+                out[start : start + width, :] = self.mask_value
         return out
+
+    def __call__(self, feats: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Masked copy of `feats` (frames, bins)."""
+        return self.apply(feats, self.draw(*feats.shape, generator))

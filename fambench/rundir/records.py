@@ -37,6 +37,7 @@ PROVENANCE_KEYS = (
     "torchaudio",
     "device",
     "threads",
+    "world_size",
     "command",
     "hostname",
     "started_at",
@@ -115,6 +116,10 @@ class Summary:
     others_cores: float | None = None
     others_cores_peak: float | None = None
     contended: bool | None = None
+    # Data-parallel runs: the number of processes, and at the last checkpoint the sha1 of
+    # each rank's model and optimizer state (equal when the ranks agree, as they must).
+    world_size: int | None = None
+    rank_digests: list[str] | None = None
     message: str = ""
     format_version: int = FORMAT_VERSION
 

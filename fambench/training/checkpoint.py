@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,16 +18,27 @@ from fambench.training.state import Boundary, Trainee, TrainState
 
 
 def save_checkpoint(
-    path: Path, run_id: str, trainee: Trainee, state: TrainState, boundary: Boundary
+    path: Path,
+    run_id: str,
+    trainee: Trainee,
+    state: TrainState,
+    boundary: Boundary,
+    rank_rngs: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write the checkpoint atomically; an optimizer's trace is flushed to match it."""
+    """Write the checkpoint atomically; an optimizer's trace is flushed to match it.
+
+    ``rank_rngs``: on several data-parallel ranks, every rank's RNG states at the boundary
+    (rank 0 writes the file; each rank resumes its own).
+    """
+    ranks = trainee.ranks
     payload = {
         "format_version": FORMAT_VERSION,
         "run_id": run_id,
+        "world_size": ranks.world,
         "model": boundary.model_state(trainee.model),
         "optimizer": trainee.optimizer.state_dict(),
         "scheduler": trainee.scheduler.state_dict(),
-        "rng": boundary.rng,
+        "rng": {"ranks": rank_rngs} if ranks.distributed and rank_rngs else boundary.rng,
         "stream": dict(boundary.stream),
         "progress": dataclasses.asdict(state),
     }
@@ -46,9 +58,20 @@ def load_checkpoint(path: Path, run_id: str, trainee: Trainee) -> TrainState:
         raise ResultsError(f"cannot read checkpoint {path} ({exc}); rerun with --force") from exc
     if payload.get("run_id") != run_id:
         raise ResultsError(f"checkpoint {path} belongs to another run; rerun with --force")
+    world, ranks = int(payload.get("world_size", 1)), trainee.ranks
+    if world != ranks.world:
+        raise ResultsError(
+            f"checkpoint {path} was written by {world} data-parallel process(es), and this "
+            f"run has {ranks.world}: a different count splits every batch differently and draws "
+            f"other random numbers, so it resumes only with --nproc {world} (or starts over "
+            "with --force)"
+        )
+    rng = payload["rng"]
+    if "ranks" in rng:
+        rng = rng["ranks"][ranks.rank]
     trainee.model.load_state_dict(payload["model"])
     trainee.optimizer.load_state_dict(payload["optimizer"])
     trainee.scheduler.load_state_dict(payload["scheduler"])
-    trainee.load_rng_state(payload["rng"])
+    trainee.load_rng_state(rng)
     trainee.stream.load(payload["stream"])
     return progress

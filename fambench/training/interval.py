@@ -5,6 +5,7 @@ the device). Divergence is checked on the values read back."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -34,13 +35,19 @@ class PendingSteps:
         self.lrs.append(lr)
         self.values.append(torch.stack([loss.detach().float(), grad_norm.detach().float()]))
 
-    def read_back(self, max_loss: float) -> list[tuple[int, float, float, float]]:
+    def read_back(
+        self, max_loss: float, combine: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> list[tuple[int, float, float, float]]:
         """(step, lr, loss, grad norm) of every pending step, in one host read; Diverged at the
         first step whose loss is not finite or above ``max_loss``, or whose gradient norm is
-        not finite."""
+        not finite. ``combine`` turns this process's losses into the run's (the sum over
+        data-parallel ranks); gradient norms are the same on every rank."""
         if not self.values:
             return []
-        pairs = torch.stack(self.values).double().tolist()
+        stacked = torch.stack(self.values)
+        if combine is not None:
+            stacked = torch.stack([combine(stacked[:, 0]), stacked[:, 1]], dim=1)
+        pairs = stacked.double().tolist()
         rows = [
             (s, lr, loss, grad)
             for s, lr, (loss, grad) in zip(self.steps, self.lrs, pairs, strict=True)

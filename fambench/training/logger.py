@@ -35,9 +35,16 @@ ProgressCallback = Callable[[ProgressEvent], None]
 class RunLogger:
     """Turns what the loop measures into metric rows, TensorBoard scalars and progress events."""
 
-    def __init__(self, plan: RunPlan, files: RunFiles, emit: ProgressCallback | None) -> None:
+    def __init__(
+        self,
+        plan: RunPlan,
+        files: RunFiles,
+        emit: ProgressCallback | None,
+        writes: bool = True,
+    ) -> None:
         self.plan = plan
         self.files = files
+        self.writes = writes  # False on data-parallel ranks other than 0: they write nothing
         self.emit = emit or (lambda event: None)
         self.writer: Any = None
         self.lr = 0.0  # of the latest step read back
@@ -108,11 +115,13 @@ class RunLogger:
         self.emit(ProgressEvent(phase, step, self.plan.total_steps, message=text))
 
     def write_metrics(self, state: TrainState) -> None:
-        self.files.write_metrics(state.rows)
+        if self.writes:
+            self.files.write_metrics(state.rows)
 
     def write_summary(self, state: TrainState, status: str, message: str) -> Summary:
         summary = run_summary(self.plan, state, status, message)
-        self.files.write_summary(summary)
+        if self.writes:
+            self.files.write_summary(summary)
         return summary
 
     def close(self) -> None:

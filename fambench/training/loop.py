@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import time
 
+from fambench.errors import FambenchError
 from fambench.machine import CpuInterval, load_average, sample_cpu
 from fambench.rundir import train_row
 from fambench.training.checkpoint import save_checkpoint
+from fambench.training.distributed import gather, state_digest
 from fambench.training.interval import Diverged
 from fambench.training.state import Boundary
 from fambench.training.step import RunContext, record_interval, train_step
 from fambench.workloads.recognition import evaluate
+
+
+class RanksDisagree(FambenchError):
+    """Data-parallel ranks that should hold the same model and optimizer state do not."""
 
 
 def train_loop(run: RunContext) -> tuple[str, str]:
@@ -29,14 +35,9 @@ def train_loop(run: RunContext) -> tuple[str, str]:
             due = done or state.step % plan.preset.eval_every == 0
             if state.step > 0 and state.last_eval_step != state.step and due:
                 record_interval(run)  # every step before the checkpoint, read back and checked
-                evaluate_dev(run)
-                account_cpu(run)
-                save_checkpoint(
-                    run.files.checkpoint, plan.run_id, trainee, state, Boundary.of(trainee, state)
-                )
-                run.files.discard_previous()  # what --force replaced is now gone for good
-                run.logger.write_metrics(state)
-                run.logger.write_summary(state, "running", "training")
+                if trainee.ranks.is_main:
+                    evaluate_dev(run)
+                checkpoint(run)
             if done:
                 break
             # Stop signals wait for the step's end; anything else that interrupts the step saves
@@ -54,11 +55,36 @@ def train_loop(run: RunContext) -> tuple[str, str]:
         return diverged(run, exc)
     except KeyboardInterrupt:
         return interrupted(run, boundary)
-    if run.data.test is not None:
+    if run.data.test is not None and trainee.ranks.is_main:
         state.test, _ = timed_evaluation(run, "test")
     account_cpu(run)
     run.logger.write_metrics(state)
     return "completed", completion_message(run)
+
+
+def checkpoint(run: RunContext) -> None:
+    """Save this step boundary (rank 0 writes; on several ranks, every rank's RNG states go
+    into it, and the ranks must hold bitwise-equal models and optimizer states)."""
+    trainee, state, ranks = run.trainee, run.state, run.trainee.ranks
+    state.last_eval_step = state.step  # on every rank (rank 0's evaluation set it there)
+    boundary = Boundary.of(trainee, state)
+    rngs = gather(boundary.rng, ranks)  # on several ranks: waits for rank 0's evaluation
+    digests = (
+        gather(state_digest(trainee.model, trainee.optimizer), ranks) if ranks.world > 1 else []
+    )
+    account_cpu(run)
+    if not ranks.is_main:
+        return
+    if len(set(digests)) > 1:
+        raise RanksDisagree(
+            f"at step {state.step} the ranks' models or optimizer states differ "
+            f"(sha1 per rank: {', '.join(d[:12] for d in digests)})"
+        )
+    state.rank_digests = digests
+    save_checkpoint(run.files.checkpoint, run.plan.run_id, trainee, state, boundary, rngs)
+    run.files.discard_previous()  # what --force replaced is now gone for good
+    run.logger.write_metrics(state)
+    run.logger.write_summary(state, "running", "training")
 
 
 def start_cpu_accounting(run: RunContext) -> None:
@@ -112,6 +138,12 @@ def interrupted(run: RunContext, boundary: Boundary) -> tuple[str, str]:
     """Save what an interruption allows and say how to resume."""
     state = run.state
     account_cpu(run)
+    if run.trainee.ranks.distributed:  # the other ranks may be anywhere: no collective now
+        run.state.rows = [r for r in state.rows if r["step"] <= state.last_eval_step]
+        return "interrupted", (
+            f"interrupted at step {state.step}; run the same command to resume from the last "
+            f"checkpoint (step {max(state.last_eval_step, 0)})"
+        )
     try:
         record_interval(run)  # the steps done so far belong to the checkpoint's sums
     except Diverged as exc:

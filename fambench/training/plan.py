@@ -24,6 +24,7 @@ from fambench.machine import usable_cores
 from fambench.optim import build_optimizer, get_optimizer_spec, resolve_hyperparameters
 from fambench.rundir import hparams_key
 from fambench.targets import WorkloadTarget, load_target
+from fambench.training.distributed import Ranks
 from fambench.workloads import (
     Preset,
     ScheduleSpec,
@@ -52,6 +53,7 @@ class RunRequest:
     device: str | None = None  # default: cuda when available, else cpu
     command: str | None = None  # the command line, for provenance
     hparams_file: Path | None = None  # tuned values to use instead of the preset's file
+    ranks: Ranks = Ranks()  # this process among the run's data-parallel processes (torchrun)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,11 @@ def _check_request(request: RunRequest) -> None:
         raise ConfigError(f"--time-budget must be positive, got {request.time_budget_s}")
     if request.threads is not None and request.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {request.threads}")
+    if request.ranks.distributed and request.time_budget_s is not None:
+        raise ConfigError(
+            "--time-budget needs one process: ranks' clocks differ, so they would not agree "
+            "on the step to stop at; give --steps instead"
+        )
     if request.tensorboard:
         try:
             import tensorboard  # noqa: F401
@@ -260,7 +267,7 @@ def plan_run(request: RunRequest) -> RunPlan:
         run_id=run_id,
         run_dir=Path(request.out_dir) / run_id,
         data_root=data_root,
-        device=_device(request),
-        threads=request.threads or default_threads(),
+        device=request.ranks.device(_device(request)),
+        threads=request.threads or max(1, default_threads() // request.ranks.world),
         target=load_target(preset.name, preset.target_wer),
     )

@@ -53,6 +53,7 @@ def provenance(plan: RunPlan) -> dict[str, Any]:
         "torchaudio": torchaudio.__version__,
         "device": device,
         "threads": plan.threads,
+        "world_size": plan.request.ranks.world,
         "command": plan.request.command,
         "hostname": socket.gethostname(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -134,6 +135,8 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, message: str) -> 
         audio_s_per_s=state.audio_s / state.train_s if state.train_s > 0 else None,
         peak_memory_mb=round(peak_memory_mb(plan.device), 1),
         **cpu_record(plan, state),
+        world_size=plan.request.ranks.world,
+        rank_digests=list(state.rank_digests) or None,
         message=message,
     )
 
@@ -141,6 +144,8 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, message: str) -> 
 def cpu_record(plan: RunPlan, state: TrainState) -> dict[str, Any]:
     """The summary's honest-wall-clock fields (see fambench.machine); None until measured."""
     cores = usable_cores()
+    # The run's other ranks share this machine's cores by design: count their threads as ours.
+    threads = plan.threads * plan.request.ranks.world
     measured = state.measured_s > 0
     mean = state.others_cpu_s / state.measured_s if measured else math.nan
     return {
@@ -153,8 +158,6 @@ def cpu_record(plan: RunPlan, state: TrainState) -> dict[str, Any]:
         "others_cores": round(mean, 3) if measured else None,
         "others_cores_peak": round(state.others_cores_peak, 3) if measured else None,
         "contended": (
-            is_contended(max(mean, state.others_cores_peak), plan.threads, cores)
-            if measured
-            else None
+            is_contended(max(mean, state.others_cores_peak), threads, cores) if measured else None
         ),
     }

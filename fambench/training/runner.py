@@ -15,6 +15,7 @@ from fambench.optim import TraceWriter
 from fambench.rundir import FINISHED, RunFiles, RunLock
 from fambench.rundir.loading import read_json, read_summary
 from fambench.training.checkpoint import load_checkpoint
+from fambench.training.distributed import end_process_group, from_main, start_process_group
 from fambench.training.interrupts import StopRequests
 from fambench.training.logger import ProgressCallback, RunLogger
 from fambench.training.loop import account_cpu, train_loop
@@ -55,35 +56,45 @@ def run_training(request: RunRequest, progress: ProgressCallback | None = None) 
     honoured at the next step boundary: the run is saved with status "interrupted" and
     returned. An error while training (a full disk, an optimizer that raises) is recorded in
     the summary as status "failed" with its message, then raised as RunFailed.
+
+    On several data-parallel ranks (``request.ranks``, from torchrun) every rank calls this;
+    rank 0 decides skip / resume / start, holds the lock and writes the run directory.
     """
     stops = StopRequests()
     with stops.installed():
-        return _run(request, progress, stops)
+        try:
+            return _run(request, progress, stops)
+        finally:
+            end_process_group()
 
 
 def _run(request: RunRequest, progress: ProgressCallback | None, stops: StopRequests) -> RunOutcome:
     plan = plan_run(request)
+    ranks = request.ranks
     files = RunFiles(plan.run_dir)
-    if (done := _finished(files, request.force)) is not None:
+    start_process_group(ranks, plan.device)
+    if done := from_main(_finished(files, request.force) if ranks.is_main else None, ranks):
         return done
     torch.set_num_threads(plan.threads)
-    logger = RunLogger(plan, files, progress)
+    if plan.device.type == "cuda":  # TF32 matmuls and convolutions on every CUDA run
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    logger = RunLogger(plan, files, progress if ranks.is_main else None, writes=ranks.is_main)
     logger.message("setup", "preparing data")
-    data = load_workload_data(
-        plan.preset,
-        Path(request.cache_dir),
-        plan.data_root,
-        log_message=lambda text: logger.message("setup", text),
-    )
+    data = _load_data(plan, logger)
     trainee = build_trainee(plan, data)
-    try:
-        files.root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ResultsError(f"cannot create run directory {files.root}: {exc.strerror}") from exc
-    with RunLock(files.lock):
-        sweep_temporaries(files.root)
-        files.recover_previous()
-        if (done := _finished(files, request.force)) is not None:
+    if ranks.is_main:
+        try:
+            files.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResultsError(f"cannot create run directory {files.root}: {exc.strerror}") from exc
+    with RunLock(files.lock) if ranks.is_main else contextlib.nullcontext():
+        done = None
+        if ranks.is_main:
+            sweep_temporaries(files.root)
+            files.recover_previous()
+            done = _finished(files, request.force)
+        if (done := from_main(done, ranks)) is not None:
             return done
         run = RunContext(plan, data, trainee, TrainState(), logger, files, stops=stops)
         resumed = start(run)
@@ -102,6 +113,24 @@ def _run(request: RunRequest, progress: ProgressCallback | None, stops: StopRequ
         return RunOutcome(
             plan.run_id, plan.run_dir, status, summary.to_json(), resumed, timings=timings
         )
+
+
+def _load_data(plan: RunPlan, logger: RunLogger):
+    """The workload's data; on several ranks rank 0 goes first (it generates the corpus and
+    the feature cache once), the others then read what it made."""
+    ranks = plan.request.ranks
+
+    def load():
+        return load_workload_data(
+            plan.preset,
+            Path(plan.request.cache_dir),
+            plan.data_root,
+            log_message=lambda text: logger.message("setup", text),
+        )
+
+    data = load() if ranks.is_main else None
+    from_main(None, ranks)  # the others wait here for rank 0
+    return data if data is not None else load()
 
 
 class RunFailed(FambenchError):
@@ -126,12 +155,29 @@ def _failed(run: RunContext, exc: Exception) -> RunFailed:
 _MUST_MATCH = ("threads", "torch", "device")
 
 
+def check_launch(request: RunRequest) -> None:
+    """What `--nproc` checks before it starts the ranks: the request is valid and, if the run
+    has a checkpoint to resume, it can resume with this many ranks."""
+    plan = plan_run(request)
+    files = RunFiles(plan.run_dir)
+    if not request.force and _finished(files, False) is None and files.checkpoint.is_file():
+        _check_resumable(files, plan)
+
+
 def _check_resumable(files: RunFiles, plan: RunPlan) -> None:
-    """Refuse to resume with settings that change the numbers (thread count, torch, device)."""
+    """Refuse to resume with settings that change the numbers (thread count, torch, device,
+    the number of data-parallel ranks)."""
     try:
         started = read_json(files.config).get("provenance") or {}
     except ResultsError:
         return  # no readable config: the checkpoint's own check decides
+    world = started.get("world_size") or 1
+    if world != plan.request.ranks.world:
+        raise ResultsError(
+            f"{files.root} was trained by {world} data-parallel process(es): it resumes only "
+            f"with --nproc {world} (another count splits every batch differently and draws "
+            "other random numbers), or starts over with --force"
+        )
     now = provenance(plan)
     for key in _MUST_MATCH:
         old, new = started.get(key), now[key]
@@ -146,13 +192,27 @@ def _check_resumable(files: RunFiles, plan: RunPlan) -> None:
 
 def start(run: RunContext) -> bool:
     """Attach to the locked run directory: resume its checkpoint, or start it afresh (results
-    of an earlier attempt set aside until the first checkpoint). True when resuming."""
-    files, plan = run.files, run.plan
-    resume = not plan.request.force and files.checkpoint.is_file()
+    of an earlier attempt set aside until the first checkpoint). True when resuming.
+
+    On several ranks rank 0 decides and every rank loads the same checkpoint."""
+    files, plan, ranks = run.files, run.plan, run.trainee.ranks
+    decision: tuple[bool, str | None] = (False, None)
+    if ranks.is_main:
+        resume = not plan.request.force and files.checkpoint.is_file()
+        try:
+            if resume:
+                _check_resumable(files, plan)
+            decision = (resume, None)
+        except ResultsError as exc:
+            decision = (resume, str(exc))
+    resume, problem = from_main(decision, ranks)
+    if problem is not None:
+        raise ResultsError(problem)
     if resume:
-        _check_resumable(files, plan)
         run.state = load_checkpoint(files.checkpoint, plan.run_id, run.trainee)
-    else:
+    if not ranks.is_main:
+        return resume
+    if not resume:
         files.set_aside()
     optimizer = run.trainee.optimizer
     trace = None

@@ -6,6 +6,7 @@ import torch
 
 from fambench.errors import ConfigError
 from fambench.optim import WarmupHoldCosine, build_optimizer
+from fambench.training.distributed import use_global_batch_norm
 from fambench.training.plan import RunPlan
 from fambench.training.state import BatchStream, Trainee
 from fambench.workloads import WorkloadData
@@ -14,9 +15,18 @@ from fambench.workloads.recognition import build_model
 
 def build_trainee(plan: RunPlan, data: WorkloadData) -> Trainee:
     """Model initialised from the seed, optimizer with the plan's hyperparameters, schedule."""
-    seed = plan.request.seed
-    torch.manual_seed(seed)
+    seed, ranks = plan.request.seed, plan.request.ranks
+    torch.manual_seed(seed)  # the same initial model on every rank
     model = build_model(plan.preset, data).to(plan.device)
+    parallel = None
+    if ranks.distributed:
+        use_global_batch_norm(model, ranks)
+        parallel = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[plan.device] if plan.device.type == "cuda" else None,
+            broadcast_buffers=False,  # batch-norm statistics are global already
+        )
+        torch.manual_seed(ranks.seed_of(seed))  # each rank's own dropout stream
     try:
         optimizer = build_optimizer(plan.request.optimizer, model, **plan.optimizer_overrides)
     except ValueError as exc:  # OptimizerConfigError: the optimizer's own checks
@@ -38,4 +48,6 @@ def build_trainee(plan: RunPlan, data: WorkloadData) -> Trainee:
         specaug_gen=torch.Generator().manual_seed(seed + 1),
         stream=BatchStream(data.train_batcher(plan.preset.batch_frames, seed)),
         device=plan.device,
+        ranks=ranks,
+        parallel=parallel,
     )

@@ -11,6 +11,7 @@ import torch
 from fambench.data.batching import LengthBucketBatcher
 from fambench.errors import ConfigError
 from fambench.machine import MIN_JUDGED_INTERVAL_S, CpuInterval
+from fambench.training.distributed import Ranks
 
 
 @dataclass
@@ -35,6 +36,7 @@ class TrainState:
     others_cpu_s: float = 0.0  # CPU seconds other processes took on our cores
     others_cores_peak: float = 0.0  # the most cores others kept busy over one judged interval
     load_start: float | None = None  # 1-minute load average when the run first started
+    rank_digests: list[str] = field(default_factory=list)  # per rank, at the last checkpoint
 
     def record_eval(self, rates: Mapping[str, float]) -> None:
         self.last_eval_step = self.step
@@ -91,6 +93,13 @@ class Trainee:
     specaug_gen: torch.Generator
     stream: BatchStream
     device: torch.device
+    ranks: Ranks = Ranks()
+    parallel: torch.nn.Module | None = None  # the DDP wrapper that trains `model` on N ranks
+
+    @property
+    def forward_model(self) -> torch.nn.Module:
+        """What a training step calls: the DDP wrapper on several ranks, else the model."""
+        return self.parallel if self.parallel is not None else self.model
 
     def rng_state(self) -> dict[str, Any]:
         state = {"torch": torch.get_rng_state(), "specaug": self.specaug_gen.get_state()}

@@ -9,6 +9,7 @@ import torch
 
 from fambench.machine import CpuSample
 from fambench.rundir import RunFiles
+from fambench.training.distributed import sum_across
 from fambench.training.interrupts import StopRequests
 from fambench.training.interval import PendingSteps
 from fambench.training.logger import RunLogger
@@ -55,19 +56,27 @@ def train_step(run: RunContext, t0: float) -> float:
     ``session.pending`` until the log interval ends (`record_interval`).
     """
     state, trainee, preset, device = run.state, run.trainee, run.plan.preset, run.trainee.device
-    batch = run.data.train_batch(trainee.stream.next(), trainee.specaug_gen)
-    feats = batch.feats.to(device, non_blocking=True)
-    lens = batch.feat_lens.to(device, non_blocking=True)
-    targets = batch.targets.to(device, non_blocking=True)
-    target_lens = batch.target_lens.to(device, non_blocking=True)
+    ranks = trainee.ranks
+    indices = trainee.stream.next()
+    share, weight = ranks.share(indices)
+    batch = run.data.train_batch(indices, trainee.specaug_gen, share)
+    audio_frames, tokens = run.data.frames_and_tokens(indices)
+    feats, lens, targets, target_lens = (
+        _to_device(t, device)
+        for t in (batch.feats, batch.feat_lens, batch.targets, batch.target_lens)
+    )
     t1 = time.perf_counter()
     with autocast(preset, device):
-        log_probs, out_lens = trainee.model(feats, lens, batch.max_frames)
-    loss = ctc_loss_sum(log_probs, out_lens, targets, target_lens) / target_lens.sum()
+        log_probs, out_lens = trainee.forward_model(feats, lens)
+    # This rank's part of the batch's mean loss per token; the parts sum to it over the ranks.
+    loss = ctc_loss_sum(log_probs, out_lens, targets, target_lens) / tokens
+    if weight != 1.0:
+        loss = loss * weight
     t2 = time.perf_counter()
     lr = float(trainee.optimizer.param_groups[0]["lr"])
     trainee.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    # DDP averages the ranks' gradients; the batch's gradient is their sum.
+    (loss * ranks.world if ranks.distributed else loss).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(trainee.model.parameters(), preset.grad_clip)
     t3 = time.perf_counter()
     run.session.in_update = True
@@ -76,7 +85,7 @@ def train_step(run: RunContext, t0: float) -> float:
     t4 = time.perf_counter()
     state.step += 1
     state.train_s += t4 - t0
-    state.audio_s += batch.audio_frames * run.data.hop_s
+    state.audio_s += audio_frames * run.data.hop_s
     run.session.pending.add(state.step, lr, loss, grad_norm)
     run.session.in_update = False
     if run.logger.logs_at(state.step):
@@ -86,10 +95,21 @@ def train_step(run: RunContext, t0: float) -> float:
     return t4
 
 
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """On CUDA from pinned memory, so the copy overlaps the previous step's kernels (the step
+    never waits for the device, so the host prepares this batch while they run)."""
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def record_interval(run: RunContext) -> None:
     """Read the pending steps back (one host read) into the run's interval sums, and append
     the interval's row at a log step. Diverged when one of them diverged."""
-    values = run.session.pending.read_back(run.plan.preset.max_loss)
+    ranks = run.trainee.ranks
+    values = run.session.pending.read_back(
+        run.plan.preset.max_loss, lambda losses: sum_across(losses, ranks)
+    )
     run.logger.add_steps(run.state, values)
 
 

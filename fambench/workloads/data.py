@@ -1,4 +1,5 @@
-"""A preset's data, ready for training: features in memory (normalised), targets, batches."""
+"""A preset's data, ready for training: training features memory-mapped from the feature cache
+(normalised as read), targets, prebuilt evaluation batches."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fambench.data.batching import Batch, LengthBucketBatcher, collate, drop_inf
 from fambench.data.features import (
     FeatureCache,
     FeatureSettings,
+    NormalisedFeatures,
     SpecAugment,
     apply_cmvn,
     compute_cmvn,
@@ -54,7 +56,7 @@ class WorkloadData:
     tokenizer: Tokenizer
     n_mels: int
     hop_s: float
-    train_feats: list[torch.Tensor]
+    train_feats: NormalisedFeatures
     train_targets: list[list[int]]
     train_ids: list[str]
     dev: Split
@@ -64,16 +66,42 @@ class WorkloadData:
 
     def train_batcher(self, max_frames: int, seed: int) -> LengthBucketBatcher:
         """Length-bucketed training batches, shuffled per epoch from seed."""
-        lengths = [int(f.shape[0]) for f in self.train_feats]
+        lengths = self.train_feats.lengths
         return LengthBucketBatcher(lengths, max_frames=max_frames, seed=seed, shuffle=True)
 
-    def train_batch(self, indices: list[int], generator: torch.Generator) -> Batch:
-        """Collate training utterances, SpecAugment drawn from generator (never the global RNG)."""
-        feats = [self.train_feats[i] for i in indices]
+    def train_batch(
+        self, indices: list[int], generator: torch.Generator, share: list[int] | None = None
+    ) -> Batch:
+        """Collate training utterances, SpecAugment drawn from generator (never the global RNG).
+
+        ``share``: the utterances of the batch this data-parallel rank trains on (default: all).
+        SpecAugment is drawn for every utterance of the batch and the share is padded to the
+        batch's longest, so a rank's input is its rows of what one process would train on.
+        """
+        share = indices if share is None else share
+        kept = set(share)
+        feats = {i: self.train_feats[i] for i in share}
         if self.specaugment is not None:
-            feats = [self.specaugment(f, generator) for f in feats]
+            for i in indices:
+                spans = self.specaugment.draw(self.train_feats.frames(i), self.n_mels, generator)
+                if i in kept:
+                    feats[i] = self.specaugment.apply(feats[i], spans)
         return collate(
-            feats, [self.train_targets[i] for i in indices], [self.train_ids[i] for i in indices]
+            [feats[i] for i in share],
+            [self.train_targets[i] for i in share],
+            [self.train_ids[i] for i in share],
+            pad_to=self.longest(indices),
+        )
+
+    def longest(self, indices: list[int]) -> int:
+        """The most frames among the training utterances `indices`."""
+        return max(self.train_feats.frames(i) for i in indices)
+
+    def frames_and_tokens(self, indices: list[int]) -> tuple[int, int]:
+        """Feature frames and target tokens of the training utterances `indices`, summed."""
+        return (
+            sum(self.train_feats.frames(i) for i in indices),
+            sum(len(self.train_targets[i]) for i in indices),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -214,11 +242,11 @@ def _specaugment(preset: Preset) -> SpecAugment | None:
 
 
 def _feasible(
-    feats: list[torch.Tensor], targets: list[list[int]], where: Path
+    feats: NormalisedFeatures, targets: list[list[int]], where: Path
 ) -> tuple[list[int], int]:
     """Indices of the training utterances CTC can align, and how many were dropped."""
     kept, dropped = drop_infeasible(
-        [int(f.shape[0]) for f in feats], [len(t) for t in targets], ConformerCTC.subsampled_length
+        feats.lengths.tolist(), [len(t) for t in targets], ConformerCTC.subsampled_length
     )
     if dropped:
         log.warning(
@@ -263,7 +291,8 @@ def load_workload_data(
     def normalised(role: str) -> list[torch.Tensor]:
         return [apply_cmvn(feats[role][u], mean, std) for u in manifests[role]["utt_id"]]
 
-    train_feats = normalised("train")
+    # The stores hold the manifests' utterances in manifest order.
+    train_feats = NormalisedFeatures(feats["train"], range(len(train)), mean, std)
     train_targets = [tokenizer.encode(t) for t in train_texts]
     kept, dropped = _feasible(train_feats, train_targets, root / spec.train_subset)
     train_ids = train["utt_id"].tolist()
@@ -280,7 +309,7 @@ def load_workload_data(
         for role in ("dev", "test")
         if role in manifests
     }
-    train_seconds = sum(int(train_feats[i].shape[0]) for i in kept) * hop_s
+    train_seconds = sum(train_feats.frames(i) for i in kept) * hop_s
     info.update(
         {
             "train_subset": spec.train_subset,
@@ -301,7 +330,7 @@ def load_workload_data(
         tokenizer=tokenizer,
         n_mels=feature_settings.n_mels,
         hop_s=hop_s,
-        train_feats=[train_feats[i] for i in kept],
+        train_feats=train_feats.subset(kept),
         train_targets=[train_targets[i] for i in kept],
         train_ids=[train_ids[i] for i in kept],
         dev=eval_splits["dev"],

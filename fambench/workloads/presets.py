@@ -122,6 +122,16 @@ _SMOKE = Preset(
     target_wer=1.0,
 )
 
+# smoke without dropout: the only randomness left is the data order and SpecAugment, drawn the
+# same way on any number of data-parallel ranks, so 1 and N processes train the same numbers
+# (up to float reduction order). The check of `--nproc`.
+_SMOKE_NODROPOUT = dataclasses.replace(
+    _SMOKE,
+    name="smoke-nodropout",
+    description="smoke without dropout: the same trajectory on any number of processes (--nproc)",
+    model=_SMOKE.model.replace(dropout=0.0),
+)
+
 _CI = Preset(
     name="ci",
     description="about a minute per run on 2 CPU cores: 0.6 h synthetic corpus, small model",
@@ -295,6 +305,7 @@ _PRESETS: dict[str, Preset] = {
     for p in (
         _SYNTH,
         _SMOKE,
+        _SMOKE_NODROPOUT,
         _CI,
         _CI_SUBWORD,
         _CI_DEEP,
