@@ -161,11 +161,11 @@ def test_two_processes_train_the_numbers_of_one(
     torch.testing.assert_close(
         torch.tensor(b["train_loss"].values),
         torch.tensor(a["train_loss"].values),
-        rtol=2e-4,
+        rtol=5e-4,
         atol=0,
     )
     torch.testing.assert_close(
-        torch.tensor(b["grad_norm"].values), torch.tensor(a["grad_norm"].values), rtol=2e-3, atol=0
+        torch.tensor(b["grad_norm"].values), torch.tensor(a["grad_norm"].values), rtol=5e-3, atol=0
     )
     assert a["train_loss"].iloc[-1] < a["train_loss"].iloc[0]  # it did train
 

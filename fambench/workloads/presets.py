@@ -167,7 +167,7 @@ _CI = Preset(
 _CI_SUBWORD = dataclasses.replace(
     _CI,
     name="ci-subword",
-    description="ci with 128 sentencepiece subwords instead of characters; ~1-2 min on 2 cores",
+    description="ci with 128 sentencepiece subwords instead of characters; ~3 min at 1 thread",
     data=dataclasses.replace(_CI.data, tokenizer="sentencepiece", vocab_size=128),
     target_wer=0.9,
 )
@@ -175,7 +175,7 @@ _CI_SUBWORD = dataclasses.replace(
 _CI_DEEP = dataclasses.replace(
     _CI,
     name="ci-deep",
-    description="ci's corpus, a deeper and narrower Conformer (4 layers x 64); ~1-2 min on 2 cores",
+    description="ci's corpus, a deeper and narrower Conformer (4 layers x 64); ~4 min at 1 thread",
     model=ModelSettings(
         d_model=64,
         n_layers=4,
