@@ -144,13 +144,11 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training or self.group is None:
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         x = input.float()
         channels = x.shape[1]
         count = x.new_full((1,), x.numel() / channels)
         local = torch.cat([x.sum(dim=(0, 2)), (x * x).sum(dim=(0, 2)), count])
-        total = all_reduce(local, group=self.group)
+        total = _SumAcrossRanks.apply(local, self.group)
         n = total[-1]
         mean = total[:channels] / n
         var = (total[channels : 2 * channels] / n - mean * mean).clamp_min(0.0)
@@ -169,6 +167,24 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         if self.affine:
             y = y * self.weight[None, :, None] + self.bias[None, :, None]
         return y.to(input.dtype)
+
+
+class _SumAcrossRanks(torch.autograd.Function):
+    """all-reduce (sum) with its gradient: every rank's output is the sum, so the gradient
+    with respect to each rank's input is the sum of every rank's output gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group: Any) -> torch.Tensor:
+        ctx.group = group
+        total = tensor.clone()
+        dist.all_reduce(total, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, group=ctx.group)
+        return total, None
 
 
 def use_global_batch_norm(model: nn.Module, ranks: Ranks) -> None:

@@ -24,7 +24,7 @@ def build_trainee(plan: RunPlan, data: WorkloadData) -> Trainee:
         parallel = torch.nn.parallel.DistributedDataParallel(
             model,
             device_ids=[plan.device] if plan.device.type == "cuda" else None,
-            broadcast_buffers=False,  # batch-norm statistics are global already
+            **_no_buffer_sync(),  # batch-norm statistics are global already
         )
         torch.manual_seed(ranks.seed_of(seed))  # each rank's own dropout stream
     try:
@@ -51,3 +51,13 @@ def build_trainee(plan: RunPlan, data: WorkloadData) -> Trainee:
         ranks=ranks,
         parallel=parallel,
     )
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP's switch for not broadcasting buffers every forward (renamed in newer torch)."""
+    import inspect
+
+    parameters = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    if "forward_sync_buffers" in parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
