@@ -16,7 +16,7 @@ from fambench.data.librispeech import load_manifest
 
 COPIES = 90  # the tiny corpus's training subset, this many times over (~105 MB of features)
 SMALL_COPIES = 10  # ... and a tenth of that (~12 MB)
-CAP_MB = 24  # what 90 copies may add to a run's resident anonymous memory over 10 copies
+CAP_MB = 32  # what 90 copies may add to a run's resident anonymous memory over 10 copies
 
 # Imports everything first, then runs the CLI in this process while a thread samples the
 # resident anonymous memory (RssAnon: heap and private mappings; memory-mapped file pages are
