@@ -99,7 +99,6 @@ class Batch:
     target_lens: torch.Tensor
     utt_ids: list[str]
     audio_frames: int = 0  # sum of feat_lens, known on the host without reading a tensor
-    max_frames: int = 0  # the padded length (at least the longest of feat_lens), likewise
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """The batch on `device`."""
@@ -110,7 +109,6 @@ class Batch:
             self.target_lens.to(device, non_blocking=non_blocking),
             self.utt_ids,
             self.audio_frames,
-            self.max_frames,
         )
 
     def __len__(self) -> int:
@@ -142,6 +140,4 @@ def collate(
     for i, t in enumerate(targets):
         if len(t):
             tokens[i, : len(t)] = torch.as_tensor(list(t), dtype=torch.int64)
-    return Batch(
-        padded, feat_lens, tokens, target_lens, list(ids), sum(frames), int(padded.shape[1])
-    )
+    return Batch(padded, feat_lens, tokens, target_lens, list(ids), sum(frames))

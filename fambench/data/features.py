@@ -185,9 +185,7 @@ class NormalisedFeatures(Sequence[torch.Tensor]):
         self.lengths = store.lengths[self.positions] if len(self.positions) else np.zeros(0, int)
         self.mean, self.std = mean, std
 
-    def __getitem__(self, i):  # an int; a slice gives a list
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def __getitem__(self, i: int) -> torch.Tensor:
         return apply_cmvn(self.store.row(int(self.positions[i])), self.mean, self.std)
 
     def __len__(self) -> int:
