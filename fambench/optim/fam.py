@@ -23,11 +23,13 @@ specification's algorithm to float tolerance). Larger tensors are sampled:
   entries of a 1-D tensor, drawn from a private generator re-seeded from ``seed`` and the step
   count, so runs are reproducible, resumable from a state dict, and the global RNG is untouched.
 
-Speed: ``step()`` performs no host synchronisation and no Python loop over bands. Samples of all
-analysed tensors with the same length are stacked into one batch (one ``rfft`` per length),
-band sums are one matrix product with a cached 0/1 partition matrix, handler rules run on the
-whole batch, and updates use ``torch._foreach_*`` kernels. The layout of this work (the "plan")
-is computed once per set of analysed tensors and reused.
+Speed: ``step()`` performs no host synchronisation and no Python loop over bands. The samples of
+all analysed tensors are copied with one ``_foreach_copy_`` into a buffer where those of one
+length form one batch (one ``rfft`` per length, written into one shared spectrum buffer whose
+magnitudes are then a single pass), band sums are one matrix product per length with a cached
+0/1 partition matrix, handler rules run on the whole batch, and updates use ``torch._foreach_*``
+kernels. The layout of this work and its buffers (the "plan") are built once per set of
+analysed tensors and reused.
 
 Trace: FAMOptimizer is a :class:`~fambench.optim.tracing.TraceWriter`. Once tracing is on, every
 ``TRACE_EVERY`` steps of each analysed tensor it records the band EMAs and the momentum in
@@ -107,10 +109,34 @@ class _Part:
 
 @dataclass
 class _Bucket:
-    """All parts of one sample length: one rfft, one matmul with ``matrix``."""
+    """All parts of one sample length: one rfft, one matmul with ``matrix``.
+
+    The tensors after ``matrix`` are this bucket's rows of the plan's buffers (see _Buffers).
+    """
 
     parts: list[_Part]
     matrix: Tensor  # (length // 2 + 1, n_cols) float32
+    samples: Tensor = field(default_factory=lambda: torch.empty(0))  # (n, length)
+    spectrum: Tensor = field(default_factory=lambda: torch.empty(0))  # (n, length // 2 + 1)
+    magnitude: Tensor = field(default_factory=lambda: torch.empty(0))  # (n, length // 2 + 1)
+    sums: Tensor = field(default_factory=lambda: torch.empty(0))  # (n, width)
+
+
+@dataclass
+class _Buffers:
+    """Memory every step reuses, so the analysis is a few large operations, not one per bucket.
+
+    The samples of all rows are copied into ``samples`` with one ``_foreach_copy_`` (into
+    ``destinations``, one view per row); each bucket's rfft writes its rows of ``spectra``; the
+    magnitudes of all buckets are then one pass over ``spectra``.
+    """
+
+    destinations: list[Tensor]  # per row, in bucket then part order: where its sample goes
+    spectra: Tensor  # (all bins,) complex64
+    real: Tensor  # views of spectra's real and imaginary parts
+    imag: Tensor
+    magnitudes: Tensor  # (all bins,) float32
+    sums: Tensor  # (N, width) float32: band columns, total, zero column per row
 
 
 @dataclass
@@ -129,6 +155,7 @@ class _Block:
 class _Plan:
     key: tuple
     buckets: list[_Bucket]
+    buffers: _Buffers
     gather: Tensor  # (N, max_bands + 1) flat indices into the concatenated bucket outputs
     denom_eps: Tensor  # (N, 1)
     guard_zero: bool  # some eps == 0: keep an all-zero spectrum unnormalised
@@ -267,6 +294,36 @@ def _build_buckets(layout: _RowLayout, device: torch.device) -> tuple[list[_Buck
                 offset += 1
         buckets.append(_Bucket(parts, matrix.to(device)))
     return buckets, position
+
+
+def _allocate_buffers(buckets: list[_Bucket], width: int, device: torch.device) -> _Buffers:
+    """The plan's reusable buffers; also points each bucket at its rows of them."""
+    n_rows = sum(len(part.rows) for bucket in buckets for part in bucket.parts)
+    n_samples = sum(len(p.rows) * p.length for bucket in buckets for p in bucket.parts)
+    n_bins = sum(len(p.rows) * (p.length // 2 + 1) for bucket in buckets for p in bucket.parts)
+    samples = torch.empty(n_samples, dtype=torch.float32, device=device)
+    spectra = torch.empty(n_bins, dtype=torch.complex64, device=device)
+    magnitudes = torch.empty(n_bins, dtype=torch.float32, device=device)
+    sums = torch.empty(n_rows, width, dtype=torch.float32, device=device)
+    destinations: list[Tensor] = []
+    sample_at = bin_at = row_at = 0
+    for bucket in buckets:
+        length = bucket.parts[0].length
+        n_freq = length // 2 + 1
+        n = sum(len(part.rows) for part in bucket.parts)
+        bucket.samples = samples[sample_at : sample_at + n * length].view(n, length)
+        bucket.spectrum = spectra[bin_at : bin_at + n * n_freq].view(n, n_freq)
+        bucket.magnitude = magnitudes[bin_at : bin_at + n * n_freq].view(n, n_freq)
+        bucket.sums = sums[row_at : row_at + n]
+        for part in bucket.parts:
+            shape = {"full": part.shape, "strided": part.size}.get(part.kind, (length,))
+            for _ in part.rows:
+                destinations.append(samples[sample_at : sample_at + length].view(shape))
+                sample_at += length
+        bin_at += n * n_freq
+        row_at += n
+    parts = torch.view_as_real(spectra)
+    return _Buffers(destinations, spectra, parts[:, 0], parts[:, 1], magnitudes, sums)
 
 
 def _band_matrix(n_freq: int, layout: _RowLayout) -> Tensor:
@@ -529,18 +586,19 @@ class FAMOptimizer(Optimizer):
 
         generator = self._seeded_generator(steps[0]) if plan.uses_random else None
 
-        outputs = []
+        buffers = plan.buffers
+        sources: list[Tensor] = []
         for bucket in plan.buckets:
-            pieces = [
-                self._gather_part(part, grads, generator, plan.device) for part in bucket.parts
-            ]
-            batch = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-            if batch.dtype != torch.float32:
-                batch = batch.float()
-            outputs.append(_magnitude(torch.fft.rfft(batch)) @ bucket.matrix)
-        sums = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+            for part in bucket.parts:
+                sources.extend(self._part_samples(part, grads, generator, plan.device))
+        torch._foreach_copy_(buffers.destinations, sources)
+        for bucket in plan.buckets:
+            torch.fft.rfft(bucket.samples, out=bucket.spectrum)
+        _magnitude(buffers)
+        for bucket in plan.buckets:
+            torch.matmul(bucket.magnitude, bucket.matrix, out=bucket.sums)
 
-        picked = torch.take(sums, plan.gather).to(plan.ema.dtype)
+        picked = torch.take(buffers.sums, plan.gather).to(plan.ema.dtype)
         n_bands = plan.ema.shape[1]
         bands, total = picked[:, :n_bands], picked[:, n_bands:]
         denom = total + plan.denom_eps
@@ -575,18 +633,17 @@ class FAMOptimizer(Optimizer):
             self._record_trace(plan, steps)
         return plan.weight_views
 
-    def _gather_part(
+    def _part_samples(
         self,
         part: _Part,
         grads: list[Tensor],
         generator: torch.Generator | None,
         device: torch.device,
-    ) -> Tensor:
-        """Stack the samples of one part into an (n, length) tensor."""
+    ) -> list[Tensor]:
+        """The sample of each row of ``part``, shaped like its destination in the buffers."""
         sources = [grads[r] for r in part.rows]
-        n = len(sources)
         if part.kind == "full":
-            return torch.stack(sources).view(n, part.length)
+            return sources
         if part.kind == "strided":
             views = []
             for g, stride, fallback in zip(sources, part.strides, part.fallbacks, strict=True):
@@ -597,7 +654,8 @@ class FAMOptimizer(Optimizer):
                     views.append(rows.reshape(rows.shape[0], -1)[:, : part.size[1]])
                 else:
                     views.append(g.unfold(0, part.size[1], stride[0])[: part.size[0]])
-            return torch.stack(views).view(n, part.length)
+            return views
+        n = len(sources)
         if part.kind == "random_nd":
             n_rows, n_cols = part.counts
             dim0, dim1 = part.shape[0], part.shape[1]
@@ -608,13 +666,13 @@ class FAMOptimizer(Optimizer):
             if rest > 1:
                 flat = flat[..., None] + torch.arange(rest)
             flat = flat.reshape(n, -1).to(device)
-            return torch.stack([torch.take(g, flat[j]) for j, g in enumerate(sources)])
+            return [torch.take(g, flat[j]) for j, g in enumerate(sources)]
         # random_1d
         numel = part.shape[0]
         picks = [
             torch.randperm(numel, generator=generator)[: part.counts[0]].to(device) for _ in sources
         ]
-        return torch.stack([torch.take(g, idx) for g, idx in zip(sources, picks, strict=True)])
+        return [torch.take(g, idx) for g, idx in zip(sources, picks, strict=True)]
 
     def _seeded_generator(self, step: int) -> torch.Generator:
         # Re-seeding from (seed, step) keeps random sampling reproducible and lets a run resumed
@@ -636,6 +694,7 @@ class FAMOptimizer(Optimizer):
         ema_dtype = _ema_dtype(device)
         layout = self._collect_rows(_row_groups(key), params, device, ema_dtype)
         buckets, position = _build_buckets(layout, device)
+        buffers = _allocate_buffers(buckets, layout.width, device)
         gather = _gather_index(layout, position)
         storage = self._ema_storage(params, layout, device, ema_dtype)
 
@@ -646,6 +705,7 @@ class FAMOptimizer(Optimizer):
         return _Plan(
             key=key,
             buckets=buckets,
+            buffers=buffers,
             gather=gather.to(device),
             denom_eps=torch.tensor(layout.row_eps, dtype=ema_dtype, device=device).unsqueeze(1),
             guard_zero=any(e == 0 for e in layout.row_eps),
@@ -815,11 +875,11 @@ class FAMOptimizer(Optimizer):
 # ------------------------------------------------------------------------------- helpers
 
 
-def _magnitude(spectrum: Tensor) -> Tensor:
-    """``|spectrum|``; sqrt(re^2 + im^2) is several times faster than complex abs on CPU."""
-    parts = torch.view_as_real(spectrum)
-    real, imag = parts[..., 0], parts[..., 1]
-    return torch.addcmul(real * real, imag, imag).sqrt_()
+def _magnitude(buffers: _Buffers) -> None:
+    """``|spectra|`` into ``magnitudes``: sqrt(re^2 + im^2), several times faster than complex
+    abs on CPU (and the rounding of torch.addcmul(re * re, im, im), as before the buffers)."""
+    torch.mul(buffers.real, buffers.real, out=buffers.magnitudes)
+    buffers.magnitudes.addcmul_(buffers.imag, buffers.imag).sqrt_()
 
 
 def _ema_dtype(device: torch.device) -> torch.dtype:
