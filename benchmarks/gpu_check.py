@@ -193,6 +193,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument(
+        "--data", help="LibriSpeech root of an existing smoke corpus for the torchrun run "
+        "(default: one is generated in a temporary directory)",
+    )  # fmt: skip
+    parser.add_argument("--cache-dir", help="feature cache for the torchrun run (with --data)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -224,10 +229,12 @@ def main() -> None:
         if fused:
             ratios.append(f"{seconds / fused:.2f}x fused AdamW")
         print(f"  {label}: {seconds * 1e3:.3f} ms ({', '.join(ratios)})")
-    torchrun_check(args.device)
+    torchrun_check(args.device, data=args.data, cache_dir=args.cache_dir)
 
 
-def torchrun_check(device: str, steps: int = 60) -> None:
+def torchrun_check(
+    device: str, steps: int = 60, data: str | None = None, cache_dir: str | None = None
+) -> None:
     """``fambench run`` under torchrun on one process, end to end; prints what it recorded."""
     import json
     import os
@@ -241,8 +248,11 @@ def torchrun_check(device: str, steps: int = 60) -> None:
         command = [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
             "-m", "fambench", "run", "--preset", "smoke-nodropout", "-o", "fam",
-            "--steps", str(steps), "--out", str(out), "--cache-dir", str(Path(tmp) / "data"),
+            "--steps", str(steps), "--out", str(out),
+            "--cache-dir", cache_dir or str(Path(tmp) / "data"),
         ]  # fmt: skip
+        if data:
+            command += ["--data", data]
         env = dict(os.environ)
         if device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
@@ -259,7 +269,8 @@ def torchrun_check(device: str, steps: int = 60) -> None:
         print(
             f"torchrun (1 process, {config['provenance']['device']}): {summary['status']}, "
             f"{summary['steps']} steps, {summary['steps_per_s']:.1f} steps/s, "
-            f"world_size {summary['world_size']}, {wall:.0f} s with corpus generation"
+            f"world_size {summary['world_size']}, "
+            f"{wall:.0f} s{'' if data else ' with corpus generation'}"
         )
 
 

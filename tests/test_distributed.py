@@ -134,7 +134,8 @@ def _train_rows(run_dir: Path) -> pd.DataFrame:
     return metrics[metrics["train_loss"].notna()].reset_index(drop=True)
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "fam", "fam-fixed", "simple-fam"])
+# fam-fixed is FAMOptimizer's fixed-momentum path, which fam's run covers (its analysis aside).
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "fam", "simple-fam"])
 def test_two_processes_train_the_numbers_of_one(
     smoke, synth_corpus, smoke_cache, tmp_path, optimizer
 ):
@@ -219,7 +220,7 @@ def _wait_for_checkpoint(run_root: Path, process: subprocess.Popen, timeout_s: f
 
 
 def test_a_killed_two_process_run_resumes_and_finishes(synth_corpus, smoke_cache, tmp_path):
-    command = _cli(tmp_path / "runs", synth_corpus, smoke_cache, "fam", "--steps", "90")
+    command = _cli(tmp_path / "runs", synth_corpus, smoke_cache, "fam", "--steps", "60")
     launcher = subprocess.Popen(
         [*command, "--nproc", "2"],
         stdout=subprocess.DEVNULL,
@@ -232,7 +233,7 @@ def test_a_killed_two_process_run_resumes_and_finishes(synth_corpus, smoke_cache
         os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and both ranks, at once
         launcher.wait()
     killed_at = json.loads((run_dir / "summary.json").read_text())["steps"]
-    assert 15 <= killed_at < 90
+    assert 15 <= killed_at < 60
 
     refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0
@@ -245,7 +246,7 @@ def test_a_killed_two_process_run_resumes_and_finishes(synth_corpus, smoke_cache
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from a checkpoint" in resumed.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["steps"] == 90
+    assert summary["status"] == "completed" and summary["steps"] == 60
     assert summary["rank_digests"][0] == summary["rank_digests"][1]
     rows = _train_rows(run_dir)
-    assert rows["step"].tolist() == list(range(1, 91))  # no step lost or logged twice
+    assert rows["step"].tolist() == list(range(1, 61))  # no step lost or logged twice

@@ -10,10 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_dry_run_prints_every_table():
+def test_gpu_check_dry_run_prints_every_table(synth_corpus, smoke_cache):
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu",
-         "--preset", "smoke", "--steps", "2", "--repeats", "2"],
+         "--preset", "smoke", "--steps", "2", "--repeats", "2",
+         "--data", str(synth_corpus), "--cache-dir", str(smoke_cache)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
