@@ -4,13 +4,15 @@ Builds the project's own model (fambench.model.ConformerCTC) at two sizes: a ~2.
 one (d=144, 4 layers, ffn 576, 4 heads, 64 front-end channels, 256 tokens) and a ~19M one
 (d=256, 12 layers, ffn 1024, 128 front-end channels), fills gradients from a fixed seed, and
 times ``step()`` of each optimizer. By default each optimizer is timed on its own, one after
-the other (its caches warm, as in training); ``--interleave`` times them round-robin instead,
-so that a busy machine affects all alike. FAM is timed after ``fam_start_step`` so its
+the other (its caches warm, as in training), in ``--rounds`` rounds of ``--repeats`` steps each,
+so a slow spell of the machine falls on every optimizer rather than on one; ``--interleave``
+times them round-robin step by step instead. FAM is timed after ``fam_start_step`` so its
 analysis runs. "sgd" is the registry's (Nesterov); "sgd-momentum" is torch's plain foreach
 SGD with momentum 0.9 (no Nesterov), the ratio the FAM goal is stated against; "reference" is
 the plain per-tensor implementation of the specification (fambench.optim.reference).
 
-    python benchmarks/optimizer_step.py [--threads 2] [--repeats 40] [--models small,large]
+    python benchmarks/optimizer_step.py [--threads 2] [--repeats 40] [--rounds 5]
+                                        [--models small,large]
                                         [--kernel 31] [--weight-decay 1e-4] [--interleave]
 """
 
@@ -72,7 +74,7 @@ def fill_gradients(model: nn.Module, seed: int) -> None:
 
 
 def time_steps(
-    optimizers, warmup: int, repeats: int, interleave: bool = False
+    optimizers, warmup: int, repeats: int, interleave: bool = False, rounds: int = 1
 ) -> dict[str, list[float]]:
     """Seconds per step() of each optimizer: each on its own (default) or round-robin."""
     times: dict[str, list[float]] = {name: [] for name in optimizers}
@@ -80,19 +82,20 @@ def time_steps(
         for _ in range(warmup):
             for _, optimizer in optimizers.values():
                 optimizer.step()
-        for _ in range(repeats):
+        for _ in range(repeats * rounds):
             for name, (_, optimizer) in optimizers.items():
                 start = time.perf_counter()
                 optimizer.step()
                 times[name].append(time.perf_counter() - start)
         return times
-    for name, (_, optimizer) in optimizers.items():
-        for _ in range(warmup):
-            optimizer.step()
-        for _ in range(repeats):
-            start = time.perf_counter()
-            optimizer.step()
-            times[name].append(time.perf_counter() - start)
+    for _ in range(rounds):
+        for name, (_, optimizer) in optimizers.items():
+            for _ in range(warmup):
+                optimizer.step()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                optimizer.step()
+                times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -100,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --repeats steps")
     parser.add_argument("--warmup", type=int, default=FAM_START + 3)
     parser.add_argument("--models", default="small,large", help="comma-separated: small, large")
     parser.add_argument("--kernel", type=int, default=31)
@@ -116,7 +120,8 @@ def main() -> None:
 
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), {platform.machine()}, "
-        f"median of {args.repeats} steps after {args.warmup} warmup steps "
+        f"median of {args.rounds} x {args.repeats} steps, each round after {args.warmup} "
+        f"warmup steps "
         f"(fam_start_step={FAM_START}, weight_decay="
         f"{'registry default' if args.weight_decay is None else args.weight_decay})"
     )
@@ -131,7 +136,7 @@ def main() -> None:
         model = ConformerCTC(MODELS[key].replace(conv_kernel=args.kernel))
         n_params = count_parameters(model)
         optimizers = build_optimizers(model, args.weight_decay)
-        times = time_steps(optimizers, args.warmup, args.repeats, args.interleave)
+        times = time_steps(optimizers, args.warmup, args.repeats, args.interleave, args.rounds)
         base = statistics.median(times["sgd"])
         plain = statistics.median(times["sgd-momentum"])
         for name, values in times.items():
