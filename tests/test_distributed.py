@@ -20,6 +20,7 @@ from fambench.data.features import SpecAugment
 from fambench.rundir import load_run
 from fambench.training import run_training
 from fambench.training.distributed import Ranks, state_digest
+from fambench.training.interrupts import AgreedStop, StopRequests
 from fambench.training.launch import rank_environment, without_option
 
 PRESET = "smoke-nodropout"
@@ -102,6 +103,42 @@ def test_state_digest_sees_one_changed_momentum_element():
     buf = optimizer.state[model.weight]["momentum_buffer"]
     buf[0, 0] = torch.nextafter(buf[0, 0], torch.tensor(2.0))  # one ulp up
     assert state_digest(model, optimizer) != before
+
+
+def test_on_several_ranks_a_signal_is_held_until_the_ranks_agree_after_a_step():
+    votes: list[bool] = []
+    others_stop = False
+
+    def agree(held_here: bool) -> bool:  # any_rank, with the other ranks' votes made up
+        votes.append(held_here)
+        return held_here or others_stop
+
+    stops = StopRequests()
+    with stops.installed(), stops.agreeing(agree):
+        with stops.step():
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)  # between steps (an evaluation, say): held
+        time.sleep(0.01)
+        with pytest.raises(AgreedStop), stops.step():
+            pass
+        assert votes == [False, True]
+        others_stop = True  # another rank holds a signal: this one stops with it
+        with pytest.raises(AgreedStop), stops.step():
+            pass
+        others_stop = False
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        with pytest.raises(KeyboardInterrupt) as second:  # a second signal: at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        assert not isinstance(second.value, AgreedStop)
+    reached = False
+    with stops.installed():  # one process: no vote, the signal waits for the step's end
+        with pytest.raises(KeyboardInterrupt), stops.step():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+            reached = True
+    assert reached and votes == [False, True, False]
 
 
 # --- whole runs ----------------------------------------------------------------------------
@@ -250,3 +287,45 @@ def test_a_killed_two_process_run_resumes_and_finishes(synth_corpus, smoke_cache
     assert summary["rank_digests"][0] == summary["rank_digests"][1]
     rows = _train_rows(run_dir)
     assert rows["step"].tolist() == list(range(1, 61))  # no step lost or logged twice
+
+
+def test_a_stop_signal_stops_every_rank_at_one_step_which_is_saved(
+    synth_corpus, smoke_cache, tmp_path
+):
+    """SIGTERM (what Slurm sends) to a 2-process run: the ranks agree on a step, save it
+    together and exit 130; the same command resumes from exactly that step."""
+    command = _cli(tmp_path / "runs", synth_corpus, smoke_cache, "fam", "--steps", "45")
+    launcher = subprocess.Popen(
+        [*command, "--nproc", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        run_dir = _wait_for_checkpoint(tmp_path / "runs", launcher)
+        launcher.send_signal(signal.SIGTERM)
+        out, err = launcher.communicate(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 130, err[-3000:]
+    assert "rank" not in err  # no rank failed or was stopped by the launcher
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stopped = summary["steps"]
+    assert summary["status"] == "interrupted" and 15 < stopped < 45
+    # the step it stopped at is the checkpoint's, not the last evaluation's (step 15 or 30)
+    assert f"interrupted at step {stopped}; run the same command to resume" in out
+    assert "from the last checkpoint" not in out
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert checkpoint["progress"]["step"] == stopped
+    assert summary["rank_digests"][0] == summary["rank_digests"][1]
+    assert _train_rows(run_dir)["step"].tolist() == list(range(1, stopped + 1))
+
+    resumed = subprocess.run(
+        [*command, "--nproc", "2"], capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 45
+    assert _train_rows(run_dir)["step"].tolist() == list(range(1, 46))

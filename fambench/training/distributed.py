@@ -100,8 +100,26 @@ def start_process_group(ranks: Ranks, device: torch.device) -> None:
 
 
 def end_process_group() -> None:
+    global _control_group
+    _control_group = None
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+_control_group: Any = None
+
+
+def any_rank(flag: bool, ranks: Ranks) -> bool:
+    """Whether `flag` is set on any rank. A collective on host memory (a Gloo group of its
+    own, also beside NCCL), so asking after every step never waits for a GPU."""
+    if not ranks.distributed:
+        return flag
+    global _control_group
+    if _control_group is None:  # every rank gets here at the same call: new_group is collective
+        _control_group = dist.new_group(backend="gloo")
+    box = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX, group=_control_group)
+    return bool(box.item())
 
 
 def sum_across(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:

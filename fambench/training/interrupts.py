@@ -11,22 +11,37 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class AgreedStop(KeyboardInterrupt):
+    """A stop every data-parallel rank agreed on after the same step: they may save together."""
+
+
 class StopRequests:
-    """Turns SIGINT/SIGTERM into KeyboardInterrupt, deferred while a step is running."""
+    """Turns SIGINT/SIGTERM into KeyboardInterrupt, deferred while a step is running.
+
+    On several data-parallel ranks (:meth:`agreeing`) a rank cannot stop on its own: the
+    others would wait for it in their next collective. There every signal is held, also
+    between steps, and after each step the ranks agree whether any of them holds one; if so
+    all raise :class:`AgreedStop` at the same step boundary. A second signal while one is held
+    raises KeyboardInterrupt at once (the ranks then resume from their last checkpoint).
+    """
 
     def __init__(self) -> None:
         self.in_step = False
         self.pending: int | None = None
+        self.agree: Callable[[bool], bool] | None = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.in_step:
+        if self.agree is not None and self.pending is None:
+            self.pending = signum
+            return
+        if self.in_step and self.agree is None:
             self.pending = signum
             return
         raise KeyboardInterrupt
@@ -45,13 +60,28 @@ class StopRequests:
                 signal.signal(sig, handler)
 
     @contextmanager
+    def agreeing(self, agree: Callable[[bool], bool] | None) -> Iterator[None]:
+        """While the block runs, stop only where ``agree(held here)`` is True on every rank
+        (``agree`` is a collective: every rank calls it after every step). None: no change."""
+        self.agree = agree
+        try:
+            yield
+        finally:
+            self.agree = None
+
+    @contextmanager
     def step(self) -> Iterator[None]:
-        """A training step: stop signals wait for its end, then raise KeyboardInterrupt."""
+        """A training step: stop signals wait for its end, then raise KeyboardInterrupt
+        (AgreedStop when the ranks agree)."""
         self.in_step = True
         try:
             yield
         finally:
             self.in_step = False
-        if self.pending is not None:
+        if self.agree is not None:
+            if self.agree(self.pending is not None):
+                self.pending = None
+                raise AgreedStop
+        elif self.pending is not None:
             self.pending = None
             raise KeyboardInterrupt

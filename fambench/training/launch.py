@@ -81,23 +81,39 @@ def launch(nproc: int, arguments: Sequence[str], threads: int | None = None) -> 
             signal.signal(sig, handler)
 
 
-def _wait(ranks: list[subprocess.Popen]) -> tuple[int, str]:
+INTERRUPTED = 130  # a rank's exit code after Ctrl-C / SIGTERM (the run saved, resumable)
+
+
+def _wait(ranks: list[subprocess.Popen], grace_s: float = 120.0) -> tuple[int, str]:
+    """Wait for every rank. A failing rank stops the others at once; an interrupted one is
+    given `grace_s` for the others to stop with it (they agree on the step and save it
+    together, rank 0 last) before they are stopped too."""
     first_failure: tuple[int, int] | None = None  # (rank, code)
+    interrupted_since: float | None = None
     while any(process.poll() is None for process in ranks):
         if first_failure is None:
             for rank, process in enumerate(ranks):
                 code = process.poll()
-                if code not in (None, 0):
+                if code == INTERRUPTED and interrupted_since is None:
+                    interrupted_since = time.monotonic()
+                elif code not in (None, 0, INTERRUPTED):
                     first_failure = (rank, code)
                     _stop_others(ranks)
                     break
+            waited = time.monotonic() - (interrupted_since or time.monotonic())
+            if first_failure is None and waited > grace_s:
+                codes = [process.poll() for process in ranks]
+                first_failure = (codes.index(INTERRUPTED), INTERRUPTED)
+                _stop_others(ranks)
         time.sleep(0.2)
     codes = [process.returncode for process in ranks]
     if first_failure is None:
         failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
-        first_failure = failed[0] if failed else None
-    if first_failure is None:
-        return 0, ""
+        if not failed:
+            return 0, ""
+        if all(code == INTERRUPTED for _, code in failed):
+            return INTERRUPTED, ""  # rank 0 has said where the run stopped
+        first_failure = next((f for f in failed if f[1] != INTERRUPTED), failed[0])
     rank, code = first_failure
     if rank == 0:
         return code, ""  # rank 0 has said what went wrong

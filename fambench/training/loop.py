@@ -8,7 +8,8 @@ from fambench.errors import FambenchError
 from fambench.machine import CpuInterval, load_average, sample_cpu
 from fambench.rundir import train_row
 from fambench.training.checkpoint import save_checkpoint
-from fambench.training.distributed import gather, state_digest
+from fambench.training.distributed import any_rank, gather, state_digest
+from fambench.training.interrupts import AgreedStop
 from fambench.training.interval import Diverged
 from fambench.training.state import Boundary
 from fambench.training.step import RunContext, record_interval, train_step
@@ -29,32 +30,38 @@ def train_loop(run: RunContext) -> tuple[str, str]:
     trainee.model.train()
     boundary = Boundary.of(trainee, state)
     start_cpu_accounting(run)
-    try:
-        while True:
-            done = budget_spent(run)
-            due = done or state.step % plan.preset.eval_every == 0
-            if state.step > 0 and state.last_eval_step != state.step and due:
-                record_interval(run)  # every step before the checkpoint, read back and checked
-                if trainee.ranks.is_main:
-                    evaluate_dev(run)
-                checkpoint(run)
-            if done:
-                break
-            # Stop signals wait for the step's end; anything else that interrupts the step saves
-            # this boundary (the forward pass has drawn dropout and SpecAugment randomness and
-            # moved BatchNorm statistics by then: a resumed run must do that again).
-            mark = time.perf_counter()
-            boundary = Boundary.of(trainee, state)
-            with run.stops.step():
-                ended = train_step(run, mark)
-            # Bookkeeping and the progress display count as training time too.
-            tail = time.perf_counter() - ended
-            state.train_s += tail
-            run.session.train_s += tail
-    except Diverged as exc:
-        return diverged(run, exc)
-    except KeyboardInterrupt:
-        return interrupted(run, boundary)
+    ranks = trainee.ranks
+    agree = (lambda held: any_rank(held, ranks)) if ranks.distributed else None
+    with run.stops.agreeing(agree):
+        try:
+            while True:
+                done = budget_spent(run)
+                due = done or state.step % plan.preset.eval_every == 0
+                if state.step > 0 and state.last_eval_step != state.step and due:
+                    record_interval(run)  # every step before the checkpoint, read back, checked
+                    if ranks.is_main:
+                        evaluate_dev(run)
+                    checkpoint(run)
+                if done:
+                    break
+                # Stop signals wait for the step's end; anything else that interrupts the step
+                # saves this boundary (the forward pass has drawn dropout and SpecAugment
+                # randomness and moved BatchNorm statistics by then: a resumed run must do that
+                # again).
+                mark = time.perf_counter()
+                boundary = Boundary.of(trainee, state)
+                with run.stops.step():
+                    ended = train_step(run, mark)
+                # Bookkeeping and the progress display count as training time too.
+                tail = time.perf_counter() - ended
+                state.train_s += tail
+                run.session.train_s += tail
+        except Diverged as exc:
+            return diverged(run, exc)
+        except AgreedStop:
+            return stopped_together(run)
+        except KeyboardInterrupt:
+            return interrupted(run, boundary)
     if run.data.test is not None and trainee.ranks.is_main:
         state.test, _ = timed_evaluation(run, "test")
     account_cpu(run)
@@ -62,12 +69,15 @@ def train_loop(run: RunContext) -> tuple[str, str]:
     return "completed", completion_message(run)
 
 
-def checkpoint(run: RunContext) -> None:
+def checkpoint(run: RunContext, evaluated: bool = True) -> None:
     """Save this step boundary (rank 0 writes; on several ranks, every rank's RNG states go
-    into it, and the ranks must hold bitwise-equal models and optimizer states)."""
+    into it, and the ranks must hold bitwise-equal models and optimizer states). A collective
+    on several ranks. ``evaluated``: the dev set was just evaluated at this step."""
     trainee, state, ranks = run.trainee, run.state, run.trainee.ranks
-    state.last_eval_step = state.step  # on every rank (rank 0's evaluation set it there)
+    if evaluated:
+        state.last_eval_step = state.step  # on every rank (rank 0's evaluation set it there)
     boundary = Boundary.of(trainee, state)
+    run.session.checkpoint_step = state.step
     rngs = gather(boundary.rng, ranks)  # on several ranks: waits for rank 0's evaluation
     digests = (
         gather(state_digest(trainee.model, trainee.optimizer), ranks) if ranks.world > 1 else []
@@ -134,15 +144,26 @@ def evaluate_dev(run: RunContext) -> None:
     run.logger.evaluation(run.state, rates, seconds)
 
 
+def stopped_together(run: RunContext) -> tuple[str, str]:
+    """Every rank stopped after the same step (a stop they agreed on): save it together."""
+    try:
+        record_interval(run)
+    except Diverged as exc:
+        return diverged(run, exc)
+    checkpoint(run, evaluated=False)
+    return "interrupted", f"interrupted at step {run.state.step}; run the same command to resume"
+
+
 def interrupted(run: RunContext, boundary: Boundary) -> tuple[str, str]:
     """Save what an interruption allows and say how to resume."""
     state = run.state
     account_cpu(run)
-    if run.trainee.ranks.distributed:  # the other ranks may be anywhere: no collective now
-        run.state.rows = [r for r in state.rows if r["step"] <= state.last_eval_step]
+    if run.trainee.ranks.distributed:  # a rank stopped alone: the others may be anywhere
+        saved = run.session.checkpoint_step
+        run.state.rows = [r for r in state.rows if r["step"] <= saved]
         return "interrupted", (
             f"interrupted at step {state.step}; run the same command to resume from the last "
-            f"checkpoint (step {max(state.last_eval_step, 0)})"
+            f"checkpoint (step {saved})"
         )
     try:
         record_interval(run)  # the steps done so far belong to the checkpoint's sums

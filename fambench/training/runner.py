@@ -210,6 +210,7 @@ def start(run: RunContext) -> bool:
         raise ResultsError(problem)
     if resume:
         run.state = load_checkpoint(files.checkpoint, plan.run_id, run.trainee)
+        run.session.checkpoint_step = run.state.step
     if not ranks.is_main:
         return resume
     if not resume:

@@ -26,6 +26,7 @@ class Session:
     steps: int = 0
     train_s: float = 0.0
     in_update: bool = False  # between optimizer.step() and the end of the step's bookkeeping
+    checkpoint_step: int = 0  # the step of the checkpoint on disk (resumed from or last saved)
     cpu_mark: CpuSample | None = None  # the CPU clocks when the last accounted span ended
     pending: PendingSteps = field(default_factory=PendingSteps)  # steps not yet read back
     timings: dict[str, float] = field(
