@@ -4,7 +4,9 @@ A signal that arrives inside a training step is held until the step has finished
 state a checkpoint saves is always a whole step: model, buffers, optimizer, schedule, RNGs and
 data position agree. Anywhere else (data preparation, evaluation, a checkpoint being written)
 it raises KeyboardInterrupt at once; none of those change the training state. SIGTERM is what
-`timeout`, Slurm and Kubernetes send, so it is treated exactly like Ctrl-C.
+`timeout`, Slurm and Kubernetes send, so it is treated exactly like Ctrl-C. On several
+data-parallel ranks the signal is held everywhere in the training loop and the ranks stop
+together (StopRequests.agreeing).
 """
 
 from __future__ import annotations
