@@ -256,14 +256,31 @@ def _wait_for_checkpoint(run_root: Path, process: subprocess.Popen, timeout_s: f
     raise AssertionError("no checkpoint appeared")
 
 
+def _start_two(command: list[str], output: Path) -> subprocess.Popen:
+    """The launcher of a 2-process run, in a session of its own (killpg reaches the ranks);
+    its stdout and stderr go to `output`.out / .err (a pipe nobody reads could fill up)."""
+    with open(f"{output}.out", "w") as out, open(f"{output}.err", "w") as err:
+        return subprocess.Popen(
+            [*command, "--nproc", "2"], stdout=out, stderr=err, start_new_session=True
+        )
+
+
+def _resume_to_the_end(command: list[str], run_dir: Path, steps: int) -> None:
+    resumed = subprocess.run(
+        [*command, "--nproc", "2"], capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from a checkpoint" in resumed.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == steps
+    assert summary["rank_digests"][0] == summary["rank_digests"][1]
+    rows = _train_rows(run_dir)
+    assert rows["step"].tolist() == list(range(1, steps + 1))  # no step lost or logged twice
+
+
 def test_a_killed_two_process_run_resumes_and_finishes(synth_corpus, smoke_cache, tmp_path):
     command = _cli(tmp_path / "runs", synth_corpus, smoke_cache, "fam", "--steps", "60")
-    launcher = subprocess.Popen(
-        [*command, "--nproc", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    launcher = _start_two(command, tmp_path / "launcher")
     try:
         run_dir = _wait_for_checkpoint(tmp_path / "runs", launcher)
     finally:
@@ -276,17 +293,7 @@ def test_a_killed_two_process_run_resumes_and_finishes(synth_corpus, smoke_cache
     assert refused.returncode != 0
     assert "resumes only with --nproc 2" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1  # one line, no traceback
-
-    resumed = subprocess.run(
-        [*command, "--nproc", "2"], capture_output=True, text=True, timeout=600
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from a checkpoint" in resumed.stdout
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["steps"] == 60
-    assert summary["rank_digests"][0] == summary["rank_digests"][1]
-    rows = _train_rows(run_dir)
-    assert rows["step"].tolist() == list(range(1, 61))  # no step lost or logged twice
+    _resume_to_the_end(command, run_dir, 60)
 
 
 def test_a_stop_signal_stops_every_rank_at_one_step_which_is_saved(
@@ -295,20 +302,15 @@ def test_a_stop_signal_stops_every_rank_at_one_step_which_is_saved(
     """SIGTERM (what Slurm sends) to a 2-process run: the ranks agree on a step, save it
     together and exit 130; the same command resumes from exactly that step."""
     command = _cli(tmp_path / "runs", synth_corpus, smoke_cache, "fam", "--steps", "45")
-    launcher = subprocess.Popen(
-        [*command, "--nproc", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    launcher = _start_two(command, tmp_path / "launcher")
     try:
         run_dir = _wait_for_checkpoint(tmp_path / "runs", launcher)
         launcher.send_signal(signal.SIGTERM)
-        out, err = launcher.communicate(timeout=300)
+        launcher.wait(timeout=300)
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
+    out, err = (Path(f"{tmp_path / 'launcher'}.{end}").read_text() for end in ("out", "err"))
     assert launcher.returncode == 130, err[-3000:]
     assert "rank" not in err  # no rank failed or was stopped by the launcher
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -321,11 +323,4 @@ def test_a_stop_signal_stops_every_rank_at_one_step_which_is_saved(
     assert checkpoint["progress"]["step"] == stopped
     assert summary["rank_digests"][0] == summary["rank_digests"][1]
     assert _train_rows(run_dir)["step"].tolist() == list(range(1, stopped + 1))
-
-    resumed = subprocess.run(
-        [*command, "--nproc", "2"], capture_output=True, text=True, timeout=600
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["steps"] == 45
-    assert _train_rows(run_dir)["step"].tolist() == list(range(1, 46))
+    _resume_to_the_end(command, run_dir, 45)
