@@ -132,8 +132,7 @@ class _Buffers:
     """
 
     destinations: list[Tensor]  # per row, in bucket then part order: where its sample goes
-    spectra: Tensor  # (all bins,) complex64
-    real: Tensor  # views of spectra's real and imaginary parts
+    real: Tensor  # views of the (all bins,) complex64 spectra's real and imaginary parts
     imag: Tensor
     magnitudes: Tensor  # (all bins,) float32
     sums: Tensor  # (N, width) float32: band columns, total, zero column per row
@@ -323,7 +322,7 @@ def _allocate_buffers(buckets: list[_Bucket], width: int, device: torch.device) 
         bin_at += n * n_freq
         row_at += n
     parts = torch.view_as_real(spectra)
-    return _Buffers(destinations, spectra, parts[:, 0], parts[:, 1], magnitudes, sums)
+    return _Buffers(destinations, parts[:, 0], parts[:, 1], magnitudes, sums)
 
 
 def _band_matrix(n_freq: int, layout: _RowLayout) -> Tensor:

@@ -97,6 +97,8 @@ def start_process_group(ranks: Ranks, device: torch.device) -> None:
         timeout=COLLECTIVE_TIMEOUT,
         device_id=device if device.type == "cuda" else None,
     )
+    global _control_group
+    _control_group = dist.new_group(backend="gloo")  # any_rank's: host memory, also beside NCCL
 
 
 def end_process_group() -> None:
@@ -114,9 +116,6 @@ def any_rank(flag: bool, ranks: Ranks) -> bool:
     own, also beside NCCL), so asking after every step never waits for a GPU."""
     if not ranks.distributed:
         return flag
-    global _control_group
-    if _control_group is None:  # every rank gets here at the same call: new_group is collective
-        _control_group = dist.new_group(backend="gloo")
     box = torch.tensor([int(flag)], dtype=torch.int32)
     dist.all_reduce(box, op=dist.ReduceOp.MAX, group=_control_group)
     return bool(box.item())
