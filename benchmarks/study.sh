@@ -9,13 +9,13 @@
 # the cores. A run that other processes slowed down anyway is marked contended and its time
 # left out; EXTRA=--rerun-contended trains such runs again for an honest time.
 #
-#   benchmarks/study.sh                      # ci, ci-deep, ci-subword; 5 seeds; results/study
+#   benchmarks/study.sh                      # ci, ci-deep, ci-subword, synth; 5 seeds; results/study
 #   WORKLOADS="ci" SEEDS=5 benchmarks/study.sh
 set -uo pipefail
 FAMBENCH=${FAMBENCH:-.venv/bin/fambench}
 OUT=${OUT:-results/study}
 SEEDS=${SEEDS:-5}
-WORKLOADS=${WORKLOADS:-"ci ci-deep ci-subword"}
+WORKLOADS=${WORKLOADS:-"ci ci-deep ci-subword synth"}
 WORKERS=${WORKERS:-$(nproc)}
 EXTRA=${EXTRA:-}
 

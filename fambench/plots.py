@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fambench.compare import GROUP_KEYS, ResultSet
+from fambench.compare import GROUP_KEYS, ResultSet, group_target
 from fambench.fileio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 GRID_POINTS = 200
 BAND_BOOTSTRAP = 2_000
 _DPI = 110
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,13 @@ def plot_curves(
     colors = optimizer_colors(results)
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
+    drawn: dict[str, int] = {}  # configurations of each optimizer so far
     for curve in curves:
         color = colors.get(curve.optimizer)
-        ax.plot(curve.x, curve.mean, label=curve.label, color=color, linewidth=1.6)
+        # An optimizer's configurations share its colour and differ in line style.
+        style = LINE_STYLES[drawn.get(curve.optimizer, 0) % len(LINE_STYLES)]
+        drawn[curve.optimizer] = drawn.get(curve.optimizer, 0) + 1
+        ax.plot(curve.x, curve.mean, label=curve.label, color=color, linewidth=1.6, linestyle=style)
         if np.isfinite(curve.low).any():
             ax.fill_between(curve.x, curve.low, curve.high, color=color, alpha=0.2, linewidth=0)
     if y == "train_loss" and all(np.nanmin(c.mean) > 0 for c in curves):
@@ -151,7 +156,9 @@ def plot_curves(
     if y == "dev_wer":
         target = target_wer if target_wer is not None else _preset_target(results, preset)
         if target is not None:
-            ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target}")
+            ax.axhline(
+                target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.4g}"
+            )
     ax.set_xlabel({"step": "step", "wall_s": "training seconds"}.get(x, x))
     ax.set_ylabel({"train_loss": "train loss (CTC)", "dev_wer": "dev WER"}.get(y, y))
     ax.set_title(f"{preset}: {ax.get_ylabel()} vs {ax.get_xlabel()} (mean, 95% CI over seeds)")
@@ -170,9 +177,10 @@ def optimizer_colors(results: ResultSet) -> dict[str, tuple]:
 
 
 def _preset_target(results: ResultSet, preset: str) -> float | None:
+    """The target compare times against: the recorded workload target, else the runs' own."""
     runs = results.runs[results.runs["preset"] == preset]
-    targets = pd.to_numeric(runs["target_wer"], errors="coerce").dropna()
-    return float(targets.iloc[0]) if len(targets) else None
+    target = group_target(runs, None) if len(runs) else math.nan
+    return None if math.isnan(target) else target
 
 
 # --------------------------------------------------------------------------- optimizer traces
@@ -328,11 +336,20 @@ def plot_performance_profile(ratios: pd.DataFrame, path: Path, tau_max: float = 
     scores = profile_scores(ratios, tau_max)
     fig = Figure(figsize=(6.4, 4.2), dpi=_DPI)
     ax = fig.add_subplot()
-    for config in ratios.index:
+    for i, config in enumerate(ratios.index):
         row = ratios.loc[config].to_numpy(dtype=float)
         taus = sorted({1.0, tau_max, *(r for r in row if 1.0 <= r <= tau_max)})
         fractions = [float((row <= tau).mean()) for tau in taus]
-        ax.step(taus, fractions, where="post", label=f"{config} (score {scores[config]:.3f})")
+        # Configurations often share a profile (e.g. all 0): later lines are thinner and dashed
+        # so that one drawn over another leaves both visible.
+        ax.step(
+            taus,
+            fractions,
+            where="post",
+            label=f"{config} (score {scores[config]:.3f})",
+            linewidth=max(1.0, 4.0 - 0.7 * i),
+            linestyle=LINE_STYLES[i % len(LINE_STYLES)],
+        )
     ax.set_xlim(1.0, tau_max)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("τ (time to target ÷ fastest on the workload)")

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from matplotlib.axes import Axes
 from rundirs import trace_records, write_run
 
+import fambench.targets
 from fambench.compare import load_results
-from fambench.plots import band_shares, plot_all, read_trace, seed_curves
+from fambench.plots import (
+    _preset_target,
+    band_shares,
+    plot_all,
+    plot_curves,
+    read_trace,
+    seed_curves,
+)
+from fambench.targets import WorkloadTarget, record_target
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -95,3 +107,32 @@ def test_runs_without_metrics_or_trace_write_nothing(tmp_path):
     write_run(tmp_path / "r", optimizer="adamw", summary=False, evals=[], train=[])
     results = load_results([tmp_path / "r"])
     assert plot_all(results, tmp_path / "plots") == []
+
+
+def test_wer_plot_marks_the_target_compare_times_against(tmp_path, results, monkeypatch):
+    # No recorded target: the runs' own (write_run records 0.6).
+    monkeypatch.setattr(fambench.targets, "TARGETS_DIR", tmp_path)
+    assert _preset_target(results, "synth") == pytest.approx(0.6)
+    # A recorded workload target replaces it, as it does in compare's time to target.
+    record_target(dataclasses.replace(WorkloadTarget("synth", 0.45, "m"), values=(0.45,)))
+    assert _preset_target(results, "synth") == pytest.approx(0.45)
+
+
+def test_configurations_of_one_optimizer_share_its_colour_not_its_line_style(tmp_path):
+    runs = tmp_path / "runs"
+    for hkey in ("lr=0.5", "lr=0.5,sampling=random"):
+        write_run(runs, optimizer="fam", seed=0, hparams_key=hkey)
+    results = load_results([runs])
+    captured = []
+    original = Axes.plot
+
+    def record(self, *args, **kwargs):
+        captured.append((kwargs.get("color"), kwargs.get("linestyle")))
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Axes, "plot", record)
+        plot_curves(results, "synth", x="step", y="train_loss", path=tmp_path / "p.png")
+    assert len(captured) == 2
+    (first_color, first_style), (second_color, second_style) = captured
+    assert first_color == second_color and first_style != second_style
