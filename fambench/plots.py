@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fambench.compare import GROUP_KEYS, ResultSet, group_target
+from fambench.compare import GROUP_KEYS, ResultSet, budget_label, group_target
 from fambench.fileio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,16 @@ def seed_curves(results: ResultSet, preset: str, *, x: str, y: str) -> list[Curv
     runs do not overlap, the first run alone is drawn.
     """
     runs = results.runs[results.runs["preset"] == preset]
-    configs_per_opt = runs.groupby("optimizer")[list(GROUP_KEYS[2:])].apply(
-        lambda g: len(g.drop_duplicates())
+    configurations = list(runs.groupby(list(GROUP_KEYS[1:]), sort=False, dropna=False))
+    # Each optimizer's plain configuration first, so that it gets the solid line.
+    order = list(dict.fromkeys(str(key[0]) for key, _ in configurations))
+    configurations.sort(
+        key=lambda c: (order.index(str(c[0][0])), str(c[1]["config"].iloc[0]) != str(c[0][0]))
     )
+    labels = _configuration_labels(configurations)
     curves: list[Curve] = []
-    for key, group in runs.groupby(list(GROUP_KEYS[1:]), sort=False, dropna=False):
-        optimizer, hkey, steps_budget = key[0], key[1], key[2]
+    for (key, group), label in zip(configurations, labels, strict=True):
+        optimizer = key[0]
         done = group[group["status"] == "completed"]
         partial = done.empty
         chosen = group if partial else done
@@ -96,11 +100,35 @@ def seed_curves(results: ResultSet, preset: str, *, x: str, y: str) -> list[Curv
                 series.append((rows[x].to_numpy(float), rows[y].to_numpy(float)))
         if not series:
             continue
-        label = str(optimizer)
-        if configs_per_opt.get(optimizer, 1) > 1:
-            label += f" [{hkey}, {steps_budget:g} steps]"
         curves.append(_mean_curve(label, str(optimizer), series, partial))
     return curves
+
+
+def _configuration_labels(configurations: list[tuple[tuple, pd.DataFrame]]) -> list[str]:
+    """A short legend label per configuration ((optimizer, hparams_key, budgets), runs).
+
+    The optimizer's name where it has one configuration; else compare's label
+    (``fam[sampling=random]``) where those tell its configurations apart; else the
+    hyperparameters, and the budget where budgets differ.
+    """
+    by_optimizer: dict[str, list[int]] = {}
+    for i, (key, _) in enumerate(configurations):
+        by_optimizer.setdefault(str(key[0]), []).append(i)
+    labels = [""] * len(configurations)
+    for optimizer, members in by_optimizer.items():
+        configs = [str(configurations[i][1]["config"].iloc[0]) for i in members]
+        budgets = [budget_label(*configurations[i][0][2:]) for i in members]
+        for i, config, budget in zip(members, configs, budgets, strict=True):
+            if len(members) == 1:
+                labels[i] = optimizer
+            elif len(set(configs)) == len(members):
+                labels[i] = config
+            else:
+                hkey = configurations[i][0][1]
+                labels[i] = f"{optimizer} [{hkey}" + (
+                    f", {budget}]" if len(set(budgets)) > 1 else "]"
+                )
+    return labels
 
 
 def _mean_curve(

@@ -120,19 +120,30 @@ def test_wer_plot_marks_the_target_compare_times_against(tmp_path, results, monk
 
 def test_configurations_of_one_optimizer_share_its_colour_not_its_line_style(tmp_path):
     runs = tmp_path / "runs"
-    for hkey in ("lr=0.5", "lr=0.5,sampling=random"):
-        write_run(runs, optimizer="fam", seed=0, hparams_key=hkey)
+    write_run(runs, optimizer="fam", hparams_key="lr=0.5,sampling=random",
+              overrides={"sampling": "random"})  # fmt: skip
+    write_run(runs, optimizer="fam", hparams_key="lr=0.5")
+    write_run(runs, optimizer="sgd", hparams_key="lr=0.1")
+    write_run(runs, optimizer="sgd", hparams_key="lr=0.2", steps_budget=200)
     results = load_results([runs])
     captured = []
     original = Axes.plot
 
     def record(self, *args, **kwargs):
-        captured.append((kwargs.get("color"), kwargs.get("linestyle")))
+        captured.append((kwargs.get("label"), kwargs.get("color"), kwargs.get("linestyle")))
         return original(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Axes, "plot", record)
         plot_curves(results, "synth", x="step", y="train_loss", path=tmp_path / "p.png")
-    assert len(captured) == 2
-    (first_color, first_style), (second_color, second_style) = captured
-    assert first_color == second_color and first_style != second_style
+    # Short labels: compare's configuration label where it tells them apart, else the
+    # hyperparameters (and the budget, as these differ); the plain configuration drawn solid.
+    assert [c[0] for c in captured] == [
+        "fam (n=1)",
+        "fam[sampling=random] (n=1)",
+        "sgd [lr=0.1, 100 steps] (n=1)",
+        "sgd [lr=0.2, 200 steps] (n=1)",
+    ]
+    (_, fam_colour, fam_style), (_, variant_colour, variant_style) = captured[:2]
+    assert fam_colour == variant_colour and (fam_style, variant_style) == ("-", "--")
+    assert captured[2][1] != fam_colour
