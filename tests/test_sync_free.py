@@ -67,3 +67,33 @@ def test_a_step_reads_nothing_back_between_log_intervals(optimizer, smoke, monke
         len(calls) == 1 and calls[0].startswith("tolist at interval.py")
         for calls in inside.values()
     ), inside
+
+
+def test_the_ctc_loss_gets_its_lengths_from_the_host(smoke, monkeypatch):
+    """torch's CTC loss copies device lengths back to the host (a sync per step on a GPU): the
+    step gives it the batch's host lengths instead. On the CPU both are host tensors, so the
+    check is which ones: none of the step's device copies may reach the loss as a length."""
+    import fambench.training.step as step_module
+
+    copies: list[torch.Tensor] = []
+    real_copy, real_loss = step_module._to_device, step_module.ctc_loss_sum
+
+    def recorded_copy(tensor, device):
+        copies.append(real_copy(tensor, device).clone())  # a new tensor, as a device copy is
+        return copies[-1]
+
+    lengths: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def recorded_loss(log_probs, out_lens, targets, target_lens):
+        lengths.append((out_lens, target_lens))
+        return real_loss(log_probs, out_lens, targets, target_lens)
+
+    monkeypatch.setattr(step_module, "_to_device", recorded_copy)
+    monkeypatch.setattr(step_module, "ctc_loss_sum", recorded_loss)
+    outcome = run_training(smoke("sgd", steps=3))
+    assert outcome.status == "completed" and len(lengths) == 3
+    device_copies = {id(t) for t in copies}
+    for out_lens, target_lens in lengths:
+        assert id(out_lens) not in device_copies and id(target_lens) not in device_copies
+        assert out_lens.device.type == target_lens.device.type == "cpu"
+        assert out_lens.dtype == torch.long and int(out_lens.min()) > 0

@@ -62,15 +62,17 @@ def train_step(run: RunContext, t0: float) -> float:
     share, weight = ranks.share(indices)
     batch = run.data.train_batch(indices, trainee.specaug_gen, share)
     audio_frames, tokens = run.data.frames_and_tokens(indices)
-    feats, lens, targets, target_lens = (
-        _to_device(t, device)
-        for t in (batch.feats, batch.feat_lens, batch.targets, batch.target_lens)
+    feats, lens, targets = (
+        _to_device(t, device) for t in (batch.feats, batch.feat_lens, batch.targets)
     )
     t1 = time.perf_counter()
     with autocast(preset, device):
-        log_probs, out_lens = trainee.forward_model(feats, lens)
+        log_probs, _ = trainee.forward_model(feats, lens)
+    # torch's CTC loss reads its lengths on the host: given device tensors it would copy them
+    # back (a host sync on a GPU), so it gets the host's own, the same numbers.
+    out_lens = trainee.model.output_lengths(batch.feat_lens).clamp(max=log_probs.shape[1])
     # This rank's part of the batch's mean loss per token; the parts sum to it over the ranks.
-    loss = ctc_loss_sum(log_probs, out_lens, targets, target_lens) / tokens
+    loss = ctc_loss_sum(log_probs, out_lens, targets, batch.target_lens) / tokens
     if weight != 1.0:
         loss = loss * weight
     t2 = time.perf_counter()

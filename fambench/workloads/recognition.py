@@ -37,7 +37,12 @@ def ctc_loss_sum(
     targets: torch.Tensor,
     target_lens: torch.Tensor,
 ) -> torch.Tensor:
-    """CTC loss summed over the batch, in fp32 (log_probs are (B, T, V))."""
+    """CTC loss summed over the batch, in fp32 (log_probs are (B, T, V)).
+
+    Give the lengths as host tensors: torch copies device lengths to the host (a sync on a GPU).
+    Its CUDA kernel still copies three small host arrays to the device, with a blocking copy, in
+    the forward and again in the backward; no caller can avoid those.
+    """
     return _CTC(log_probs.float().transpose(0, 1), targets, out_lens, target_lens)
 
 
