@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint run benchmark bench-optim bench-data bench-train gpu-check clean
+.PHONY: install test lint run benchmark bench-optim bench-data bench-train gpu-check gpu-wheels clean
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ bench-train: install
 # dependencies first.
 gpu-check:
 	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/gpu_check.py
+
+# Wheels for a GPU machine without a package registry: see benchmarks/gpu_session.sh.
+gpu-wheels: install
+	bash benchmarks/gpu_wheels.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

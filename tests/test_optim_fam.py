@@ -315,3 +315,36 @@ def test_state_moves_to_another_device_through_a_state_dict():
     for a, b in zip(model.parameters(), moved.parameters(), strict=True):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)
     assert on_gpu.effective_momenta() == optimizer.effective_momenta()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("sampling", ["ordered", "random"])
+def test_on_a_gpu_a_step_matches_the_cpu_and_never_waits_for_the_device(sampling):
+    model = _model()
+    on_gpu = copy.deepcopy(model).cuda()
+    params, gpu_params = list(model.parameters()), list(on_gpu.parameters())
+    settings = dict(fam_start_step=1, lr=0.1, sampling=sampling)
+    cpu_opt = FAMOptimizer(get_parameter_groups(model), **settings)
+    gpu_opt = FAMOptimizer(get_parameter_groups(on_gpu), **settings)
+    generator = torch.Generator().manual_seed(0)
+    grads = [
+        [crafted_gradient(tuple(p.shape), "noise", generator) for p in params] for _ in range(6)
+    ]
+    on_device = [[g.cuda() for g in step] for step in grads]  # copied before any check
+    for i, (host, device) in enumerate(zip(grads, on_device, strict=True)):
+        for p, g in zip(params, host, strict=True):
+            p.grad = g
+        for p, g in zip(gpu_params, device, strict=True):
+            p.grad = g
+        cpu_opt.step()
+        if i < 2:  # the second step builds the plan: its tables go to the device once
+            gpu_opt.step()
+            continue
+        torch.cuda.set_sync_debug_mode("error")  # any host synchronisation raises
+        try:
+            gpu_opt.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    for a, b in zip(params, gpu_params, strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)
+    assert gpu_opt.effective_momenta() == cpu_opt.effective_momenta()
