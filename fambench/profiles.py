@@ -238,23 +238,28 @@ def speedup_display(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in table.iterrows():
         ratio = r["speedup"]
+        # A median of ∞: more than half of the timed seeds missed the target.
         if math.isnan(ratio):
-            text = "— (neither reached the target)"
+            text = "— (both missed the target on most seeds)"
         elif ratio == 0:
-            text = "— (did not reach the target)"
+            text = "— (missed the target on most seeds)"
         elif math.isinf(ratio):
-            text = "∞ (the baseline did not reach the target)"
+            text = "∞ (the baseline missed the target on most seeds)"
         else:
             text = f"×{ratio:.2f}"
+        interval = "—"
         if math.isfinite(r["ratio_low"]):
             text += f" [{r['ratio_low']:.2f}, {r['ratio_high']:.2f}]"
+            # With a median of ∞ the interval covers only the seeds on which both got there.
+            both = "" if math.isfinite(ratio) and ratio > 0 else " (seeds both reached it)"
+            interval = f"paired t on log time, n={int(r['n'])}{both}"
         rows.append(
             {
                 "preset": r["preset"],
                 "optimizer": r["config"],
                 "baseline": r["baseline"],
                 "speedup": text,
-                "interval": f"paired t on log time, n={int(r['n'])}" if r["n"] >= 2 else "—",
+                "interval": interval,
             }
         )
     return pd.DataFrame(rows, columns=["preset", "optimizer", "baseline", "speedup", "interval"])

@@ -314,7 +314,9 @@ def _workloads_section(workloads: Workloads | None, out_dir: Path) -> list[str]:
             "Speedup: the baseline's median time to target ÷ the optimizer's (above 1: faster "
             "than the baseline; the baseline is the best tuned baseline of the workload unless "
             "one was named); the interval is a paired t-interval of the mean log-time ratio "
-            "over the seeds on which both reached the target, exponentiated.",
+            "over the seeds on which both reached the target, exponentiated. A configuration "
+            "whose seeds mostly missed the target has a median time of ∞ and no ratio; an "
+            "interval beside it covers only the seeds on which both reached the target.",
             "",
         ]
     return lines

@@ -209,3 +209,27 @@ def test_target_command_refuses_too_few_seeds(toy_dir):
     result = invoke("target", toy_dir, "--preset", "w1", "--no-write")
     assert result.exit_code == 2
     assert "needs a baseline with 5 completed seeds" in result.output
+
+
+def test_speedup_text_says_when_most_seeds_missed_the_target():
+    from fambench.profiles import speedup_display
+
+    nan, inf = float("nan"), float("inf")
+    table = pd.DataFrame(
+        [
+            # own median ∞ (3 of 5 missed); the 2 seeds both reached give an interval
+            {"preset": "w", "baseline": "sgd", "config": "adamw", "speedup": 0.0,
+             "ratio_low": 0.68, "ratio_high": 1.64, "n": 2},
+            {"preset": "w", "baseline": "sgd", "config": "fam", "speedup": inf,
+             "ratio_low": nan, "ratio_high": nan, "n": 0},
+            {"preset": "w", "baseline": "sgd", "config": "x", "speedup": 1.25,
+             "ratio_low": 1.05, "ratio_high": 1.49, "n": 5},
+        ]
+    )  # fmt: skip
+    rows = speedup_display(table).to_dict("records")
+    assert rows[0]["speedup"] == "— (missed the target on most seeds) [0.68, 1.64]"
+    assert rows[0]["interval"] == "paired t on log time, n=2 (seeds both reached it)"
+    assert rows[1]["speedup"] == "∞ (the baseline missed the target on most seeds)"
+    assert rows[1]["interval"] == "—"
+    assert rows[2]["speedup"] == "×1.25 [1.05, 1.49]"
+    assert rows[2]["interval"] == "paired t on log time, n=5"
