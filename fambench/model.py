@@ -124,9 +124,11 @@ class ConformerCTC(nn.Module):
         """Output frames for an input of n_frames (two unpadded kernel-3 stride-2 convs)."""
         return max(0, ((n_frames - 1) // 2 - 1) // 2)
 
-    def output_lengths(self, feat_lens: torch.Tensor) -> torch.Tensor:
-        """subsampled_length for a tensor of lengths."""
-        return torch.clamp(((feat_lens - 1) // 2 - 1) // 2, min=0)
+    def output_lengths(self, feat_lens: torch.Tensor, max_frames: int) -> torch.Tensor:
+        """subsampled_length for a tensor of lengths (int64, at most ``max_frames``: the
+        padded batch's output frames). The CTC loss takes these same numbers from the host."""
+        lengths = torch.clamp(((feat_lens - 1) // 2 - 1) // 2, min=0).to(torch.long)
+        return torch.clamp(lengths, max=max_frames)
 
     def forward(
         self, feats: torch.Tensor, feat_lens: torch.Tensor
@@ -141,7 +143,7 @@ class ConformerCTC(nn.Module):
         if feats.shape[1] < 7:
             raise ValueError(f"need at least 7 frames for the 4x subsampling, got {feats.shape[1]}")
         x = self.dropout(self.frontend(feats))
-        out_lens = torch.clamp(self.output_lengths(feat_lens).to(torch.long), max=x.shape[1])
+        out_lens = self.output_lengths(feat_lens, x.shape[1])
         valid = torch.arange(x.shape[1], device=x.device)[None, :] < out_lens[:, None]
         mask = valid.unsqueeze(1).to(x.dtype)  # (B, 1, T') as the conv module sees (B, D, T')
         for conv in self._depthwise:

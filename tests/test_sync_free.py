@@ -76,7 +76,7 @@ def test_the_ctc_loss_gets_its_lengths_from_the_host(smoke, monkeypatch):
     import fambench.training.step as step_module
 
     copies: list[torch.Tensor] = []
-    real_copy, real_loss = step_module._to_device, step_module.ctc_loss_sum
+    real_copy, real_loss = step_module.host_to_device, step_module.ctc_loss_sum
 
     def recorded_copy(tensor, device):
         copies.append(real_copy(tensor, device).clone())  # a new tensor, as a device copy is
@@ -88,7 +88,7 @@ def test_the_ctc_loss_gets_its_lengths_from_the_host(smoke, monkeypatch):
         lengths.append((out_lens, target_lens))
         return real_loss(log_probs, out_lens, targets, target_lens)
 
-    monkeypatch.setattr(step_module, "_to_device", recorded_copy)
+    monkeypatch.setattr(step_module, "host_to_device", recorded_copy)
     monkeypatch.setattr(step_module, "ctc_loss_sum", recorded_loss)
     outcome = run_training(smoke("sgd", steps=3))
     assert outcome.status == "completed" and len(lengths) == 3

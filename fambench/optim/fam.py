@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from fambench.optim.devices import host_to_device
 from fambench.optim.handlers import FrequencyHandler, get_handler
 from fambench.optim.tracing import truncate_trace
 
@@ -664,12 +665,12 @@ class FAMOptimizer(Optimizer):
             flat = (rows * (dim1 * rest))[:, :, None] + (cols * rest)[:, None, :]
             if rest > 1:
                 flat = flat[..., None] + torch.arange(rest)
-            flat = _host_to(flat.reshape(n, -1), device)
+            flat = host_to_device(flat.reshape(n, -1), device)
             return [torch.take(g, flat[j]) for j, g in enumerate(sources)]
         # random_1d
         numel = part.shape[0]
         picks = [
-            _host_to(torch.randperm(numel, generator=generator)[: part.counts[0]], device)
+            host_to_device(torch.randperm(numel, generator=generator)[: part.counts[0]], device)
             for _ in sources
         ]
         return [torch.take(g, idx) for g, idx in zip(sources, picks, strict=True)]
@@ -880,14 +881,6 @@ def _magnitude(buffers: _Buffers) -> None:
     abs on CPU (and the rounding of torch.addcmul(re * re, im, im), as before the buffers)."""
     torch.mul(buffers.real, buffers.real, out=buffers.magnitudes)
     buffers.magnitudes.addcmul_(buffers.imag, buffers.imag).sqrt_()
-
-
-def _host_to(tensor: Tensor, device: torch.device) -> Tensor:
-    """A host tensor on ``device`` without waiting for it: a plain copy from pageable memory to
-    a GPU synchronises the stream; from pinned memory it is queued like a kernel."""
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
 
 
 def _ema_dtype(device: torch.device) -> torch.dtype:

@@ -100,8 +100,10 @@ def _wait(ranks: list[subprocess.Popen], grace_s: float = 120.0) -> tuple[int, s
                     first_failure = (rank, code)
                     _stop_others(ranks)
                     break
-            waited = time.monotonic() - (interrupted_since or time.monotonic())
-            if first_failure is None and waited > grace_s:
+            overdue = (
+                interrupted_since is not None and time.monotonic() - interrupted_since > grace_s
+            )
+            if first_failure is None and overdue:
                 codes = [process.poll() for process in ranks]
                 first_failure = (codes.index(INTERRUPTED), INTERRUPTED)
                 _stop_others(ranks)

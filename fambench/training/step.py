@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fambench.machine import CpuSample
+from fambench.optim.devices import host_to_device
 from fambench.rundir import RunFiles
 from fambench.training.distributed import sum_across
 from fambench.training.interrupts import StopRequests
@@ -63,14 +64,14 @@ def train_step(run: RunContext, t0: float) -> float:
     batch = run.data.train_batch(indices, trainee.specaug_gen, share)
     audio_frames, tokens = run.data.frames_and_tokens(indices)
     feats, lens, targets = (
-        _to_device(t, device) for t in (batch.feats, batch.feat_lens, batch.targets)
+        host_to_device(t, device) for t in (batch.feats, batch.feat_lens, batch.targets)
     )
     t1 = time.perf_counter()
     with autocast(preset, device):
         log_probs, _ = trainee.forward_model(feats, lens)
     # torch's CTC loss reads its lengths on the host: given device tensors it would copy them
     # back (a host sync on a GPU), so it gets the host's own, the same numbers.
-    out_lens = trainee.model.output_lengths(batch.feat_lens).clamp(max=log_probs.shape[1])
+    out_lens = trainee.model.output_lengths(batch.feat_lens, log_probs.shape[1])
     # This rank's part of the batch's mean loss per token; the parts sum to it over the ranks.
     loss = ctc_loss_sum(log_probs, out_lens, targets, batch.target_lens) / tokens
     if weight != 1.0:
@@ -96,14 +97,6 @@ def train_step(run: RunContext, t0: float) -> float:
     _account(run.session, t0, t1, t2, t3, t4)
     run.logger.progress(state, run.session.steps / run.session.train_s)
     return t4
-
-
-def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """On CUDA from pinned memory, so the copy overlaps the previous step's kernels (the step
-    never waits for the device, so the host prepares this batch while they run)."""
-    if device.type == "cuda":
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
 
 
 def record_interval(run: RunContext) -> None:
