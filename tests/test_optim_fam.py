@@ -214,6 +214,62 @@ def test_sparse_gradients_are_refused():
         optimizer.step()
 
 
+def _script(optimizer, params, fresh_layout: bool) -> list[torch.Tensor]:
+    """Fifteen steps through everything that must change who takes part in a step: the analysis
+    starting (fam_start_step), a parameter without a gradient, a group setting changed, a state
+    dict loaded, a parameter's state dropped. ``fresh_layout`` makes every step lay itself out
+    anew, as the first step does."""
+    generator = torch.Generator().manual_seed(5)
+    saved = None
+    for step in range(1, 16):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=generator)
+        if step == 5:
+            params[0].grad = None  # skipped: no state change, no step count
+        if step == 7:
+            saved = copy.deepcopy(optimizer.state_dict())
+        if step == 8:
+            for group in optimizer.param_groups:
+                group["alpha"] = 0.8
+        if step == 9:
+            optimizer.load_state_dict(saved)
+        if step == 11:
+            del optimizer.state[params[-1]]  # starts again from a zero momentum
+        if fresh_layout:
+            optimizer._layout = None
+        optimizer.step()
+    return [p.detach().clone() for p in params] + [
+        optimizer.state[p]["exp_avg"].clone() for p in params
+    ]
+
+
+def test_a_reused_step_layout_gives_what_a_fresh_one_gives():
+    results = []
+    for fresh in (False, True):
+        model = _model()
+        params = list(model.parameters())
+        optimizer = FAMOptimizer(get_parameter_groups(model), fam_start_step=3, min_size=64)
+        results.append((_script(optimizer, params, fresh), optimizer, params))
+    (reused, optimizer, params), (fresh, _, _) = results
+    assert all(torch.equal(a, b) for a, b in zip(reused, fresh, strict=True))
+    assert optimizer._layout is not None and optimizer._layout.signature is not None
+    # The state saved before step 7 (counts 6, and 5 for the one skipped at 5) is loaded before
+    # step 9; the state dropped before step 11 starts again (and joins the analysis at step 4).
+    counts = [optimizer.state[p]["step"] for p in params]
+    assert counts[0] == 12 and counts[-1] == 5 and set(counts[1:-1]) == {13}
+
+
+def test_a_sparse_gradient_after_the_first_steps_is_still_refused():
+    embedding = nn.Embedding(50, 8)
+    optimizer = FAMOptimizer(embedding.parameters(), fam_start_step=0)
+    for _ in range(2):
+        embedding.weight.grad = torch.randn(50, 8)
+        optimizer.step()
+    embedding.weight.grad = torch.randn(50, 8).to_sparse()
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        optimizer.step()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

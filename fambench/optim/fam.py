@@ -25,11 +25,12 @@ specification's algorithm to float tolerance). Larger tensors are sampled:
 
 Speed: ``step()`` performs no host synchronisation and no Python loop over bands. The samples of
 all analysed tensors are copied with one ``_foreach_copy_`` into a buffer where those of one
-length form one batch (one ``rfft`` per length, written into one shared spectrum buffer whose
-magnitudes are then a single pass), band sums are one matrix product per length with a cached
-0/1 partition matrix, handler rules run on the whole batch, and updates use ``torch._foreach_*``
-kernels. The layout of this work and its buffers (the "plan") are built once per set of
-analysed tensors and reused.
+length form one batch (one ``rfft`` per length, whose squared parts go to one shared buffer:
+the magnitudes are then a single pass), band sums are one matrix product per length with a
+cached 0/1 partition matrix, handler rules run on the whole batch, and updates use
+``torch._foreach_*`` kernels. The layout of this work and its buffers (the "plan") are built
+once per set of analysed tensors and reused; so is the list of who takes part in a step, while
+the groups and their settings stay the same and every parameter has a gradient.
 
 Trace: FAMOptimizer is a :class:`~fambench.optim.tracing.TraceWriter`. Once tracing is on, every
 ``TRACE_EVERY`` steps of each analysed tensor it records the band EMAs and the momentum in
@@ -118,7 +119,7 @@ class _Bucket:
     parts: list[_Part]
     matrix: Tensor  # (length // 2 + 1, n_cols) float32
     samples: Tensor = field(default_factory=lambda: torch.empty(0))  # (n, length)
-    spectrum: Tensor = field(default_factory=lambda: torch.empty(0))  # (n, length // 2 + 1)
+    squares: Tensor = field(default_factory=lambda: torch.empty(0))  # (n, length // 2 + 1, 2)
     magnitude: Tensor = field(default_factory=lambda: torch.empty(0))  # (n, length // 2 + 1)
     sums: Tensor = field(default_factory=lambda: torch.empty(0))  # (n, width)
 
@@ -128,13 +129,13 @@ class _Buffers:
     """Memory every step reuses, so the analysis is a few large operations, not one per bucket.
 
     The samples of all rows are copied into ``samples`` with one ``_foreach_copy_`` (into
-    ``destinations``, one view per row); each bucket's rfft writes its rows of ``spectra``; the
-    magnitudes of all buckets are then one pass over ``spectra``.
+    ``destinations``, one view per row); the squared real and imaginary parts of each bucket's
+    rfft go to its rows of ``squares``; the magnitudes of all buckets are then one sum and one
+    square root over ``squares``.
     """
 
     destinations: list[Tensor]  # per row, in bucket then part order: where its sample goes
-    real: Tensor  # views of the (all bins,) complex64 spectra's real and imaginary parts
-    imag: Tensor
+    squares: Tensor  # (all bins, 2) float32: squared real and imaginary parts
     magnitudes: Tensor  # (all bins,) float32
     sums: Tensor  # (N, width) float32: band columns, total, zero column per row
 
@@ -164,6 +165,7 @@ class _Plan:
     first_weight: Tensor | None  # 1 for rows without an EMA yet (start at first observation)
     blocks: list[_Block]
     weights: Tensor  # (N,) 1 - momentum, written in place each step
+    one: Tensor  # 0-dim 1.0, in the momenta's dtype
     weight_views: list[Tensor]  # 0-dim views of ``weights`` for _foreach_lerp_
     momentum: Tensor | None = None  # (N,) last effective momenta
     meta: list[tuple[str, int, str, int]] = field(default_factory=list)  # name, group, handler, nb
@@ -208,6 +210,30 @@ class _RowLayout:
     def row_columns(self, row: int) -> tuple[int, FrequencyHandler, int]:
         """(first band column, handler, n_bands) of ``row``."""
         return self.configs[self.row_config[row]]
+
+
+@dataclass
+class _GroupWork:
+    """One parameter group's part of a step: its parameters with gradients, and which of them
+    are analysed (``analysed``) or keep the group's fixed momentum (``fixed``)."""
+
+    index: int
+    params: list[Tensor] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)
+    analysed: list[int] = field(default_factory=list)
+    fixed: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _StepLayout:
+    """Who takes part in a step and how; reused by later steps while ``signature`` holds
+    (None: made for this step only)."""
+
+    signature: tuple | None
+    groups: list[_GroupWork]
+    row_key: tuple  # the plan's key: group signatures, then the ids of their analysed params
+    row_params: list[Tensor]
+    row_states: list[dict[str, Any]]
 
 
 @dataclass
@@ -302,7 +328,7 @@ def _allocate_buffers(buckets: list[_Bucket], width: int, device: torch.device) 
     n_samples = sum(len(p.rows) * p.length for bucket in buckets for p in bucket.parts)
     n_bins = sum(len(p.rows) * (p.length // 2 + 1) for bucket in buckets for p in bucket.parts)
     samples = torch.empty(n_samples, dtype=torch.float32, device=device)
-    spectra = torch.empty(n_bins, dtype=torch.complex64, device=device)
+    squares = torch.empty(n_bins, 2, dtype=torch.float32, device=device)
     magnitudes = torch.empty(n_bins, dtype=torch.float32, device=device)
     sums = torch.empty(n_rows, width, dtype=torch.float32, device=device)
     destinations: list[Tensor] = []
@@ -312,7 +338,7 @@ def _allocate_buffers(buckets: list[_Bucket], width: int, device: torch.device) 
         n_freq = length // 2 + 1
         n = sum(len(part.rows) for part in bucket.parts)
         bucket.samples = samples[sample_at : sample_at + n * length].view(n, length)
-        bucket.spectrum = spectra[bin_at : bin_at + n * n_freq].view(n, n_freq)
+        bucket.squares = squares[bin_at : bin_at + n * n_freq].view(n, n_freq, 2)
         bucket.magnitude = magnitudes[bin_at : bin_at + n * n_freq].view(n, n_freq)
         bucket.sums = sums[row_at : row_at + n]
         for part in bucket.parts:
@@ -322,8 +348,7 @@ def _allocate_buffers(buckets: list[_Bucket], width: int, device: torch.device) 
                 sample_at += length
         bin_at += n * n_freq
         row_at += n
-    parts = torch.view_as_real(spectra)
-    return _Buffers(destinations, parts[:, 0], parts[:, 1], magnitudes, sums)
+    return _Buffers(destinations, squares, magnitudes, sums)
 
 
 def _band_matrix(n_freq: int, layout: _RowLayout) -> Tensor:
@@ -442,6 +467,7 @@ class FAMOptimizer(Optimizer):
     def _reset_runtime(self) -> None:
         """Caches that are rebuilt on demand (never pickled, never in the state dict)."""
         self._plan: _Plan | None = None
+        self._layout: _StepLayout | None = None
         self._generator: torch.Generator | None = None
         self._trace_pending: list[tuple] = []
 
@@ -458,7 +484,7 @@ class FAMOptimizer(Optimizer):
         except ValueError:
             self.param_groups.pop()
             raise
-        self._plan = None
+        self._plan = self._layout = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -477,7 +503,7 @@ class FAMOptimizer(Optimizer):
         self.__dict__.setdefault("_step_calls", 0)
         if "_trace_pending" not in self.__dict__:
             self._reset_runtime()
-        self._plan = None
+        self._plan = self._layout = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict; band EMAs keep their own precision (torch would cast them)."""
@@ -490,7 +516,7 @@ class FAMOptimizer(Optimizer):
                 self.state[param]["band_ema"] = saved["band_ema"].to(
                     device=param.device, dtype=_ema_dtype(param.device), copy=True
                 )
-        self._plan = None
+        self._plan = self._layout = None
 
     # -------------------------------------------------------------------------------- step
 
@@ -503,26 +529,95 @@ class FAMOptimizer(Optimizer):
                 loss = closure()
         self._step_calls += 1
         tracing = self._trace_dir is not None
+        layout, grads_by_group = self._layout_step(tracing)
+        for work in layout.groups:
+            for state in work.states:
+                state["step"] += 1
 
-        # Analysed tensors ("rows"), in group order then parameter order.
-        row_params: list[Tensor] = []
         row_grads: list[Tensor] = []
-        row_moms: list[Tensor] = []
-        row_steps: list[int] = []
-        row_key: list[Any] = []
         updates: list[tuple[list[Tensor], list[Tensor], float]] = []
+        for work, grads in zip(layout.groups, grads_by_group, strict=True):
+            group = self.param_groups[work.index]
+            moms = [state["exp_avg"] for state in work.states]
+            if group["weight_decay"] != 0:
+                grads = torch._foreach_add(grads, work.params, alpha=group["weight_decay"])
+            if work.analysed:
+                row_grads.extend(grads[j] for j in work.analysed)
+                fixed_g = [grads[j] for j in work.fixed]
+                fixed_m = [moms[j] for j in work.fixed]
+            else:
+                fixed_g, fixed_m = grads, moms
+            if fixed_m:
+                torch._foreach_lerp_(fixed_m, fixed_g, 1.0 - group["alpha"])
+            updates.append((work.params, moms, group["lr"]))
 
+        if layout.row_params:
+            row_steps = [state["step"] for state in layout.row_states]
+            weights = self._analyse(layout.row_key, layout.row_params, row_grads, row_steps)
+            row_moms = [state["exp_avg"] for state in layout.row_states]
+            torch._foreach_lerp_(row_moms, row_grads, weights)
+
+        for params, moms, lr in updates:
+            torch._foreach_add_(params, moms, alpha=-lr)
+
+        if tracing and self._step_calls % self._trace_interval == 0:
+            self.flush_trace()
+        return loss
+
+    def _layout_step(self, tracing: bool) -> tuple[_StepLayout, list[list[Tensor]]]:
+        """This step's layout and each of its groups' gradients.
+
+        The layout of the previous step is reused while it still holds: the same groups and
+        settings, every parameter with a dense gradient, and (found when it was made) no
+        parameter still waiting for ``fam_start_step``. Otherwise one pass over the parameters
+        makes a new one, creating the state of parameters seen for the first time.
+        """
+        signature = self._step_signature(tracing)
+        layout = self._layout
+        if layout is not None and layout.signature == signature:
+            grads_by_group = [[p.grad for p in work.params] for work in layout.groups]
+            if not any(g is None or g.is_sparse for grads in grads_by_group for g in grads):
+                return layout, grads_by_group
+        layout, grads_by_group = self._make_layout(tracing, signature)
+        self._layout = layout
+        return layout, grads_by_group
+
+    def _step_signature(self, tracing: bool) -> tuple:
+        """What a step layout depends on besides the gradients."""
+        return (
+            tracing,
+            len(self.state),
+            tuple(
+                (
+                    _group_signature(gi, group),
+                    id(group["params"]),
+                    len(group["params"]),
+                    group["fam_start_step"],
+                    group["min_size"],
+                )
+                for gi, group in enumerate(self.param_groups)
+            ),
+        )
+
+    def _make_layout(
+        self, tracing: bool, signature: tuple
+    ) -> tuple[_StepLayout, list[list[Tensor]]]:
+        """One pass over the parameters: who takes part in this step and who is analysed."""
+        works: list[_GroupWork] = []
+        grads_by_group: list[list[Tensor]] = []
+        row_key: list[Any] = []
+        row_params: list[Tensor] = []
+        row_states: list[dict[str, Any]] = []
+        reusable = True
         for gi, group in enumerate(self.param_groups):
-            params: list[Tensor] = []
+            work = _GroupWork(gi)
             grads: list[Tensor] = []
-            moms: list[Tensor] = []
-            steps: list[int] = []
-            analysed: list[int] = []
             analyse = group["adaptive"] or tracing
             start, min_size = group["fam_start_step"], group["min_size"]
             for p in group["params"]:
                 grad = p.grad
                 if grad is None:
+                    reusable = False
                     continue
                 if grad.is_sparse:
                     raise RuntimeError(
@@ -533,46 +628,35 @@ class FAMOptimizer(Optimizer):
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                step = state["step"] = state["step"] + 1
-                if analyse and step > start and p.numel() > min_size:
-                    analysed.append(len(params))
-                    steps.append(step)
-                params.append(p)
+                if analyse and p.numel() > min_size:
+                    if state["step"] + 1 > start:
+                        work.analysed.append(len(work.params))
+                    else:
+                        reusable = False  # it joins the analysis at a later step
+                work.params.append(p)
+                work.states.append(state)
                 grads.append(grad)
-                moms.append(state["exp_avg"])
-            if not params:
+            if not work.params:
                 continue
-
-            if group["weight_decay"] != 0:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-
-            if analysed:
+            chosen = set(work.analysed)
+            work.fixed = [j for j in range(len(work.params)) if j not in chosen]
+            if work.analysed:
                 row_key.append(_group_signature(gi, group))
-                chosen = set(analysed)
-                for j in analysed:
-                    row_params.append(params[j])
-                    row_grads.append(grads[j])
-                    row_moms.append(moms[j])
-                    row_key.append(id(params[j]))
-                row_steps.extend(steps)
-                fixed_g = [g for j, g in enumerate(grads) if j not in chosen]
-                fixed_m = [m for j, m in enumerate(moms) if j not in chosen]
-            else:
-                fixed_g, fixed_m = grads, moms
-            if fixed_m:
-                torch._foreach_lerp_(fixed_m, fixed_g, 1.0 - group["alpha"])
-            updates.append((params, moms, group["lr"]))
-
-        if row_params:
-            weights = self._analyse(tuple(row_key), row_params, row_grads, row_steps)
-            torch._foreach_lerp_(row_moms, row_grads, weights)
-
-        for params, moms, lr in updates:
-            torch._foreach_add_(params, moms, alpha=-lr)
-
-        if tracing and self._step_calls % self._trace_interval == 0:
-            self.flush_trace()
-        return loss
+                for j in work.analysed:
+                    row_key.append(id(work.params[j]))
+                    row_params.append(work.params[j])
+                    row_states.append(work.states[j])
+            works.append(work)
+            grads_by_group.append(grads)
+        layout = _StepLayout(
+            # len(self.state) may have grown in this pass: the signature of the next step.
+            signature=self._step_signature(tracing) if reusable else None,
+            groups=works,
+            row_key=tuple(row_key),
+            row_params=row_params,
+            row_states=row_states,
+        )
+        return layout, grads_by_group
 
     # ------------------------------------------------------------------------ analysis
 
@@ -593,7 +677,9 @@ class FAMOptimizer(Optimizer):
                 sources.extend(self._part_samples(part, grads, generator, plan.device))
         torch._foreach_copy_(buffers.destinations, sources)
         for bucket in plan.buckets:
-            torch.fft.rfft(bucket.samples, out=bucket.spectrum)
+            # rfft's out= would compute into a new tensor and copy it; squaring reads it once.
+            spectrum = torch.view_as_real(torch.fft.rfft(bucket.samples))
+            torch.mul(spectrum, spectrum, out=bucket.squares)
         _magnitude(buffers)
         for bucket in plan.buckets:
             torch.matmul(bucket.magnitude, bucket.matrix, out=bucket.sums)
@@ -627,7 +713,7 @@ class FAMOptimizer(Optimizer):
                 f"expected {tuple(plan.weights.shape)}"
             )
         plan.momentum = momentum
-        plan.weights.copy_(1.0 - momentum)
+        torch.sub(plan.one, momentum, out=plan.weights)
 
         if self._trace_dir is not None:
             self._record_trace(plan, steps)
@@ -715,6 +801,7 @@ class FAMOptimizer(Optimizer):
             first_weight=storage.first_weight,
             blocks=layout.blocks,
             weights=weights,
+            one=torch.ones((), dtype=ema_dtype, device=device),
             weight_views=list(weights.unbind()),
             meta=layout.meta,
             device=device,
@@ -877,10 +964,10 @@ class FAMOptimizer(Optimizer):
 
 
 def _magnitude(buffers: _Buffers) -> None:
-    """``|spectra|`` into ``magnitudes``: sqrt(re^2 + im^2), several times faster than complex
-    abs on CPU (and the rounding of torch.addcmul(re * re, im, im), as before the buffers)."""
-    torch.mul(buffers.real, buffers.real, out=buffers.magnitudes)
-    buffers.magnitudes.addcmul_(buffers.imag, buffers.imag).sqrt_()
+    """``sqrt(re^2 + im^2)`` of every bin into ``magnitudes``: several times faster than
+    complex abs (hypot) on CPU."""
+    torch.add(buffers.squares[:, 0], buffers.squares[:, 1], out=buffers.magnitudes)
+    buffers.magnitudes.sqrt_()
 
 
 def _ema_dtype(device: torch.device) -> torch.dtype:
