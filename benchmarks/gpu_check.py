@@ -9,7 +9,10 @@ audio per second, peak GPU memory, the share of step time in data/forward/backwa
 (CUDA events), and host synchronisations per step (``torch.cuda.set_sync_debug_mode("warn")``
 counts them) with the phase they happen in — torch's CUDA CTC loss copies small host arrays to
 the device with blocking copies in its forward and backward, which no caller can avoid; then the optimizer step alone — fam, fam-fixed, fused and foreach AdamW, foreach
-SGD-momentum — on the same parameters.
+SGD-momentum — on the same parameters. On CUDA it also times adamw with the model under
+``torch.compile`` (dynamic shapes), or prints why compiling failed: whether a compile switch
+would pay is measured there first (on this project's CPU, torch 2.14.1's inductor fails on the
+model with dynamic shapes).
 
     python benchmarks/gpu_check.py                 # on a GPU machine (make gpu-check)
     python benchmarks/gpu_check.py --device cpu --preset smoke --steps 3   # a dry run
@@ -95,11 +98,16 @@ def _elapsed(start, end) -> float:
     return start.elapsed_time(end) / 1000.0 if hasattr(start, "elapsed_time") else end - start
 
 
-def train_steps(name: str, preset, device: torch.device, batches, steps: int) -> dict:
-    """Time ``steps`` training steps of ``name`` (after two warm-up steps)."""
+def train_steps(
+    name: str, preset, device: torch.device, batches, steps: int, compile_model: bool = False
+) -> dict:
+    """Time ``steps`` training steps of ``name`` (after two warm-up steps); with
+    ``compile_model`` the forward runs through ``torch.compile`` (dynamic shapes), and the
+    seconds of the warm-up steps, which compile it, are returned as ``warm-up s``."""
     torch.manual_seed(0)
     settings = preset.model.replace(vocab_size=preset.data.vocab_size or 256)
     model = ConformerCTC(settings).to(device).train()
+    forward = torch.compile(model, dynamic=True) if compile_model else model
     tuned = {
         k: v
         for k, v in load_tuned(preset.name).for_optimizer(name).items()
@@ -108,7 +116,7 @@ def train_steps(name: str, preset, device: torch.device, batches, steps: int) ->
     optimizer = build_optimizer(name, model, **tuned)
     phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     syncs = dict.fromkeys(phases, 0)
-    audio_frames, wall = 0, 0.0
+    audio_frames, wall, warm_up = 0, 0.0, 0.0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         batches = [tuple(_pinned(t) for t in batch) for batch in batches]
@@ -124,7 +132,7 @@ def train_steps(name: str, preset, device: torch.device, batches, steps: int) ->
         e1 = _event(device)
         with counters["forward"]:
             with autocast(preset, device):
-                log_probs, _ = model(x, xl)
+                log_probs, _ = forward(x, xl)
             # CTC lengths from the host, as fambench's training step gives them.
             out_lens = model.output_lengths(lens, log_probs.shape[1])
             loss = ctc_loss_sum(log_probs, out_lens, y, tlens) / float(tlens.sum())
@@ -140,7 +148,8 @@ def train_steps(name: str, preset, device: torch.device, batches, steps: int) ->
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i < 2:
-            continue  # warm-up
+            warm_up += time.perf_counter() - started
+            continue
         wall += time.perf_counter() - started
         for phase, counter in counters.items():
             syncs[phase] += counter.count
@@ -160,7 +169,24 @@ def train_steps(name: str, preset, device: torch.device, batches, steps: int) ->
         "syncs/step": sum(syncs.values()) / steps,
         # Where they happen; torch's CUDA CTC loss makes some in forward and backward.
         "syncs by phase": " ".join(f"{k[:3]} {v / steps:g}" for k, v in syncs.items()),
+        "warm-up s": warm_up,
     }
+
+
+def compile_check(preset, device: torch.device, batches, steps: int, eager: dict) -> str:
+    """One line: adamw with the model under ``torch.compile`` against ``eager`` (its row), or
+    why compiling failed. fambench offers no compile switch yet: this measures whether one
+    would pay."""
+    try:
+        row = train_steps("adamw", preset, device, batches, steps, compile_model=True)
+    except Exception as exc:  # noqa: BLE001 - any failure of the compiler is the answer here
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return f"torch.compile (adamw, dynamic shapes): FAILED: {type(exc).__name__}: {first}"
+    return (
+        f"torch.compile (adamw, dynamic shapes): {row['steps/s']:.3g} steps/s "
+        f"({row['steps/s'] / eager['steps/s']:.2f}x eager), {row['audio s/s']:.3g} audio s/s, "
+        f"compiling + 2 warm-up steps {row['warm-up s']:.0f} s"
+    )
 
 
 def _pinned(value):
@@ -216,6 +242,10 @@ def main() -> None:
         "(default: one is generated in a temporary directory)",
     )  # fmt: skip
     parser.add_argument("--cache-dir", help="feature cache for the torchrun run (with --data)")
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="also time adamw with torch.compile (default: on CUDA only)",
+    )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -229,13 +259,15 @@ def main() -> None:
     print(f"preset {preset.name}: synthetic feature stream (random log-mels, LibriSpeech-like "
           f"lengths), {preset.batch_frames} frames per batch")  # fmt: skip
     batches = synthetic_batches(preset.batch_frames, preset.model.n_mels, vocab, 0, 4)
-    header = None
+    header, rows = None, {}
     for name in ("adamw", "sgd", "fam"):
-        row = train_steps(name, preset, device, batches, args.steps)
+        row = rows[name] = train_steps(name, preset, device, batches, args.steps)
         if header is None:
             header = list(row)
             print(" | ".join(header))
         print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
+    if args.compile if args.compile is not None else device.type == "cuda":
+        print(compile_check(preset, device, batches, args.steps, rows["adamw"]))
     print("optimizer step alone (median ms):")
     steps = optimizer_steps(preset, device, args.repeats)
     sgd = dict(steps).get("sgd-momentum (foreach)")
