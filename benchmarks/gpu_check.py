@@ -9,17 +9,17 @@ audio per second, peak GPU memory, the share of step time in data/forward/backwa
 (CUDA events), and host synchronisations per step (``torch.cuda.set_sync_debug_mode("warn")``
 counts them) with the phase they happen in — torch's CUDA CTC loss copies small host arrays to
 the device with blocking copies in its forward and backward, which no caller can avoid; then the optimizer step alone — fam, fam-fixed, fused and foreach AdamW, foreach
-SGD-momentum — on the same parameters. On CUDA it also times adamw with the model under
-``torch.compile`` (dynamic shapes), or prints why compiling failed: whether a compile switch
-would pay is measured there first (on this project's CPU, torch 2.14.1's inductor fails on the
-model with dynamic shapes).
+SGD-momentum — on the same parameters.
 
     python benchmarks/gpu_check.py                 # on a GPU machine (make gpu-check)
     python benchmarks/gpu_check.py --device cpu --preset smoke --steps 3   # a dry run
 
-Last, a one-GPU ``torchrun`` run end to end: ``fambench run --preset smoke-nodropout`` under
+Then a one-GPU ``torchrun`` run end to end: ``fambench run --preset smoke-nodropout`` under
 ``torchrun --standalone --nproc-per-node 1`` (DDP on NCCL; the smoke corpus is generated with
-eSpeak NG first), its status, steps/s and the rank digests from its summary.
+eSpeak NG first), its status, steps/s and the rank digests from its summary. On CUDA, last,
+adamw with the model under ``torch.compile`` (dynamic shapes) against eager, or why compiling
+failed: whether a compile switch would pay is measured there first (on this project's CPU
+machine, torch 2.14.1's inductor fails on the model with dynamic shapes).
 """
 
 from __future__ import annotations
@@ -266,8 +266,6 @@ def main() -> None:
             header = list(row)
             print(" | ".join(header))
         print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
-    if args.compile if args.compile is not None else device.type == "cuda":
-        print(compile_check(preset, device, batches, args.steps, rows["adamw"]))
     print("optimizer step alone (median ms):")
     steps = optimizer_steps(preset, device, args.repeats)
     sgd = dict(steps).get("sgd-momentum (foreach)")
@@ -280,6 +278,9 @@ def main() -> None:
             ratios.append(f"{seconds / fused:.2f}x fused AdamW")
         print(f"  {label}: {seconds * 1e3:.3f} ms ({', '.join(ratios)})")
     torchrun_check(args.device, data=args.data, cache_dir=args.cache_dir)
+    # Last: compiling may take minutes, and everything above must come out regardless.
+    if args.compile if args.compile is not None else device.type == "cuda":
+        print(compile_check(preset, device, batches, args.steps, rows["adamw"]))
 
 
 def torchrun_check(
