@@ -5,8 +5,9 @@
 # then run on the GPU machine, carrying .whl:  bash benchmarks/gpu_session.sh
 # It installs the wheels into /tmp/site, prints the device, runs the CUDA tests (FAM on the GPU
 # against the CPU, with torch's sync debug mode raising on any host synchronisation inside a
-# step) and `make gpu-check`'s script, keeping each output in $OUT (default gpu-out/).
-# About 5-8 minutes; every part runs even when an earlier one fails.
+# step), `make gpu-check`'s script and the trainer with and without --prefetch, keeping each
+# output in $OUT (default gpu-out/). About 5-9 minutes; every part runs even when an earlier
+# one fails.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -24,5 +25,10 @@ status=0
   torchaudio.__version__, 'cuda', torch.cuda.is_available())"; } 2>&1 | tee "$OUT/device.txt"
 python3 -m pytest -q -p no:cacheprovider tests/test_optim_fam.py -k "gpu or device" 2>&1 \
   | tee "$OUT/cuda_tests.txt" || status=1
-timeout 480 python3 benchmarks/gpu_check.py 2>&1 | tee "$OUT/gpu_check.txt" || status=1
+timeout 420 python3 benchmarks/gpu_check.py 2>&1 | tee "$OUT/gpu_check.txt" || status=1
+# Whether making batches on a background thread (--prefetch, on by default on a GPU) pays:
+# the real trainer on the smoke corpus, each way.
+timeout 120 python3 benchmarks/training_throughput.py --preset smoke --steps 200 \
+  --optimizers adamw --prefetch both --cache-dir /tmp/fambench-data 2>&1 \
+  | tee "$OUT/prefetch.txt" || status=1
 exit $status

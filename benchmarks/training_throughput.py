@@ -8,6 +8,7 @@ share of training wall-clock spent outside forward, backward and optimizer step 
 
     .venv/bin/python benchmarks/training_throughput.py [--preset synth] [--steps 150]
         [--optimizers adamw,fam] [--cache-dir data] [--data ROOT] [--threads N]
+        [--prefetch default|on|off|both]
 
 Runs go to a temporary directory (deleted afterwards); the corpus and feature caches are
 reused from --cache-dir (the first call generates them).
@@ -31,12 +32,18 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path("data"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data", type=Path, default=None, help="an existing corpus root")
+    parser.add_argument(
+        "--prefetch", default="default", choices=("default", "on", "off", "both"),
+        help="batches made one ahead on a background thread (both: each optimizer twice)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="fambench-throughput-") as out:
-        for name in args.optimizers.split(","):
+        modes = {"default": [None], "on": [True], "off": [False], "both": [False, True]}
+        runs = [(n, p) for n in args.optimizers.split(",") for p in modes[args.prefetch]]
+        for name, prefetch in runs:
             outcome = run_training(
                 RunRequest(
                     optimizer=name,
@@ -48,6 +55,7 @@ def main() -> None:
                     threads=args.threads,
                     force=True,
                     command="benchmarks/training_throughput.py",
+                    prefetch=prefetch,
                 )
             )
             t = outcome.timings
@@ -57,6 +65,7 @@ def main() -> None:
             rows.append(
                 {
                     "optimizer": name,
+                    "prefetch": {None: "default", True: "on", False: "off"}[prefetch],
                     "steps": s["steps"],
                     "train s": f"{train_s:.1f}",
                     "steps/s": f"{s['steps_per_s']:.2f}",

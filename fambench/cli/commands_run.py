@@ -124,6 +124,12 @@ def run_command(
     hparams: Path | None = typer.Option(
         None, "--hparams", help="Tuned-values file to use instead of the preset's."
     ),
+    prefetch: bool | None = typer.Option(
+        None,
+        "--prefetch/--no-prefetch",
+        help="Make the next batch on a background thread while a step trains (default: on a "
+        "GPU, off on a CPU). Changes no number.",
+    ),
     nproc: int = typer.Option(
         1,
         "--nproc",
@@ -162,6 +168,7 @@ def run_command(
         command=shlex.join(["fambench", *sys.argv[1:]]),
         hparams_file=hparams,
         ranks=Ranks(0, nproc) if nproc > 1 else ranks,
+        prefetch=prefetch,
     )
     if nproc > 1:
         _launch(request, nproc)

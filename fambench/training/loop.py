@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from fambench.errors import FambenchError
 from fambench.machine import CpuInterval, load_average, sample_cpu
 from fambench.rundir import train_row
+from fambench.training.batches import batch_source
 from fambench.training.checkpoint import save_checkpoint
 from fambench.training.distributed import any_rank, gather, state_digest
 from fambench.training.interrupts import AgreedStop
@@ -32,7 +34,8 @@ def train_loop(run: RunContext) -> tuple[str, str]:
     start_cpu_accounting(run)
     ranks = trainee.ranks
     agree = (lambda held: any_rank(held, ranks)) if ranks.distributed else None
-    with run.stops.agreeing(agree):
+    run.session.batches = batch_source(run.data, trainee, plan.prefetch)
+    with run.stops.agreeing(agree), contextlib.closing(run.session.batches):
         try:
             while True:
                 done = budget_spent(run)

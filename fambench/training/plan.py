@@ -54,6 +54,9 @@ class RunRequest:
     command: str | None = None  # the command line, for provenance
     hparams_file: Path | None = None  # tuned values to use instead of the preset's file
     ranks: Ranks = Ranks()  # this process among the run's data-parallel processes (torchrun)
+    # Make the next batch on a background thread while a step trains (default: on a GPU). It
+    # changes no number, so it is not part of the run's identity.
+    prefetch: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,15 @@ class RunPlan:
     @property
     def total_steps(self) -> int:
         return self.schedule["total_steps"]
+
+    @property
+    def prefetch(self) -> bool:
+        """Batches made one ahead on a background thread: asked for, or on a GPU (where the
+        host would otherwise wait for the device); on a CPU the thread would take a core from
+        the step's own threads."""
+        if self.request.prefetch is not None:
+            return self.request.prefetch
+        return self.device.type == "cuda"
 
     @property
     def hparams_key(self) -> str:

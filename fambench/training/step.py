@@ -10,6 +10,7 @@ import torch
 from fambench.machine import CpuSample
 from fambench.optim.devices import host_to_device
 from fambench.rundir import RunFiles
+from fambench.training.batches import BatchSource
 from fambench.training.distributed import sum_across
 from fambench.training.interrupts import StopRequests
 from fambench.training.interval import PendingSteps
@@ -28,6 +29,7 @@ class Session:
     train_s: float = 0.0
     in_update: bool = False  # between optimizer.step() and the end of the step's bookkeeping
     checkpoint_step: int = 0  # the step of the checkpoint on disk (resumed from or last saved)
+    batches: BatchSource | None = None  # where the steps take their batches (set by the loop)
     cpu_mark: CpuSample | None = None  # the CPU clocks when the last accounted span ended
     pending: PendingSteps = field(default_factory=PendingSteps)  # steps not yet read back
     timings: dict[str, float] = field(
@@ -59,10 +61,8 @@ def train_step(run: RunContext, t0: float) -> float:
     """
     state, trainee, preset, device = run.state, run.trainee, run.plan.preset, run.trainee.device
     ranks = trainee.ranks
-    indices = trainee.stream.next()
-    share, weight = ranks.share(indices)
-    batch = run.data.train_batch(indices, trainee.specaug_gen, share)
-    audio_frames, tokens = run.data.frames_and_tokens(indices)
+    prepared = run.session.batches.next()
+    batch, weight, tokens = prepared.batch, prepared.weight, prepared.tokens
     feats, lens, targets = (
         host_to_device(t, device) for t in (batch.feats, batch.feat_lens, batch.targets)
     )
@@ -89,7 +89,7 @@ def train_step(run: RunContext, t0: float) -> float:
     t4 = time.perf_counter()
     state.step += 1
     state.train_s += t4 - t0
-    state.audio_s += audio_frames * run.data.hop_s
+    state.audio_s += prepared.audio_frames * run.data.hop_s
     run.session.pending.add(state.step, lr, loss, grad_norm)
     run.session.in_update = False
     if run.logger.logs_at(state.step):
