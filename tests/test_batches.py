@@ -9,6 +9,7 @@ import threading
 import pandas as pd
 import pytest
 import torch
+from runs import comparable, interrupt_at
 
 from fambench.errors import DataError
 from fambench.rundir import RunFiles, load_run
@@ -17,31 +18,17 @@ from fambench.training.runner import RunFailed
 from fambench.workloads import WorkloadData
 
 
-def _comparable(metrics: pd.DataFrame) -> pd.DataFrame:
-    return metrics.drop(columns=["wall_s", "eval_s"]).reset_index(drop=True)
-
-
-def _interrupt_at(step: int):
-    def hook(event):
-        if event.phase == "train" and event.step == step:
-            raise KeyboardInterrupt
-
-    return hook
-
-
-def test_prefetched_batches_train_and_checkpoint_what_batches_made_on_the_spot_do(
-    smoke, tmp_path
-):
+def test_prefetched_batches_train_and_checkpoint_what_batches_made_on_the_spot_do(smoke, tmp_path):
     whole = run_training(smoke("fam", steps=40, out_dir=tmp_path / "whole", prefetch=False))
     # Prefetching up to an interruption at step 22 (after the step-15 checkpoint, whose data
     # position and SpecAugment generator come from the prefetching session), then on without.
     split = smoke("fam", steps=40, out_dir=tmp_path / "split", prefetch=True)
-    first = run_training(split, progress=_interrupt_at(22))
+    first = run_training(split, progress=interrupt_at(22))
     assert first.status == "interrupted"
     second = run_training(dataclasses.replace(split, prefetch=False))
     assert second.status == "completed" and second.resumed and second.run_id == whole.run_id
     a, b = load_run(whole.run_dir), load_run(second.run_dir)
-    pd.testing.assert_frame_equal(_comparable(a.metrics), _comparable(b.metrics))
+    pd.testing.assert_frame_equal(comparable(a.metrics), comparable(b.metrics))
     assert a.summary.final_dev_wer == b.summary.final_dev_wer
     state_a = torch.load(RunFiles(whole.run_dir).checkpoint, weights_only=False)
     state_b = torch.load(RunFiles(second.run_dir).checkpoint, weights_only=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from runs import comparable, interrupt_at
 
 from fambench.errors import ConfigError, DataError, ResultsError
 from fambench.rundir import METRIC_COLUMNS, SUMMARY_FIELDS, RunFiles, RunLock, hparams_key, load_run
@@ -105,18 +106,6 @@ def test_divergence_stops_with_status_diverged(smoke):
     assert again.skipped and again.status == "diverged"
 
 
-def _comparable(metrics: pd.DataFrame) -> pd.DataFrame:
-    return metrics.drop(columns=["wall_s", "eval_s"]).reset_index(drop=True)
-
-
-def _interrupt_at(step: int):
-    def hook(event):
-        if event.phase == "train" and event.step == step:
-            raise KeyboardInterrupt
-
-    return hook
-
-
 @pytest.mark.parametrize(
     "optimizer,overrides,stop",
     [
@@ -130,7 +119,7 @@ def test_resume_equals_an_uninterrupted_run(smoke, tmp_path, optimizer, override
         smoke(optimizer, steps=steps, overrides=overrides, out_dir=tmp_path / "whole")
     )
     request = smoke(optimizer, steps=steps, overrides=overrides, out_dir=tmp_path / "split")
-    first = run_training(request, progress=_interrupt_at(stop))
+    first = run_training(request, progress=interrupt_at(stop))
     assert first.status == "interrupted" and f"step {stop}" in first.summary["message"]
     files = RunFiles(first.run_dir)
     assert files.checkpoint.is_file() and not files.lock.exists()
@@ -142,7 +131,7 @@ def test_resume_equals_an_uninterrupted_run(smoke, tmp_path, optimizer, override
     assert second.run_id == whole.run_id
 
     a, b = load_run(whole.run_dir), load_run(second.run_dir)
-    pd.testing.assert_frame_equal(_comparable(a.metrics), _comparable(b.metrics))
+    pd.testing.assert_frame_equal(comparable(a.metrics), comparable(b.metrics))
     for key in ("final_dev_wer", "final_dev_cer", "best_dev_wer", "test_wer", "steps"):
         assert getattr(a.summary, key) == getattr(b.summary, key)
     state_a = torch.load(RunFiles(whole.run_dir).checkpoint, weights_only=False)
