@@ -578,7 +578,7 @@ class FAMOptimizer(Optimizer):
             grads_by_group = [[p.grad for p in work.params] for work in layout.groups]
             if not any(g is None or g.is_sparse for grads in grads_by_group for g in grads):
                 return layout, grads_by_group
-        layout, grads_by_group = self._make_layout(tracing, signature)
+        layout, grads_by_group = self._make_layout(tracing)
         self._layout = layout
         return layout, grads_by_group
 
@@ -599,9 +599,7 @@ class FAMOptimizer(Optimizer):
             ),
         )
 
-    def _make_layout(
-        self, tracing: bool, signature: tuple
-    ) -> tuple[_StepLayout, list[list[Tensor]]]:
+    def _make_layout(self, tracing: bool) -> tuple[_StepLayout, list[list[Tensor]]]:
         """One pass over the parameters: who takes part in this step and who is analysed."""
         works: list[_GroupWork] = []
         grads_by_group: list[list[Tensor]] = []
