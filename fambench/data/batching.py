@@ -111,6 +111,17 @@ class Batch:
             self.audio_frames,
         )
 
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked host memory (a copy to a GPU from it need not wait)."""
+        return Batch(
+            self.feats.pin_memory(),
+            self.feat_lens.pin_memory(),
+            self.targets.pin_memory(),
+            self.target_lens.pin_memory(),
+            self.utt_ids,
+            self.audio_frames,
+        )
+
     def __len__(self) -> int:
         return len(self.utt_ids)
 

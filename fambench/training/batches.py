@@ -40,14 +40,7 @@ def prepare_batch(
     share, weight = ranks.share(indices)
     batch = data.train_batch(indices, generator, share)
     if pin:
-        batch = Batch(
-            batch.feats.pin_memory(),
-            batch.feat_lens.pin_memory(),
-            batch.targets.pin_memory(),
-            batch.target_lens.pin_memory(),
-            batch.utt_ids,
-            batch.audio_frames,
-        )
+        batch = batch.pin_memory()
     audio_frames, tokens = data.frames_and_tokens(indices)
     return PreparedBatch(batch, weight, audio_frames, tokens, stream.state(), generator.get_state())
 
@@ -59,23 +52,22 @@ class BatchSource(Protocol):
 
 
 class OnTheSpot:
-    """Makes each batch when the step asks for it, with the trainee's own stream and generator."""
+    """Makes each batch when the step asks for it, with the trainee's own stream and generator
+    (the step's copy to a GPU pins it: `host_to_device`)."""
 
-    def __init__(self, data: WorkloadData, trainee: Trainee, pin: bool = False) -> None:
-        self._data, self._trainee, self._pin = data, trainee, pin
+    def __init__(self, data: WorkloadData, trainee: Trainee) -> None:
+        self._data, self._trainee = data, trainee
 
     def next(self) -> PreparedBatch:
         trainee = self._trainee
-        return prepare_batch(
-            self._data, trainee.stream, trainee.specaug_gen, trainee.ranks, self._pin
-        )
+        return prepare_batch(self._data, trainee.stream, trainee.specaug_gen, trainee.ranks, False)
 
     def close(self) -> None:
         pass
 
 
 class Prefetched:
-    """Makes batch k+1 on a background thread while step k trains.
+    """Makes batch k+1 on a background thread while step k trains, pinned for a GPU there too.
 
     The thread works on copies of the trainee's stream and generator, taken when this source
     is made (after a resume has loaded them); taking a batch moves the trainee's own to where
@@ -83,12 +75,13 @@ class Prefetched:
     that would have returned it; one for a batch no step takes is dropped by ``close()``.
     """
 
-    def __init__(self, data: WorkloadData, trainee: Trainee, pin: bool = False) -> None:
+    def __init__(self, data: WorkloadData, trainee: Trainee) -> None:
         self._trainee = trainee
         stream = BatchStream(trainee.stream.batcher)
         stream.load(trainee.stream.state())
-        generator = torch.Generator().manual_seed(0)
+        generator = torch.Generator()
         generator.set_state(trainee.specaug_gen.get_state())
+        pin = trainee.device.type == "cuda"
         self._make = lambda: prepare_batch(data, stream, generator, trainee.ranks, pin)
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batches")
         self._pending = self._pool.submit(self._make)
@@ -106,6 +99,5 @@ class Prefetched:
 
 
 def batch_source(data: WorkloadData, trainee: Trainee, prefetch: bool) -> BatchSource:
-    """The source a run's steps take their batches from; pinned for a GPU."""
-    pin = trainee.device.type == "cuda"
-    return Prefetched(data, trainee, pin) if prefetch else OnTheSpot(data, trainee, pin)
+    """The source a run's steps take their batches from."""
+    return Prefetched(data, trainee) if prefetch else OnTheSpot(data, trainee)
