@@ -35,7 +35,8 @@ import torch
 from fambench.model import ConformerCTC
 from fambench.optim import build_optimizer
 from fambench.workloads import get_preset, load_tuned
-from fambench.workloads.recognition import autocast, ctc_loss_sum
+from fambench.workloads.precision import autocast, resolve_precision
+from fambench.workloads.recognition import ctc_loss_sum
 
 HOP_S = 0.01
 MEAN_FRAMES, SD_FRAMES = 1230, 400  # LibriSpeech utterances: about 12.3 s ± 4 s
@@ -114,6 +115,7 @@ def train_steps(
         if k != "warmup_fraction"
     }
     optimizer = build_optimizer(name, model, **tuned)
+    precision = resolve_precision(None, preset.amp, device)
     phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     syncs = dict.fromkeys(phases, 0)
     audio_frames, wall, warm_up = 0, 0.0, 0.0
@@ -131,7 +133,7 @@ def train_steps(
             x, xl, y = (t.to(device, non_blocking=True) for t in (feats, lens, targets))
         e1 = _event(device)
         with counters["forward"]:
-            with autocast(preset, device):
+            with autocast(precision, device):
                 log_probs, _ = forward(x, xl)
             # CTC lengths from the host, as fambench's training step gives them.
             out_lens = model.output_lengths(lens, log_probs.shape[1])

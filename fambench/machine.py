@@ -93,3 +93,13 @@ def is_contended(others_cores: float, threads: int, cores: int) -> bool:
     """Whether others took more cores than ``threads`` of ``cores`` left them (+ tolerance)."""
     free = max(0, cores - threads)
     return math.isfinite(others_cores) and others_cores > free + CONTENTION_TOLERANCE_CORES
+
+
+def cpu_has_bf16_dot_products() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512_BF16 or AMX): where it does not,
+    bf16 matrix products are emulated and slower than fp32."""
+    import torch
+
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)

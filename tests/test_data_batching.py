@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fambench.data.batching import Batch, LengthBucketBatcher, collate, drop_infeasible
+from fambench.data.batching import (
+    Batch,
+    LengthBucketBatcher,
+    collate,
+    drop_infeasible,
+    padded_length,
+)
 from fambench.data.features import FeatureCache
 from fambench.data.librispeech import load_manifest
 from fambench.data.tokenizer import CharTokenizer
@@ -57,6 +63,25 @@ def test_unshuffled_batches_are_sorted_and_stable():
     assert batches == batcher.batches(3) and len(batcher) == len(batches)
     order = [LENGTHS[i] for b in batches for i in b]
     assert order == sorted(order)
+
+
+def test_length_buckets_pad_to_few_shapes_within_the_budget():
+    plain = LengthBucketBatcher(LENGTHS, max_frames=2000, seed=1)
+    bucketed = LengthBucketBatcher(LENGTHS, max_frames=2000, seed=1, bucket_frames=64)
+    assert LengthBucketBatcher(LENGTHS, 2000, seed=1, bucket_frames=0).batches(2) == plain.batches(
+        2
+    )
+    batches = bucketed.batches(0)
+    assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
+    shapes = set()
+    for batch in batches:
+        padded = padded_length(max(LENGTHS[i] for i in batch), 64)
+        assert padded % 64 == 0 and padded * len(batch) <= 2000
+        shapes.add((len(batch), padded))
+    exact = {(len(b), max(LENGTHS[i] for i in b)) for b in plain.batches(0)}
+    assert len(shapes) < len(exact)
+    assert [padded_length(n, 64) for n in (1, 64, 65, 128)] == [64, 64, 128, 128]
+    assert padded_length(77, 0) == 77
 
 
 def test_an_utterance_longer_than_the_budget_is_a_clear_error():

@@ -130,6 +130,18 @@ def run_command(
         help="Make the next batch on a background thread while a step trains (default: on a "
         "GPU, off on a CPU). Changes no number.",
     ),
+    precision: str | None = typer.Option(
+        None,
+        "--precision",
+        help="fp32, or bf16 autocast (needs native bf16 dot products: CUDA, or a CPU with "
+        "AVX512_BF16 or AMX). Default: the preset's, where the device has it. Part of the run id.",
+    ),
+    length_bucket: int | None = typer.Option(
+        None,
+        "--length-bucket",
+        help="Pad batches to a multiple of this many frames, so that few batch shapes occur "
+        "(0: to the longest utterance). Default: the preset's. Part of the run id.",
+    ),
     nproc: int = typer.Option(
         1,
         "--nproc",
@@ -169,6 +181,8 @@ def run_command(
         hparams_file=hparams,
         ranks=Ranks(0, nproc) if nproc > 1 else ranks,
         prefetch=prefetch,
+        precision=precision,
+        length_bucket_frames=length_bucket,
     )
     if nproc > 1:
         _launch(request, nproc)

@@ -29,13 +29,21 @@ def drop_infeasible(
     return kept, len(frames) - len(kept)
 
 
+def padded_length(frames: int, bucket_frames: int) -> int:
+    """``frames`` rounded up to a multiple of ``bucket_frames`` (unchanged for 0)."""
+    if bucket_frames <= 0:
+        return int(frames)
+    return -(-int(frames) // bucket_frames) * bucket_frames
+
+
 class LengthBucketBatcher:
     """Groups utterances of similar length into batches of at most `max_frames` padded frames.
 
     Each epoch's batches come from a generator seeded by (seed, epoch): lengths are sorted with
     a small random jitter (so batch membership varies between epochs) and the batch order is
     shuffled. With ``shuffle=False`` the batches are the plain sorted packing, for evaluation.
-    Every batch satisfies ``max(length) * len(batch) <= max_frames``.
+    A batch is padded to its longest utterance rounded up to a multiple of ``bucket_frames``
+    (`padded_length`), and every batch satisfies ``padded length * len(batch) <= max_frames``.
     """
 
     def __init__(
@@ -45,14 +53,21 @@ class LengthBucketBatcher:
         seed: int = 0,
         shuffle: bool = True,
         jitter: float = 0.1,
+        bucket_frames: int = 0,
     ) -> None:
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        if self.lengths.ndim != 1 or self.lengths.size == 0:
+        if bucket_frames < 0:
+            raise ConfigError(f"length_bucket_frames must be >= 0, got {bucket_frames}")
+        self.bucket_frames = int(bucket_frames)
+        raw = np.asarray(lengths, dtype=np.int64)
+        if raw.ndim != 1 or raw.size == 0:
             raise ConfigError("cannot batch an empty set of utterances")
-        longest = int(self.lengths.max())
+        self.lengths = raw
+        self.padded = -(-raw // self.bucket_frames) * self.bucket_frames if bucket_frames else raw
+        longest = int(self.padded.max())
         if max_frames < longest:
             raise ConfigError(
-                f"max_frames={max_frames} is below the longest utterance ({longest} frames); "
+                f"max_frames={max_frames} is below the longest utterance ({longest} frames"
+                f"{', padded' if self.bucket_frames else ''}); "
                 "raise the frame budget or drop long utterances"
             )
         self.max_frames = int(max_frames)
@@ -69,7 +84,7 @@ class LengthBucketBatcher:
         current: list[int] = []
         longest = 0
         for index in order.tolist():
-            length = int(self.lengths[index])
+            length = int(self.padded[index])
             if current and max(longest, length) * (len(current) + 1) > self.max_frames:
                 batches.append(current)
                 current, longest = [], 0

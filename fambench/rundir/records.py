@@ -104,6 +104,8 @@ class Summary:
     steps_per_s: float | None = None
     audio_s_per_s: float | None = None
     peak_memory_mb: float | None = None
+    precision: str | None = None  # "fp32" or "bf16" (autocast)
+    padded_share: float | None = None  # of the frames trained, the share that was padding
     # Honest wall-clock: CPU seconds beside wall seconds over the same spans, the threads the
     # run used of the cores it could use, the 1-minute load at start and end, the cores other
     # processes kept busy (mean and worst interval), and whether that contended the run.
@@ -139,8 +141,10 @@ class Summary:
         return cls(**values)
 
 
-SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(Summary) if f.name != "format_version")
-SUMMARY_FIELDS = ("format_version", *SUMMARY_FIELDS)
+SUMMARY_FIELDS = (
+    "format_version",
+    *(f.name for f in dataclasses.fields(Summary) if f.name != "format_version"),
+)
 
 
 def _format_value(value: Any) -> str:

@@ -26,6 +26,7 @@ class PreparedBatch:
     batch: Batch
     weight: float  # this rank's share of the batch's mean loss
     audio_frames: int  # of the whole batch (every rank)
+    padded_frames: int  # the whole batch's frames with its padding (utterances x padded length)
     tokens: int
     stream_after: dict[str, int]  # the data stream's position after this batch
     generator_after: torch.Tensor  # the SpecAugment generator's state after this batch
@@ -42,7 +43,10 @@ def prepare_batch(
     if pin:
         batch = batch.pin_memory()
     audio_frames, tokens = data.frames_and_tokens(indices)
-    return PreparedBatch(batch, weight, audio_frames, tokens, stream.state(), generator.get_state())
+    padded_frames = len(indices) * data.padded_length(indices)
+    return PreparedBatch(
+        batch, weight, audio_frames, padded_frames, tokens, stream.state(), generator.get_state()
+    )
 
 
 class BatchSource(Protocol):

@@ -134,7 +134,11 @@ def timed_evaluation(run: RunContext, split: str) -> tuple[dict[str, float], flo
     """Evaluate on the dev or test split: (wer, cer, loss), seconds (counted as eval time)."""
     started = time.perf_counter()
     rates = evaluate(
-        run.trainee.model, getattr(run.data, split), run.data, run.plan.preset, run.trainee.device
+        run.trainee.model,
+        getattr(run.data, split),
+        run.data,
+        run.plan.precision,
+        run.trainee.device,
     )
     seconds = time.perf_counter() - started
     run.state.eval_s += seconds

@@ -32,6 +32,7 @@ from fambench.workloads import (
     load_tuned,
     resolve_data_root,
 )
+from fambench.workloads.precision import resolve_precision
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class RunRequest:
     # Make the next batch on a background thread while a step trains (default: on a GPU). It
     # changes no number, so it is not part of the run's identity.
     prefetch: bool | None = None
+    precision: str | None = None  # "fp32" or "bf16"; default: the preset's, where the device has it
+    length_bucket_frames: int | None = None  # default: the preset's
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class RunPlan:
     device: torch.device
     threads: int
     target: WorkloadTarget
+    precision: str  # "fp32" or "bf16" (autocast): fambench.workloads.precision
 
     @property
     def target_wer(self) -> float | None:
@@ -117,10 +121,13 @@ def run_identity(
     request: RunRequest,
     total_steps: int,
     data_root: Path | None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """What decides a run's result: preset settings (no description), resolved
-    hyperparameters, seed, budget and data. Equal identities share one run directory."""
-    return {
+    hyperparameters, seed, budget, data and precision. Equal identities share one run
+    directory. fp32 adds no key, so that fp32 runs recorded before precision was a setting
+    are still found by their command."""
+    identity = {
         "preset": preset.identity(),
         "optimizer": optimizer,
         "hyperparameters": dict(hyperparameters),
@@ -129,6 +136,9 @@ def run_identity(
         "time_budget_s": request.time_budget_s,
         "data_root": str(data_root) if data_root is not None else None,
     }
+    if precision != "fp32":
+        identity["precision"] = precision
+    return identity
 
 
 def run_id_of(identity: Mapping[str, Any]) -> str:
@@ -159,6 +169,11 @@ def _check_request(request: RunRequest) -> None:
         raise ConfigError(f"--steps must be at least 1, got {request.steps}")
     if request.time_budget_s is not None and not request.time_budget_s > 0:
         raise ConfigError(f"--time-budget must be positive, got {request.time_budget_s}")
+    buckets = request.length_bucket_frames
+    if buckets is not None and (isinstance(buckets, bool) or not isinstance(buckets, int)):
+        raise ConfigError(f"--length-bucket must be an integer, got {buckets!r}")
+    if buckets is not None and buckets < 0:
+        raise ConfigError(f"--length-bucket must be >= 0 (0: no buckets), got {buckets}")
     if request.threads is not None and request.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {request.threads}")
     if request.ranks.distributed and request.time_budget_s is not None:
@@ -260,11 +275,15 @@ def plan_run(request: RunRequest) -> RunPlan:
     _check_request(request)
     spec, explicit, resolved, tuned_from = _hyperparameters(request, preset)
     preset = _with_schedule(preset, explicit)
+    if request.length_bucket_frames is not None:
+        preset = dataclasses.replace(preset, length_bucket_frames=request.length_bucket_frames)
     data_root = resolve_data_root(preset, request.data_root)
     _check_writable(Path(request.out_dir))
     schedule = schedule_steps(preset, request.steps or preset.steps)
+    device = request.ranks.device(_device(request))
+    precision = resolve_precision(request.precision, preset.amp, device)
     identity = run_identity(
-        preset, spec.name, resolved, request, schedule["total_steps"], data_root
+        preset, spec.name, resolved, request, schedule["total_steps"], data_root, precision
     )
     run_id = run_id_of(identity)
     return RunPlan(
@@ -279,7 +298,8 @@ def plan_run(request: RunRequest) -> RunPlan:
         run_id=run_id,
         run_dir=Path(request.out_dir) / run_id,
         data_root=data_root,
-        device=request.ranks.device(_device(request)),
+        device=device,
         threads=request.threads or max(1, default_threads() // request.ranks.world),
         target=load_target(preset.name, preset.target_wer),
+        precision=precision,
     )

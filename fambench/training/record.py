@@ -95,7 +95,8 @@ def run_config(
             "grad_clip": preset.grad_clip,
             "max_loss": preset.max_loss,
             "specaugment": (dataclasses.asdict(preset.specaugment) if preset.specaugment else None),
-            "amp": preset.amp and plan.device.type == "cuda",
+            "precision": plan.precision,
+            "length_bucket_frames": preset.length_bucket_frames,
         },
         "target_wer": plan.target_wer,
         "target_method": plan.target.method,
@@ -134,6 +135,10 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, message: str) -> 
         steps_per_s=state.step / state.train_s if state.train_s > 0 else None,
         audio_s_per_s=state.audio_s / state.train_s if state.train_s > 0 else None,
         peak_memory_mb=round(peak_memory_mb(plan.device), 1),
+        precision=plan.precision,
+        padded_share=(
+            round(1 - state.audio_frames / state.padded_frames, 4) if state.padded_frames else None
+        ),
         **cpu_record(plan, state),
         world_size=plan.request.ranks.world,
         rank_digests=list(state.rank_digests) or None,

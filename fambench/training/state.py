@@ -22,6 +22,8 @@ class TrainState:
     train_s: float = 0.0
     eval_s: float = 0.0
     audio_s: float = 0.0
+    audio_frames: int = 0  # feature frames trained on, and the same with the batches' padding
+    padded_frames: int = 0
     last_eval_step: int = -1
     rows: list[dict[str, float]] = field(default_factory=list)
     loss_sum: float = 0.0  # over the steps since the last logged row

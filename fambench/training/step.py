@@ -18,7 +18,8 @@ from fambench.training.logger import RunLogger
 from fambench.training.plan import RunPlan
 from fambench.training.state import Trainee, TrainState
 from fambench.workloads import WorkloadData
-from fambench.workloads.recognition import autocast, ctc_loss_sum
+from fambench.workloads.precision import autocast
+from fambench.workloads.recognition import ctc_loss_sum
 
 
 @dataclass
@@ -67,7 +68,7 @@ def train_step(run: RunContext, t0: float) -> float:
         host_to_device(t, device) for t in (batch.feats, batch.feat_lens, batch.targets)
     )
     t1 = time.perf_counter()
-    with autocast(preset, device):
+    with autocast(run.plan.precision, device):
         log_probs, _ = trainee.forward_model(feats, lens)
     # torch's CTC loss reads its lengths on the host: given device tensors it would copy them
     # back (a host sync on a GPU), so it gets the host's own, the same numbers.
@@ -90,6 +91,8 @@ def train_step(run: RunContext, t0: float) -> float:
     state.step += 1
     state.train_s += t4 - t0
     state.audio_s += prepared.audio_frames * run.data.hop_s
+    state.audio_frames += prepared.audio_frames
+    state.padded_frames += prepared.padded_frames
     run.session.pending.add(state.step, lr, loss, grad_norm)
     run.session.in_update = False
     if run.logger.logs_at(state.step):

@@ -15,7 +15,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from fambench.data.batching import Batch, LengthBucketBatcher, collate, drop_infeasible
+from fambench.data.batching import (
+    Batch,
+    LengthBucketBatcher,
+    collate,
+    drop_infeasible,
+    padded_length,
+)
 from fambench.data.features import (
     FeatureCache,
     FeatureSettings,
@@ -63,11 +69,18 @@ class WorkloadData:
     test: Split | None
     specaugment: SpecAugment | None
     info: dict[str, Any]
+    bucket_frames: int = 0  # batches are padded to a multiple of this (the preset's)
 
     def train_batcher(self, max_frames: int, seed: int) -> LengthBucketBatcher:
         """Length-bucketed training batches, shuffled per epoch from seed."""
         lengths = self.train_feats.lengths
-        return LengthBucketBatcher(lengths, max_frames=max_frames, seed=seed, shuffle=True)
+        return LengthBucketBatcher(
+            lengths,
+            max_frames=max_frames,
+            seed=seed,
+            shuffle=True,
+            bucket_frames=self.bucket_frames,
+        )
 
     def train_batch(
         self, indices: list[int], generator: torch.Generator, share: list[int] | None = None
@@ -90,12 +103,13 @@ class WorkloadData:
             [feats[i] for i in share],
             [self.train_targets[i] for i in share],
             [self.train_ids[i] for i in share],
-            pad_to=self.longest(indices),
+            pad_to=self.padded_length(indices),
         )
 
-    def longest(self, indices: list[int]) -> int:
-        """The most frames among the training utterances `indices`."""
-        return max(self.train_feats.frames(i) for i in indices)
+    def padded_length(self, indices: list[int]) -> int:
+        """The frames the batch of training utterances `indices` is padded to."""
+        longest = max(self.train_feats.frames(i) for i in indices)
+        return padded_length(longest, self.bucket_frames)
 
     def frames_and_tokens(self, indices: list[int]) -> tuple[int, int]:
         """Feature frames and target tokens of the training utterances `indices`, summed."""
@@ -174,9 +188,13 @@ def _eval_split(
     tokenizer: Tokenizer,
     max_frames: int,
     hop_s: float,
+    bucket_frames: int,
 ) -> Split:
     lengths = [int(f.shape[0]) for f in feats]
-    batcher = LengthBucketBatcher(lengths, max_frames=max(max_frames, max(lengths)), shuffle=False)
+    longest = padded_length(max(lengths), bucket_frames)
+    batcher = LengthBucketBatcher(
+        lengths, max_frames=max(max_frames, longest), shuffle=False, bucket_frames=bucket_frames
+    )
     batches, references = [], []
     for indices in batcher.batches(0):
         batches.append(
@@ -184,6 +202,7 @@ def _eval_split(
                 [feats[i] for i in indices],
                 [tokenizer.encode(texts[i]) for i in indices],
                 [ids[i] for i in indices],
+                pad_to=padded_length(max(lengths[i] for i in indices), bucket_frames),
             )
         )
         references.extend(texts[i] for i in indices)
@@ -305,6 +324,7 @@ def load_workload_data(
             tokenizer,
             preset.eval_batch_frames,
             hop_s,
+            preset.length_bucket_frames,
         )
         for role in ("dev", "test")
         if role in manifests
@@ -337,4 +357,5 @@ def load_workload_data(
         test=eval_splits.get("test"),
         specaugment=_specaugment(preset),
         info=info,
+        bucket_frames=preset.length_bucket_frames,
     )

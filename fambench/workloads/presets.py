@@ -79,7 +79,13 @@ class Preset:
     max_loss: float = 1000.0  # a train loss (nats per token) above this counts as divergence
     target_wer: float | None = None
     test_target_wer: float | None = None  # shown beside target_wer; the score uses dev WER
-    amp: bool = False  # bf16 autocast on CUDA (the CTC loss stays fp32)
+    # bf16 autocast by default where the device multiplies bf16 natively (CUDA, or a CPU with
+    # AVX512_BF16 or AMX); `--precision` chooses (fambench.workloads.precision).
+    amp: bool = False
+    # Training and evaluation batches are padded to a multiple of this many frames (0: to their
+    # longest utterance), so that a run meets a few batch shapes: the CPU's bf16 kernels are
+    # prepared per shape, and a new shape every step costs more than the padding.
+    length_bucket_frames: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for config.json)."""
@@ -90,7 +96,15 @@ class Preset:
         (it changes no trained number; see fambench.workloads.targets)."""
         data = self.to_dict()
         del data["description"], data["target_wer"], data["test_target_wer"]
+        for key, neutral in _NEUTRAL_SETTINGS.items():
+            if data[key] == neutral:
+                del data[key]
         return data
+
+
+# Settings that change nothing at these values add nothing to a run's identity, so that runs
+# recorded before the setting existed are still found by their command.
+_NEUTRAL_SETTINGS: dict[str, Any] = {"length_bucket_frames": 0}
 
 
 _SMOKE = Preset(

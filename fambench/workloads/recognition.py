@@ -6,13 +6,12 @@ speech; the optimizer side never sees them.
 
 from __future__ import annotations
 
-import contextlib
-
 import jiwer
 import torch
 
 from fambench.model import ConformerCTC
 from fambench.workloads.data import Split, WorkloadData
+from fambench.workloads.precision import autocast
 from fambench.workloads.presets import Preset
 
 _CTC = torch.nn.CTCLoss(blank=0, reduction="sum", zero_infinity=True)
@@ -22,13 +21,6 @@ def build_model(preset: Preset, data: WorkloadData) -> ConformerCTC:
     """The preset's Conformer, sized for the data's vocabulary and feature bins."""
     settings = preset.model.replace(vocab_size=data.tokenizer.vocab_size, n_mels=data.n_mels)
     return ConformerCTC(settings)
-
-
-def autocast(preset: Preset, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when the preset asks for it; nothing otherwise."""
-    if preset.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def ctc_loss_sum(
@@ -51,17 +43,18 @@ def evaluate(
     model: torch.nn.Module,
     split: Split,
     data: WorkloadData,
-    preset: Preset,
+    precision: str,
     device: torch.device,
 ) -> dict[str, float]:
-    """Corpus WER and CER by greedy decoding, and the CTC loss per target token, on ``split``."""
+    """Corpus WER and CER by greedy decoding, and the CTC loss per target token, on ``split``
+    (in the run's precision: see fambench.workloads.precision)."""
     model.eval()
     loss_sum, tokens = 0.0, 0
     hyps: list[str] = []
     for batch in split.batches:
         feats = batch.feats.to(device, non_blocking=True)
         lens = batch.feat_lens.to(device)
-        with autocast(preset, device):
+        with autocast(precision, device):
             log_probs, out_lens = model(feats, lens)
         loss = ctc_loss_sum(
             log_probs, out_lens, batch.targets.to(device), batch.target_lens.to(device)
