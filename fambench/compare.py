@@ -55,6 +55,7 @@ SUMMARY_FLOATS = tuple(
         "status",
         "steps",
         "target_wer",
+        "precision",
         "contended",
         "rank_digests",
         "message",

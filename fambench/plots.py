@@ -56,6 +56,7 @@ def plot_all(
             ("step", "train_loss", f"{prefix}-train_loss_vs_step.png"),
             ("wall_s", "train_loss", f"{prefix}-train_loss_vs_time.png"),
             ("wall_s", "dev_wer", f"{prefix}-dev_wer_vs_time.png"),
+            ("wall_s", "dev_cer", f"{prefix}-dev_cer_vs_time.png"),
         ]
         for x, y, name in specs:
             path = plot_curves(
@@ -188,7 +189,9 @@ def plot_curves(
                 target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.4g}"
             )
     ax.set_xlabel({"step": "step", "wall_s": "training seconds"}.get(x, x))
-    ax.set_ylabel({"train_loss": "train loss (CTC)", "dev_wer": "dev WER"}.get(y, y))
+    ax.set_ylabel(
+        {"train_loss": "train loss (CTC)", "dev_wer": "dev WER", "dev_cer": "dev CER"}.get(y, y)
+    )
     ax.set_title(f"{preset}: {ax.get_ylabel()} vs {ax.get_xlabel()} (mean, 95% CI over seeds)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")

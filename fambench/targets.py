@@ -13,6 +13,7 @@ the current target from each run's metric rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,10 @@ class WorkloadTarget:
     baseline: str | None = None  # the optimizer whose runs set it
     seeds: tuple[int, ...] = ()
     values: tuple[float, ...] = ()  # their final dev WER, in seed order
+    cer_values: tuple[float, ...] = ()  # their final dev CER, in seed order
+    # The baseline's seconds per run (training + evaluation) by thread count: threads ->
+    # (median over its uncontended runs, how many runs).
+    run_seconds: tuple[tuple[int, float, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +56,11 @@ class WorkloadTarget:
             "baseline": self.baseline,
             "seeds": list(self.seeds),
             "final_dev_wer": list(self.values),
+            "final_dev_cer": list(self.cer_values),
+            "run_seconds": {
+                str(threads): {"median": seconds, "runs": runs}
+                for threads, seconds, runs in self.run_seconds
+            },
         }
 
 
@@ -78,6 +88,11 @@ def load_target(preset: str, hand_set: float | None, path: Path | None = None) -
         baseline=data.get("baseline"),
         seeds=tuple(int(s) for s in data.get("seeds", ())),
         values=tuple(float(v) for v in data.get("final_dev_wer", ())),
+        cer_values=tuple(float(v) for v in data.get("final_dev_cer", ())),
+        run_seconds=tuple(
+            (int(threads), float(timing["median"]), int(timing["runs"]))
+            for threads, timing in data.get("run_seconds", {}).items()
+        ),
     )
 
 
@@ -128,11 +143,40 @@ def record_target(target: WorkloadTarget, path: Path | None = None) -> Path:
     return write_json(path, target.to_json())
 
 
+def with_measurements(target: WorkloadTarget, rows: Sequence[Mapping[str, Any]]) -> WorkloadTarget:
+    """``target`` with its baseline's final dev CER on the target's seeds and its seconds per
+    run by thread count, from completed run rows (``optimizer``, ``seed``, ``status``,
+    ``final_dev_cer``, ``threads``, ``train_s``, ``eval_s``, ``contended``). A seed run at
+    several thread counts gives its CER at the fewest threads, as `baseline_values` does."""
+    done = [
+        r for r in rows if r.get("optimizer") == target.baseline and r.get("status") == "completed"
+    ]
+    cer: dict[int, float] = {}
+    for row in sorted(done, key=lambda r: -float(r.get("threads") or 0)):
+        cer[int(row["seed"])] = float(row["final_dev_cer"])
+    seconds: dict[int, list[float]] = {}
+    for row in done:
+        threads = row.get("threads")
+        if row.get("contended") is True or threads is None or not math.isfinite(float(threads)):
+            continue
+        total = float(row["train_s"]) + float(row.get("eval_s") or 0.0)
+        seconds.setdefault(int(threads), []).append(total)
+    return dataclasses.replace(
+        target,
+        cer_values=tuple(cer[s] for s in target.seeds if s in cer),
+        run_seconds=tuple(
+            (threads, float(np.median(values)), len(values))
+            for threads, values in sorted(seconds.items())
+        ),
+    )
+
+
 def baseline_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, float]]:
     """{optimizer: {seed: final dev WER}} from completed run rows (``optimizer``, ``seed``,
-    ``status``, ``final_dev_wer``)."""
+    ``status``, ``final_dev_wer``, optionally ``threads``): a seed run at several thread
+    counts (threads round differently) counts with its run at the fewest threads."""
     out: dict[str, dict[int, float]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: -float(r.get("threads") or 0)):
         if row.get("status") == "completed" and row.get("seed") is not None:
             out.setdefault(str(row["optimizer"]), {})[int(row["seed"])] = float(
                 row["final_dev_wer"]

@@ -48,6 +48,7 @@ def test_plot_all_writes_pngs(tmp_path, results):
             "synth-train_loss_vs_step.png",
             "synth-train_loss_vs_time.png",
             "synth-dev_wer_vs_time.png",
+            "synth-dev_cer_vs_time.png",
             "synth-fam-momentum.png",
             "synth-fam-bands.png",
         ]

@@ -16,6 +16,7 @@ from fambench.targets import (
     load_target,
     median_target,
     record_target,
+    with_measurements,
 )
 from fambench.training import plan_run
 from fambench.workloads import get_preset
@@ -48,6 +49,31 @@ def test_baseline_values_keep_completed_runs():
         {"optimizer": "sgd", "seed": 0, "status": "completed", "final_dev_wer": 0.9},
     ]
     assert baseline_values(rows) == {"adamw": {0: 0.8}, "sgd": {0: 0.9}}
+
+
+def _row(seed, threads, wer, cer, seconds, **more):
+    return {
+        "optimizer": "adamw", "seed": seed, "status": "completed", "threads": threads,
+        "final_dev_wer": wer, "final_dev_cer": cer, "train_s": seconds - 10, "eval_s": 10.0,
+        "contended": False, **more,
+    }  # fmt: skip
+
+
+def test_a_seed_at_fewer_threads_sets_the_target_and_timings_come_per_thread_count(tmp_path):
+    rows = [_row(s, 1, 0.2 + s / 100, 0.06 + s / 100, 600 + 10 * s) for s in range(5)]
+    rows += [
+        _row(0, 2, 0.5, 0.5, 400),  # the same seed at 2 threads: timed, not a value
+        _row(1, 2, 0.5, 0.5, 100, contended=True),  # contended: no timing
+        _row(2, 1, 0.9, 0.9, 9999, status="diverged"),
+    ]
+    values = baseline_values(rows)
+    assert values == {"adamw": {s: 0.2 + s / 100 for s in range(5)}}
+    target = with_measurements(median_target("w", values, "src"), rows)
+    assert target.wer == pytest.approx(0.22) and target.seeds == (0, 1, 2, 3, 4)
+    assert target.cer_values == pytest.approx([0.06, 0.07, 0.08, 0.09, 0.10])
+    assert target.run_seconds == ((1, 620.0, 5), (2, 400.0, 1))
+    path = record_target(target, tmp_path / "w.json")
+    assert load_target("w", None, path) == target
 
 
 def test_record_and_load_round_trip(tmp_path):

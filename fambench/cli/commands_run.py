@@ -260,6 +260,23 @@ def _print_outcome(outcome) -> None:  # fambench.training.RunOutcome
         )
 
 
+def _measured(target) -> str:  # target: fambench.targets.WorkloadTarget
+    """What the baseline that set the target measured: final dev CER and WER, time per run."""
+    if not target.baseline or not target.values:
+        return ""
+    import statistics
+
+    text = (
+        f"\nbest baseline {target.baseline}: final dev CER "
+        + (f"{statistics.median(target.cer_values):.3f}" if target.cer_values else "-")
+        + f", WER {statistics.median(target.values):.3f} (median of {len(target.values)} seeds)"
+    )
+    for threads, seconds, runs in target.run_seconds:
+        plural = "s" if threads > 1 else ""
+        text += f"; {seconds / 60:.1f} min per run at {threads} thread{plural} ({runs} runs)"
+    return text
+
+
 @app.command("presets")
 def presets_command() -> None:
     """List the workload presets and the hyperparameters tuned for each."""
@@ -281,10 +298,14 @@ def presets_command() -> None:
             data += " (--data ROOT)"
         details = (
             f"{data}; d={p.model.d_model} x {p.model.n_layers} layers; "
-            f"{p.batch_frames} frames/batch; {p.steps} steps, eval every {p.eval_every}; "
+            f"{p.batch_frames} frames/batch"
+            + (f" in {p.length_bucket_frames}-frame buckets" if p.length_bucket_frames else "")
+            + ("; bf16 where the device has it" if p.amp else "")
+            + f"; {p.steps} steps, eval every {p.eval_every}; "
             f"target WER {_fmt(target.wer, '.6g')}"
             + (f" (AlgoPerf: median of {target.baseline}'s seeds)" if target.baseline else "")
             + (f", test WER {p.test_target_wer:g}" if p.test_target_wer is not None else "")
+            + _measured(target)
         )
         tuned = load_tuned(p.name)
         values = "\n".join(

@@ -30,7 +30,7 @@ def target_command(
     neither the reference nor an ablation of it; the best has the lowest median.
     """
     from fambench.cli.commands_compare import _load_results
-    from fambench.targets import baseline_values, median_target, record_target
+    from fambench.targets import baseline_values, median_target, record_target, with_measurements
 
     try:
         results = _load_results(results_dirs, preset)
@@ -46,7 +46,8 @@ def target_command(
                 f"{', '.join(map(str, results_dirs))}: point at the runs of the tuned one"
             )
         where = ", ".join(str(p) for p in results_dirs)
-        target = median_target(preset, baseline_values(baselines.to_dict("records")), where)
+        rows = baselines.to_dict("records")
+        target = with_measurements(median_target(preset, baseline_values(rows), where), rows)
         path = record_target(target) if write else None
     except FambenchError as exc:
         raise fail(str(exc)) from None

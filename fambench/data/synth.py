@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from fambench.data.espeak import Voice
+from fambench.data.grammar import command_sentence, digit_string
 from fambench.data.wordlist import WORDS
 from fambench.errors import ConfigError, DataError
 from fambench.fileio import move_into, write_json
@@ -44,6 +45,7 @@ from fambench.machine import usable_cores
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
+TEXTS = ("words", "digits", "commands")
 SUBSETS = ("train-synth", "dev-synth", "test-synth")
 MARKER_NAME = ".fambench-synth.json"
 LOCK_NAME = ".fambench-synth.lock"
@@ -151,6 +153,11 @@ class SynthSettings:
     snr_db: tuple[float, float] = (15.0, 35.0)
     gain_db: tuple[float, float] = (-8.0, 0.0)
     zipf_exponent: float = 1.0
+    # What the utterances say: "words" (min..max words drawn Zipf-like from the most frequent
+    # `vocabulary` words of WORDS, all for 0), "digits" (min..max digits) or "commands" (one
+    # to three commands of fambench.data.grammar's command grammar).
+    text: str = "words"
+    vocabulary: int = 0
 
     def __post_init__(self) -> None:
         # The options a user sets (`fambench data synth`) are checked one by one, so that the
@@ -183,6 +190,11 @@ class SynthSettings:
                 f"rate_wpm must lie within 80..200 words per minute, got {self.rate_wpm}",
             ),
             (self.snr_db[0] <= self.snr_db[1], f"snr_db range is reversed: {self.snr_db}"),
+            (self.text in TEXTS, f"text must be one of {', '.join(TEXTS)}, got {self.text!r}"),
+            (
+                0 <= self.vocabulary <= len(WORDS),
+                f"vocabulary must lie within 0..{len(WORDS)} words, got {self.vocabulary}",
+            ),
             (
                 self.gain_db[0] <= self.gain_db[1] <= 0,
                 f"gain_db must be an increasing range <= 0 dB, got {self.gain_db}",
@@ -294,10 +306,17 @@ def zipf_probabilities(n_words: int, exponent: float) -> np.ndarray:
 def sentence_stream(settings: SynthSettings, subset: str, chapter_index: int) -> Iterator[str]:
     """The endless, seeded sequence of transcripts that a chapter's utterances speak, in order."""
     rng = np.random.default_rng([settings.seed, _SUBSET_CODES[subset], chapter_index, 0])
-    probs = zipf_probabilities(len(WORDS), settings.zipf_exponent)
+    if settings.text == "digits":
+        while True:
+            yield digit_string(rng, settings.min_words, settings.max_words)
+    if settings.text == "commands":
+        while True:
+            yield command_sentence(rng)
+    words = WORDS[: settings.vocabulary or len(WORDS)]
+    probs = zipf_probabilities(len(words), settings.zipf_exponent)
     while True:
         n_words = int(rng.integers(settings.min_words, settings.max_words + 1))
-        yield " ".join(WORDS[i] for i in rng.choice(len(WORDS), size=n_words, p=probs))
+        yield " ".join(words[i] for i in rng.choice(len(words), size=n_words, p=probs))
 
 
 def _colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:

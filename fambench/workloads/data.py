@@ -130,6 +130,12 @@ def synth_settings(spec: DataSpec) -> SynthSettings:
         dev_utterances=spec.synth_dev_utterances,
         test_utterances=spec.synth_test_utterances,
         seed=spec.synth_seed,
+        text=spec.synth_text,
+        min_words=spec.synth_words[0],
+        max_words=spec.synth_words[1],
+        vocabulary=spec.synth_vocabulary,
+        train_speakers=spec.synth_train_speakers,
+        snr_db=spec.synth_snr_db,
     )
 
 

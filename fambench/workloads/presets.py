@@ -31,6 +31,14 @@ class DataSpec:
     synth_dev_utterances: int = 300
     synth_test_utterances: int = 300
     synth_seed: int = 0
+    # What the synthetic utterances say and who says them (fambench.data.synth.SynthSettings):
+    # "words", "digits" or "commands"; the words per utterance (digits for "digits"); the
+    # vocabulary of "words" (its most frequent N words, 0 for all); train speakers; SNR range.
+    synth_text: str = "words"
+    synth_words: tuple[int, int] = (4, 20)
+    synth_vocabulary: int = 0
+    synth_train_speakers: int = 32
+    synth_snr_db: tuple[float, float] = (15.0, 35.0)
     tokenizer: Literal["char", "sentencepiece"] = "char"
     vocab_size: int | None = None  # sentencepiece only
     max_dev_utterances: int | None = None  # evaluate on N dev utterances, evenly spread
@@ -96,15 +104,26 @@ class Preset:
         (it changes no trained number; see fambench.workloads.targets)."""
         data = self.to_dict()
         del data["description"], data["target_wer"], data["test_target_wer"]
-        for key, neutral in _NEUTRAL_SETTINGS.items():
-            if data[key] == neutral:
-                del data[key]
+        for path, neutral in _NEUTRAL_SETTINGS.items():
+            *parents, key = path
+            values = data
+            for parent in parents:
+                values = values[parent]
+            if values[key] == neutral:
+                del values[key]
         return data
 
 
-# Settings that change nothing at these values add nothing to a run's identity, so that runs
-# recorded before the setting existed are still found by their command.
-_NEUTRAL_SETTINGS: dict[str, Any] = {"length_bucket_frames": 0}
+# Settings that add nothing to a run's identity at these values (what runs trained before the
+# setting existed used), so that those runs are still found by their command.
+_NEUTRAL_SETTINGS: dict[tuple[str, ...], Any] = {
+    ("length_bucket_frames",): 0,
+    ("data", "synth_text"): "words",
+    ("data", "synth_words"): (4, 20),
+    ("data", "synth_vocabulary"): 0,
+    ("data", "synth_train_speakers"): 32,
+    ("data", "synth_snr_db"): (15.0, 35.0),
+}
 
 
 _SMOKE = Preset(
@@ -234,6 +253,124 @@ _SYNTH = Preset(
     target_wer=0.6,
 )
 
+# The study's workloads: each trains, within about 20 minutes of one thread, to a model that
+# recognises its speech (dev CER <= 0.10 and WER <= 0.30 for the best tuned baseline), and each
+# is hard in another way. All train in bf16 where the CPU has it, on batches padded to 64-frame
+# buckets (measured faster: `make bench-train`).
+_STUDY_MODEL = ModelSettings(
+    d_model=144,
+    n_layers=4,
+    n_heads=4,
+    ffn_dim=576,
+    conv_kernel=15,
+    frontend_channels=64,
+    dropout=0.0,
+)
+
+_DIGITS = Preset(
+    name="digits",
+    description=(
+        "spoken digit strings (3-12 digits, 11 words) from 120 speakers in noise of 0-20 dB SNR: "
+        "a low-entropy task whose difficulty is speaker and noise variety"
+    ),
+    data=DataSpec(
+        kind="synth",
+        train_subset="train-synth",
+        dev_subset="dev-synth",
+        test_subset="test-synth",
+        synth_hours=3.0,
+        synth_dev_utterances=300,
+        synth_test_utterances=300,
+        synth_text="digits",
+        synth_words=(3, 12),
+        synth_train_speakers=120,
+        synth_snr_db=(0.0, 20.0),
+    ),
+    model=_STUDY_MODEL,
+    batch_frames=3000,
+    steps=4000,
+    eval_every=500,
+    schedule=ScheduleSpec(warmup_fraction=0.05, decay_start_fraction=0.2),
+    specaugment=SpecAugmentSpec(freq_masks=2, freq_width=10, time_masks=2, time_width_ratio=0.05),
+    amp=True,
+    length_bucket_frames=64,
+    target_wer=0.3,
+)
+
+_COMMANDS_DEEP = Preset(
+    name="commands-deep",
+    description=(
+        "a command grammar (185 words, 1-3 commands per utterance) on a deep, narrow Conformer "
+        "(8 layers x 96): a long gradient path"
+    ),
+    data=DataSpec(
+        kind="synth",
+        train_subset="train-synth",
+        dev_subset="dev-synth",
+        test_subset="test-synth",
+        synth_hours=3.0,
+        synth_dev_utterances=300,
+        synth_test_utterances=300,
+        synth_text="commands",
+        synth_train_speakers=64,
+    ),
+    model=ModelSettings(
+        d_model=96,
+        n_layers=8,
+        n_heads=4,
+        ffn_dim=384,
+        conv_kernel=15,
+        frontend_channels=48,
+        dropout=0.0,
+    ),
+    batch_frames=3000,
+    steps=4000,
+    eval_every=500,
+    schedule=ScheduleSpec(warmup_fraction=0.05, decay_start_fraction=0.2),
+    specaugment=SpecAugmentSpec(freq_masks=2, freq_width=10, time_masks=2, time_width_ratio=0.05),
+    amp=True,
+    length_bucket_frames=64,
+    target_wer=0.3,
+)
+
+_COMMANDS_SUBWORD = dataclasses.replace(
+    _COMMANDS_DEEP,
+    name="commands-subword",
+    description=(
+        "the command grammar predicted as 256 sentencepiece subwords by the 4 x 144 Conformer: "
+        "a larger, sparser output and fewer CTC labels per second"
+    ),
+    data=dataclasses.replace(_COMMANDS_DEEP.data, tokenizer="sentencepiece", vocab_size=256),
+    model=_STUDY_MODEL,
+)
+
+_WORDS = Preset(
+    name="words",
+    description=(
+        "open vocabulary: 4-20 words drawn Zipf-like from 2,400, 8 h from 64 speakers; "
+        "data size and spelling are what is hard"
+    ),
+    data=DataSpec(
+        kind="synth",
+        train_subset="train-synth",
+        dev_subset="dev-synth",
+        test_subset="test-synth",
+        synth_hours=8.0,
+        synth_dev_utterances=300,
+        synth_test_utterances=300,
+        synth_train_speakers=64,
+    ),
+    model=_STUDY_MODEL,
+    batch_frames=3000,
+    steps=6000,
+    eval_every=500,
+    schedule=ScheduleSpec(warmup_fraction=0.05, decay_start_fraction=0.2),
+    specaugment=None,
+    amp=True,
+    length_bucket_frames=64,
+    target_wer=0.3,
+)
+
 _MINI_LIBRISPEECH = Preset(
     name="mini-librispeech",
     description="Mini LibriSpeech: train-clean-5 -> dev-clean-2 under --data (GPU advised)",
@@ -323,6 +460,10 @@ _PRESETS: dict[str, Preset] = {
         _CI,
         _CI_SUBWORD,
         _CI_DEEP,
+        _DIGITS,
+        _COMMANDS_DEEP,
+        _COMMANDS_SUBWORD,
+        _WORDS,
         _MINI_LIBRISPEECH,
         _LIBRISPEECH_100,
         _ALGOPERF_CONFORMER,
