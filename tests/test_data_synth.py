@@ -437,3 +437,29 @@ def test_an_interrupt_during_generation_removes_the_staging_directory(tmp_path, 
         generate_corpus(tmp_path, TINY, workers=1)
     assert seen == [tmp_path / ".fambench-synth-staging"]
     assert os.listdir(tmp_path) == [LOCK_NAME]
+
+
+def test_the_low_entropy_texts_say_what_their_settings_ask():
+    import itertools
+
+    from fambench.data.grammar import DIGITS
+
+    digits = SynthSettings(text="digits", min_words=3, max_words=5)
+    for text in itertools.islice(sentence_stream(digits, "train-synth", 0), 200):
+        words = text.split()
+        assert 3 <= len(words) <= 5 and set(words) <= set(DIGITS)
+    commands = SynthSettings(text="commands")
+    said = list(itertools.islice(sentence_stream(commands, "train-synth", 0), 3000))
+    vocabulary = {w for text in said for w in text.split()}
+    assert 150 <= len(vocabulary) <= 200
+    assert all(re.fullmatch(r"[A-Z' ]+", text) for text in said)
+    assert said == list(itertools.islice(sentence_stream(commands, "train-synth", 0), 3000))
+    top = SynthSettings(vocabulary=50)
+    words = {
+        w for t in itertools.islice(sentence_stream(top, "train-synth", 0), 500) for w in t.split()
+    }
+    assert words <= set(WORDS[:50])
+    with pytest.raises(ConfigError, match="text must be one of words, digits, commands"):
+        SynthSettings(text="poems")
+    with pytest.raises(ConfigError, match="vocabulary must lie within"):
+        SynthSettings(vocabulary=-1)

@@ -136,6 +136,7 @@ def synth_settings(spec: DataSpec) -> SynthSettings:
         vocabulary=spec.synth_vocabulary,
         train_speakers=spec.synth_train_speakers,
         snr_db=spec.synth_snr_db,
+        rate_wpm=spec.synth_rate_wpm,
     )
 
 

@@ -33,12 +33,14 @@ class DataSpec:
     synth_seed: int = 0
     # What the synthetic utterances say and who says them (fambench.data.synth.SynthSettings):
     # "words", "digits" or "commands"; the words per utterance (digits for "digits"); the
-    # vocabulary of "words" (its most frequent N words, 0 for all); train speakers; SNR range.
+    # vocabulary of "words" (its most frequent N words, 0 for all); train speakers; SNR range;
+    # speaking rates (words per minute).
     synth_text: str = "words"
     synth_words: tuple[int, int] = (4, 20)
     synth_vocabulary: int = 0
     synth_train_speakers: int = 32
     synth_snr_db: tuple[float, float] = (15.0, 35.0)
+    synth_rate_wpm: tuple[int, int] = (115, 150)
     tokenizer: Literal["char", "sentencepiece"] = "char"
     vocab_size: int | None = None  # sentencepiece only
     max_dev_utterances: int | None = None  # evaluate on N dev utterances, evenly spread
@@ -123,6 +125,7 @@ _NEUTRAL_SETTINGS: dict[tuple[str, ...], Any] = {
     ("data", "synth_vocabulary"): 0,
     ("data", "synth_train_speakers"): 32,
     ("data", "synth_snr_db"): (15.0, 35.0),
+    ("data", "synth_rate_wpm"): (115, 150),
 }
 
 
@@ -270,8 +273,8 @@ _STUDY_MODEL = ModelSettings(
 _DIGITS = Preset(
     name="digits",
     description=(
-        "spoken digit strings (3-12 digits, 11 words) from 120 speakers in noise of 0-20 dB SNR: "
-        "a low-entropy task whose difficulty is speaker and noise variety"
+        "spoken digit strings (3-12 digits, 11 words) from 140 speakers at 90-190 words per "
+        "minute in noise of -5 to 20 dB SNR, as in Aurora-2: speaker and noise variety"
     ),
     data=DataSpec(
         kind="synth",
@@ -283,13 +286,22 @@ _DIGITS = Preset(
         synth_test_utterances=300,
         synth_text="digits",
         synth_words=(3, 12),
-        synth_train_speakers=120,
-        synth_snr_db=(0.0, 20.0),
+        synth_train_speakers=140,
+        synth_snr_db=(-5.0, 20.0),
+        synth_rate_wpm=(90, 190),
     ),
-    model=_STUDY_MODEL,
+    model=ModelSettings(
+        d_model=96,
+        n_layers=3,
+        n_heads=4,
+        ffn_dim=384,
+        conv_kernel=15,
+        frontend_channels=32,
+        dropout=0.0,
+    ),
     batch_frames=3000,
-    steps=4000,
-    eval_every=500,
+    steps=2500,
+    eval_every=250,
     schedule=ScheduleSpec(warmup_fraction=0.05, decay_start_fraction=0.2),
     specaugment=SpecAugmentSpec(freq_masks=2, freq_width=10, time_masks=2, time_width_ratio=0.05),
     amp=True,
@@ -300,8 +312,8 @@ _DIGITS = Preset(
 _COMMANDS_DEEP = Preset(
     name="commands-deep",
     description=(
-        "a command grammar (185 words, 1-3 commands per utterance) on a deep, narrow Conformer "
-        "(8 layers x 96): a long gradient path"
+        "a command grammar (185 words, 1-3 commands per utterance; 100 speakers, 0-25 dB SNR) "
+        "on a deep, narrow Conformer (8 layers x 96): a long gradient path"
     ),
     data=DataSpec(
         kind="synth",
@@ -312,7 +324,9 @@ _COMMANDS_DEEP = Preset(
         synth_dev_utterances=300,
         synth_test_utterances=300,
         synth_text="commands",
-        synth_train_speakers=64,
+        synth_train_speakers=100,
+        synth_snr_db=(0.0, 25.0),
+        synth_rate_wpm=(100, 180),
     ),
     model=ModelSettings(
         d_model=96,
@@ -324,7 +338,7 @@ _COMMANDS_DEEP = Preset(
         dropout=0.0,
     ),
     batch_frames=3000,
-    steps=4000,
+    steps=3000,
     eval_every=500,
     schedule=ScheduleSpec(warmup_fraction=0.05, decay_start_fraction=0.2),
     specaugment=SpecAugmentSpec(freq_masks=2, freq_width=10, time_masks=2, time_width_ratio=0.05),

@@ -1,0 +1,103 @@
+"""fp32 against bf16 autocast on one preset: does bf16 train as well, and how much faster?
+
+For each seed, the fp32 run and the bf16 run of the same command train side by side, one
+thread each (`fambench run --threads 1`), so each pair meets the same machine state. Runs are
+ordinary run directories under --out/PRESET/fp32 and --out/PRESET/bf16 (apart, because
+`fambench compare` pools runs by optimizer and hyperparameters, not by precision): running
+the script again reports finished runs and resumes interrupted ones. Prints, per seed, final dev WER and CER and training seconds of
+both, then the mean per-seed WER and CER difference (bf16 − fp32) with its paired
+t-interval, and the speedup (fp32 seconds / bf16 seconds: the geometric mean over seeds with
+the paired t-interval of the log ratio), n = the seeds.
+
+    .venv/bin/python benchmarks/precision_check.py [--preset synth] [--optimizer adamw]
+        [--seeds 3] [--out results/precision] [--cache-dir data] [--length-bucket N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fambench.compare import paired_t_interval
+from fambench.rundir import load_run
+from fambench.training import RunRequest, plan_run
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="synth")
+    parser.add_argument("--optimizer", default="adamw")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("results/precision"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("data"))
+    parser.add_argument("--length-bucket", type=int, default=None)
+    args = parser.parse_args()
+    out = args.out / args.preset
+
+    runs: dict[tuple[int, str], Path] = {}
+    for seed in range(args.seeds):
+        commands = []
+        for precision in PRECISIONS:
+            request = RunRequest(
+                optimizer=args.optimizer, preset=args.preset, seed=seed, out_dir=out / precision,
+                cache_dir=args.cache_dir, threads=1, precision=precision,
+                length_bucket_frames=args.length_bucket,
+            )  # fmt: skip
+            runs[seed, precision] = plan_run(request).run_dir
+            command = [
+                sys.executable, "-m", "fambench", "run", "--optimizer", args.optimizer,
+                "--preset", args.preset, "--seed", str(seed), "--threads", "1",
+                "--precision", precision, "--out", str(out / precision),
+                "--cache-dir", str(args.cache_dir),
+            ]  # fmt: skip
+            if args.length_bucket is not None:
+                command += ["--length-bucket", str(args.length_bucket)]
+            commands.append(command)
+        log = out / f".seed{seed}.log"
+        out.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as sink:
+            processes = [subprocess.Popen(c, stdout=sink, stderr=sink) for c in commands]
+            codes = [p.wait() for p in processes]
+        if any(codes):
+            sys.exit(f"seed {seed}: a run failed (exit codes {codes}); see {log}")
+
+    rows = {key: load_run(path).summary for key, path in runs.items()}
+    seeds = list(range(args.seeds))
+    print(
+        f"{args.preset}, {args.optimizer}: fp32 against bf16 autocast, {args.seeds} seeds, "
+        "each pair side by side at 1 thread"
+    )
+    print("| seed | fp32 WER | bf16 WER | fp32 CER | bf16 CER | fp32 train s | bf16 train s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for seed in seeds:
+        a, b = rows[seed, "fp32"], rows[seed, "bf16"]
+        print(
+            f"| {seed} | {a.final_dev_wer:.4f} | {b.final_dev_wer:.4f} | {a.final_dev_cer:.4f} "
+            f"| {b.final_dev_cer:.4f} | {a.train_s:.0f} | {b.train_s:.0f} |"
+        )
+    for metric in ("final_dev_wer", "final_dev_cer"):
+        fp32 = np.array([getattr(rows[s, "fp32"], metric) for s in seeds])
+        bf16 = np.array([getattr(rows[s, "bf16"], metric) for s in seeds])
+        low, high = paired_t_interval(bf16, fp32)
+        print(
+            f"{metric} bf16 − fp32: {float(np.mean(bf16 - fp32)):+.4f} "
+            f"[{low:+.4f}, {high:+.4f}] (95% paired t-interval, n={len(seeds)})"
+        )
+    logs = np.log([rows[s, "fp32"].train_s / rows[s, "bf16"].train_s for s in seeds])
+    low, high = paired_t_interval(logs, np.zeros_like(logs))
+    print(
+        f"speedup fp32 s / bf16 s: {math.exp(float(logs.mean())):.3f}x "
+        f"[{math.exp(low):.3f}, {math.exp(high):.3f}] (geometric mean, 95% t-interval of the "
+        f"log ratio, n={len(seeds)})"
+    )
+
+
+if __name__ == "__main__":
+    main()
