@@ -118,3 +118,28 @@ def test_presets_lists_every_preset():
     assert result.exit_code == 0
     for name in ("synth (default)", "smoke", "ci", "mini-librispeech", "librispeech-100"):
         assert name in result.output
+
+
+def test_presets_show_what_the_baseline_that_set_a_target_measured():
+    from fambench.cli.commands_run import _measured
+    from fambench.targets import WorkloadTarget, load_target, record_target
+
+    record_target(
+        WorkloadTarget(
+            "digits",
+            0.034,
+            "AlgoPerf",
+            baseline="adamw",
+            seeds=(0, 1, 2, 3, 4),
+            values=(0.03, 0.033, 0.034, 0.036, 0.04),
+            cer_values=(0.008, 0.009, 0.01, 0.011, 0.02),
+            run_seconds=((1, 186.0, 5), (2, 120.0, 1)),
+        )  # fmt: skip
+    )
+    assert _measured(load_target("digits", None)) == (
+        "\nbest baseline adamw: final dev CER 0.010, WER 0.034 (median of 5 seeds); "
+        "3.1 min per run at 1 thread (5 runs); 2.0 min per run at 2 threads (1 runs)"
+    )
+    assert _measured(load_target("smoke", 1.0)) == ""
+    result = runner.invoke(app, ["presets"])
+    assert result.exit_code == 0 and "best baseline" in result.output

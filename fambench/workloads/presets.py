@@ -351,10 +351,10 @@ _COMMANDS_SUBWORD = dataclasses.replace(
     _COMMANDS_DEEP,
     name="commands-subword",
     description=(
-        "the command grammar predicted as 256 sentencepiece subwords by the 4 x 144 Conformer: "
+        "the command grammar predicted as 128 sentencepiece subwords by the 4 x 144 Conformer: "
         "a larger, sparser output and fewer CTC labels per second"
     ),
-    data=dataclasses.replace(_COMMANDS_DEEP.data, tokenizer="sentencepiece", vocab_size=256),
+    data=dataclasses.replace(_COMMANDS_DEEP.data, tokenizer="sentencepiece", vocab_size=128),
     model=_STUDY_MODEL,
 )
 
