@@ -1,7 +1,9 @@
 """fp32 against bf16 autocast on one preset: does bf16 train as well, and how much faster?
 
-For each seed, the fp32 run and the bf16 run of the same command train side by side, one
-thread each (`fambench run --threads 1`), so each pair meets the same machine state. Runs are
+For each seed, the fp32 run and the bf16 run of the same command train at one thread each
+(`fambench run --threads 1`): side by side (--jobs 2, the default), so each pair meets the
+same machine state, or one after the other (--jobs 1, beside something else that takes the
+other core). Runs are
 ordinary run directories under --out/PRESET/fp32 and --out/PRESET/bf16 (apart, because
 `fambench compare` pools runs by optimizer and hyperparameters, not by precision): running
 the script again reports finished runs and resumes interrupted ones. Prints, per seed, final dev WER and CER and training seconds of
@@ -10,7 +12,7 @@ t-interval, and the speedup (fp32 seconds / bf16 seconds: the geometric mean ove
 the paired t-interval of the log ratio), n = the seeds.
 
     .venv/bin/python benchmarks/precision_check.py [--preset synth] [--optimizer adamw]
-        [--seeds 3] [--out results/precision] [--cache-dir data] [--length-bucket N]
+        [--seeds 3] [--out results/precision] [--cache-dir data] [--length-bucket N] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/precision"))
     parser.add_argument("--cache-dir", type=Path, default=Path("data"))
     parser.add_argument("--length-bucket", type=int, default=None)
+    parser.add_argument("--jobs", type=int, choices=(1, 2), default=2)
     args = parser.parse_args()
     out = args.out / args.preset
 
@@ -63,8 +66,11 @@ def main() -> None:
         log = out / f".seed{seed}.log"
         out.mkdir(parents=True, exist_ok=True)
         with log.open("a") as sink:
-            processes = [subprocess.Popen(c, stdout=sink, stderr=sink) for c in commands]
-            codes = [p.wait() for p in processes]
+            if args.jobs == 2:
+                processes = [subprocess.Popen(c, stdout=sink, stderr=sink) for c in commands]
+                codes = [p.wait() for p in processes]
+            else:
+                codes = [subprocess.call(c, stdout=sink, stderr=sink) for c in commands]
         if any(codes):
             sys.exit(f"seed {seed}: a run failed (exit codes {codes}); see {log}")
 
@@ -72,7 +78,9 @@ def main() -> None:
     seeds = list(range(args.seeds))
     print(
         f"{args.preset}, {args.optimizer}: fp32 against bf16 autocast, {args.seeds} seeds, "
-        "each pair side by side at 1 thread"
+        f"length bucket {args.length_bucket if args.length_bucket is not None else 'preset'}, "
+        + ("each pair side by side" if args.jobs == 2 else "one after the other")
+        + " at 1 thread"
     )
     print("| seed | fp32 WER | bf16 WER | fp32 CER | bf16 CER | fp32 train s | bf16 train s |")
     print("|---:|---:|---:|---:|---:|---:|---:|")

@@ -8,7 +8,7 @@
 # as the study runs them. Resumable: run it again and finished runs are reported, interrupted
 # ones resume. BEST_SEEDS more seeds of BEST (default adamw) give the target its 5 seeds.
 #
-#   benchmarks/workloads.sh                          # digits, commands-deep, commands-subword
+#   benchmarks/workloads.sh                          # digits, commands-deep, commands-small
 #   WORKLOADS="digits" SEEDS=3 benchmarks/workloads.sh
 set -uo pipefail
 FAMBENCH=${FAMBENCH:-.venv/bin/fambench}
@@ -16,7 +16,7 @@ OUT=${OUT:-results/workloads}
 SEEDS=${SEEDS:-3}
 BEST=${BEST:-adamw}
 BEST_SEEDS=${BEST_SEEDS:-5}
-WORKLOADS=${WORKLOADS:-"digits commands-deep commands-subword"}
+WORKLOADS=${WORKLOADS:-"digits commands-deep commands-small"}
 WORKERS=${WORKERS:-$(nproc)}
 
 worker() {  # worker N: every workload's grids, one after the other
