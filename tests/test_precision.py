@@ -78,6 +78,7 @@ def test_a_bf16_run_records_its_precision_and_trains_other_numbers_than_fp32(smo
     a, b = load_run(fp32.run_dir), load_run(bf16.run_dir)
     assert (a.summary.precision, b.summary.precision) == ("fp32", "bf16")
     assert b.config["training"]["precision"] == "bf16"
+    assert a.config["training"]["bf16_native"] is b.config["training"]["bf16_native"] is True
     losses_a, losses_b = a.metrics["train_loss"].dropna(), b.metrics["train_loss"].dropna()
     assert len(losses_a) == len(losses_b) == 10
     assert not losses_a.equals(losses_b)

@@ -21,6 +21,7 @@ from fambench.rundir import FORMAT_VERSION, Summary, metrics_frame, time_to_targ
 from fambench.training.plan import RunPlan
 from fambench.training.state import TrainState
 from fambench.workloads import WorkloadData
+from fambench.workloads.precision import has_bf16_dot_products
 
 
 def _git_commit() -> str | None:
@@ -96,6 +97,8 @@ def run_config(
             "max_loss": preset.max_loss,
             "specaugment": (dataclasses.asdict(preset.specaugment) if preset.specaugment else None),
             "precision": plan.precision,
+            # Whether the device multiplies bf16 natively: where not, a bf16 preset runs fp32.
+            "bf16_native": has_bf16_dot_products(plan.device),
             "length_bucket_frames": preset.length_bucket_frames,
         },
         "target_wer": plan.target_wer,
