@@ -66,7 +66,7 @@ def test_grid_runs_every_cell_then_writes_the_comparison(tmp_path):
     out = tmp_path / "out"
     for name in ("comparison.csv", "comparison.md", "pairwise.csv", "report.md"):
         assert (out / name).is_file()
-    assert len(list(out.glob("*.png"))) == 3  # no trace files here: the three learning curves
+    assert len(list(out.glob("*.png"))) == 4  # no trace files here: the four learning curves
     comparison = pd.read_csv(out / "comparison.csv")
     assert comparison["optimizer"].tolist() == ["adamw", "fam", "fam-fixed", "sgd"]
     assert comparison["final_dev_wer_mean"].tolist() == pytest.approx([0.405, 0.305, 0.355, 0.505])

@@ -39,7 +39,7 @@ def test_report_files_tables_and_links(tmp_path, runs_dir):
     for name in ("comparison.csv", "comparison.md", "pairwise.csv"):
         assert (out / name).is_file()
     links = _links(text)
-    assert len(links) == 5  # 3 learning curves + FAM momentum + FAM bands
+    assert len(links) == 6  # 4 learning curves + FAM momentum + FAM bands
     for link in links:
         assert not link.startswith("/")  # relative: the directory reads well on GitHub
         target = out / link
