@@ -309,42 +309,25 @@ _DIGITS = Preset(
     target_wer=0.3,
 )
 
-_COMMANDS_DEEP = Preset(
+# The same corpus size, batching, schedule, augmentation and arithmetic as digits.
+_COMMANDS_DEEP = dataclasses.replace(
+    _DIGITS,
     name="commands-deep",
     description=(
         "a command grammar (185 words, 1-3 commands per utterance; 100 speakers, 0-25 dB SNR) "
         "on a deep, narrow Conformer (8 layers x 96): a long gradient path"
     ),
-    data=DataSpec(
-        kind="synth",
-        train_subset="train-synth",
-        dev_subset="dev-synth",
-        test_subset="test-synth",
-        synth_hours=3.0,
-        synth_dev_utterances=300,
-        synth_test_utterances=300,
+    data=dataclasses.replace(
+        _DIGITS.data,
         synth_text="commands",
+        synth_words=(4, 20),
         synth_train_speakers=100,
         synth_snr_db=(0.0, 25.0),
         synth_rate_wpm=(100, 180),
     ),
-    model=ModelSettings(
-        d_model=96,
-        n_layers=8,
-        n_heads=4,
-        ffn_dim=384,
-        conv_kernel=15,
-        frontend_channels=48,
-        dropout=0.0,
-    ),
-    batch_frames=3000,
+    model=_DIGITS.model.replace(n_layers=8, frontend_channels=48),
     steps=3000,
     eval_every=500,
-    schedule=ScheduleSpec(warmup_fraction=0.05, decay_start_fraction=0.2),
-    specaugment=SpecAugmentSpec(freq_masks=2, freq_width=10, time_masks=2, time_width_ratio=0.05),
-    amp=True,
-    length_bucket_frames=64,
-    target_wer=0.3,
 )
 
 _COMMANDS_SMALL = dataclasses.replace(
