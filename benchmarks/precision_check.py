@@ -6,13 +6,18 @@ same machine state, or one after the other (--jobs 1, beside something else that
 other core). Runs are
 ordinary run directories under --out/PRESET/fp32 and --out/PRESET/bf16 (apart, because
 `fambench compare` pools runs by optimizer and hyperparameters, not by precision): running
-the script again reports finished runs and resumes interrupted ones. Prints, per seed, final dev WER and CER and training seconds of
-both, then the mean per-seed WER and CER difference (bf16 − fp32) with its paired
+the script again reports finished runs and resumes interrupted ones. With --reuse DIR, a
+finished run of the same command already under DIR (e.g. the workload's baseline grid, trained
+in its default precision) is used instead of training it again; its training seconds then come
+from another session, so no speedup is printed (measure it side by side with
+`benchmarks/training_throughput.py --preset PRESET`). Prints, per seed, final dev WER and CER
+and training seconds of both, then the mean per-seed WER and CER difference (bf16 − fp32) with its paired
 t-interval, and the speedup (fp32 seconds / bf16 seconds: the geometric mean over seeds with
 the paired t-interval of the log ratio), n = the seeds.
 
     .venv/bin/python benchmarks/precision_check.py [--preset synth] [--optimizer adamw]
         [--seeds 3] [--out results/precision] [--cache-dir data] [--length-bucket N] [--jobs 2]
+        [--reuse results/workloads/PRESET]
 """
 
 from __future__ import annotations
@@ -41,8 +46,10 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path("data"))
     parser.add_argument("--length-bucket", type=int, default=None)
     parser.add_argument("--jobs", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--reuse", type=Path, default=None, help="finished runs to take from")
     args = parser.parse_args()
     out = args.out / args.preset
+    reused: set[tuple[int, str]] = set()
 
     runs: dict[tuple[int, str], Path] = {}
     for seed in range(args.seeds):
@@ -53,6 +60,11 @@ def main() -> None:
                 cache_dir=args.cache_dir, threads=1, precision=precision,
                 length_bucket_frames=args.length_bucket,
             )  # fmt: skip
+            earlier = _finished_run(args.reuse, args.preset, args.optimizer, seed, precision)
+            if earlier is not None:
+                runs[seed, precision] = earlier
+                reused.add((seed, precision))
+                continue
             runs[seed, precision] = plan_run(request).run_dir
             command = [
                 sys.executable, "-m", "fambench", "run", "--optimizer", args.optimizer,
@@ -63,6 +75,8 @@ def main() -> None:
             if args.length_bucket is not None:
                 command += ["--length-bucket", str(args.length_bucket)]
             commands.append(command)
+        if not commands:
+            continue
         log = out / f".seed{seed}.log"
         out.mkdir(parents=True, exist_ok=True)
         with log.open("a") as sink:
@@ -81,7 +95,9 @@ def main() -> None:
         f"length bucket {args.length_bucket if args.length_bucket is not None else 'preset'}, "
         + ("each pair side by side" if args.jobs == 2 else "one after the other")
         + " at 1 thread"
-    )
+        + (f"; reused from {args.reuse}: " + ", ".join(f"seed {s} {p}" for s, p in sorted(reused))
+           if reused else "")
+    )  # fmt: skip
     print("| seed | fp32 WER | bf16 WER | fp32 CER | bf16 CER | fp32 train s | bf16 train s |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for seed in seeds:
@@ -98,6 +114,9 @@ def main() -> None:
             f"{metric} bf16 − fp32: {float(np.mean(bf16 - fp32)):+.4f} "
             f"[{low:+.4f}, {high:+.4f}] (95% paired t-interval, n={len(seeds)})"
         )
+    if reused:
+        print("speedup: not shown (reused runs were timed in another session)")
+        return
     logs = np.log([rows[s, "fp32"].train_s / rows[s, "bf16"].train_s for s in seeds])
     low, high = paired_t_interval(logs, np.zeros_like(logs))
     print(
@@ -105,6 +124,30 @@ def main() -> None:
         f"[{math.exp(low):.3f}, {math.exp(high):.3f}] (geometric mean, 95% t-interval of the "
         f"log ratio, n={len(seeds)})"
     )
+
+
+def _finished_run(
+    where: Path | None, preset: str, optimizer: str, seed: int, precision: str
+) -> Path | None:
+    """A completed run under `where` of this preset, optimizer (with the hyperparameters a run
+    would use today), seed and precision; found by what it recorded, since a bf16 run cannot be
+    planned on a CPU without bf16 dot products."""
+    if where is None:
+        return None
+    today = plan_run(
+        RunRequest(optimizer=optimizer, preset=preset, seed=seed, out_dir=where, threads=1,
+                   precision="fp32")
+    )  # fmt: skip
+    for path in sorted(where.glob(f"{preset}-{optimizer}-s{seed}-*")):
+        run = load_run(path)
+        if (
+            run.status == "completed"
+            and run.summary.precision == precision
+            and run.config.get("hparams_key") == today.hparams_key
+            and run.config.get("steps") == today.total_steps
+        ):
+            return path
+    return None
 
 
 if __name__ == "__main__":

@@ -439,6 +439,7 @@ def _provenance_section(runs: pd.DataFrame) -> list[str]:
         ("device", "device"),
         ("threads", "threads"),
         ("hostname", "host"),
+        ("optimizer_source", "optimizer code"),
     ]
     rows = []
     for column, label in keys:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from fambench.cli import app, console
-from fambench.optim import list_optimizers
+from fambench.optim import OptimizerSpec, list_optimizers, optimizer_source
 from fambench.workloads import DEFAULT_PRESET, load_tuned
 
 
@@ -27,6 +27,7 @@ def optimizers_command() -> None:
     table = Table(title="Optimizers", show_lines=True)
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("description")
+    table.add_column("code")
     table.add_column("default hyperparameters (override with --opt key=value)")
     table.add_column(f"tuned on {DEFAULT_PRESET} (replaces the defaults there)")
     tuned = load_tuned(DEFAULT_PRESET)
@@ -38,7 +39,14 @@ def optimizers_command() -> None:
         tuned_text = ", ".join(f"{k}={_format_value(v)}" for k, v in mine.items()) or "-"
         if spec.name in tuned.sources:
             tuned_text += f"\n(from {tuned.source_of(spec.name)})"
-        table.add_row(spec.name, spec.description, defaults or "-", tuned_text)
+        needs = _capabilities_text(spec)
+        table.add_row(
+            spec.name,
+            spec.description + (f"\n({needs})" if needs else ""),
+            optimizer_source(spec) or "-",
+            defaults or "-",
+            tuned_text,
+        )
     console.print(table)
     console.print(
         "Also accepted: a dotted path package.module:Name (e.g. torch.optim:RAdam) or a plug-in "
@@ -50,3 +58,16 @@ def optimizers_command() -> None:
             f"Tuned values: {tuned.source} (every preset's: `fambench presets`).",
             highlight=False,
         )
+
+
+def _capabilities_text(spec: OptimizerSpec) -> str:
+    """What the optimizer asks of the trainer beyond the defaults, in words."""
+    parts = []
+    if spec.capabilities.schedule != "warmup-hold-cosine":
+        parts.append(f"schedule: {spec.capabilities.schedule}")
+    if spec.capabilities.norm_batches:
+        parts.append(
+            f"batch-norm statistics re-estimated on {spec.capabilities.norm_batches} "
+            "training batches before each evaluation"
+        )
+    return "; ".join(parts)

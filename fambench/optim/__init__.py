@@ -17,6 +17,7 @@ ranges and scales, JSON form as AlgoPerf's ``tuning_search_space.json``)::
     overrides = apply_point(get_optimizer_spec("adamw").defaults, {"betas.1": 0.98}, space=space)
 """
 
+from fambench.optim.capabilities import Capabilities, has_evaluation_modes
 from fambench.optim.fam import FAMOptimizer, infer_handler_name
 from fambench.optim.groups import get_parameter_groups
 from fambench.optim.handlers import (
@@ -34,6 +35,7 @@ from fambench.optim.registry import (
     build_optimizer,
     get_optimizer_spec,
     list_optimizers,
+    optimizer_source,
     parse_override_value,
     register_optimizer,
     resolve_hyperparameters,
@@ -53,6 +55,7 @@ from fambench.optim.tracing import TraceWriter
 
 __all__ = [
     "AttentionFrequencyHandler",
+    "Capabilities",
     "ConvFrequencyHandler",
     "Dimension",
     "EmbeddingFrequencyHandler",
@@ -72,8 +75,10 @@ __all__ = [
     "get_optimizer_spec",
     "get_parameter_groups",
     "handler_names",
+    "has_evaluation_modes",
     "infer_handler_name",
     "list_optimizers",
+    "optimizer_source",
     "load_search_space",
     "parse_override_value",
     "parse_search_space",

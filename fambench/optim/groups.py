@@ -1,4 +1,4 @@
-"""Parameter groups for FAMOptimizer, classified by module type.
+"""Parameter groups: FAMOptimizer's, classified by module type, and Muon's split.
 
 The specification classifies by substrings of parameter names, which puts every
 ``conformer_layers.*`` weight of a Conformer into the norm group ('layer' matches). Here the
@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd
 
-__all__ = ["GROUP_SETTINGS", "classify_module", "get_parameter_groups"]
+__all__ = ["GROUP_SETTINGS", "classify_module", "get_parameter_groups", "muon_parameter_groups"]
 
 _NORM_TYPES: tuple[type, ...] = (nn.LayerNorm, nn.GroupNorm, _NormBase, nn.LocalResponseNorm)
 if hasattr(nn, "RMSNorm"):
@@ -100,4 +100,46 @@ def get_parameter_groups(
                     "n_bands": n_bands,
                 }
             )
+    return groups
+
+
+def muon_parameter_groups(
+    model: nn.Module, muon: dict[str, Any], adamw: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Muon's usual split: the hidden weight matrices to Muon, everything else to AdamW.
+
+    Muon orthogonalises an update, which means something for a dense linear map: a Linear's
+    weight, an attention projection, a dense convolution kernel (flattened to out x in*k).
+    The model's input and output layers (its first and last modules with a weight of two or
+    more dimensions, in registration order), embeddings, grouped convolutions (a depthwise
+    kernel maps each channel alone) and every vector (biases, norm gains) go to AdamW, as in
+    Keller Jordan's recipe. Returns pytorch_optimizer.Muon's groups (``use_muon`` set), each
+    with ``names`` and the settings in ``muon`` or ``adamw``; empty groups are left out.
+    """
+    modules = dict(model.named_modules())
+    owners = [
+        path
+        for path, module in modules.items()
+        if any(p.ndim >= 2 for p in module.parameters(recurse=False))
+    ]
+    edges = {owners[0], owners[-1]} if owners else set()
+    chosen: dict[bool, tuple[list, list[str]]] = {True: ([], []), False: ([], [])}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        owner_path = name.rpartition(".")[0]
+        owner = modules[owner_path]
+        hidden_matrix = (
+            param.ndim >= 2
+            and owner_path not in edges
+            and not isinstance(owner, (nn.Embedding, nn.EmbeddingBag))
+            and not (isinstance(owner, _ConvNd) and owner.groups > 1)
+        )
+        chosen[hidden_matrix][0].append(param)
+        chosen[hidden_matrix][1].append(name)
+    groups = []
+    for use_muon, settings in ((True, muon), (False, adamw)):
+        params, names = chosen[use_muon]
+        if params:
+            groups.append({"params": params, "names": names, "use_muon": use_muon, **settings})
     return groups

@@ -2,7 +2,8 @@
 
 ``build_optimizer(name, model, **overrides)`` resolves ``name`` in this order:
 
-1. a registered name (built-ins: ``fam``, ``fam-fixed``, ``simple-fam``, ``adamw``, ``sgd``);
+1. a registered name (built-ins: ``fam``, ``fam-fixed``, ``simple-fam``, ``adamw``, ``sgd``,
+   and the field's baselines ``nadamw``, ``sfadamw``, ``soap``, ``muon``, ``lion``);
 2. a dotted path ``package.module:Name``: an :class:`torch.optim.Optimizer` subclass receives
    ``model.parameters()``, any other callable receives the model;
 3. an entry point of the group ``fambench.optimizers`` (the object it loads may be an
@@ -19,8 +20,10 @@ Ranges are the optimizer's own business: it checks its values when built, and
 :class:`OptimizerConfigError` with a one-line message naming the optimizer.
 
 The registry knows no optimizer by name: what a trainer or a comparison needs is a capability an
-entry declares (``OptimizerSpec.ablation_of``) or an optimizer implements
-(:class:`~fambench.optim.tracing.TraceWriter`).
+entry declares (``OptimizerSpec.ablation_of``, :class:`~fambench.optim.capabilities.Capabilities`)
+or an optimizer implements (:class:`~fambench.optim.tracing.TraceWriter`, ``train()``/``eval()``).
+Each entry names the installed distribution its code comes from (``OptimizerSpec.package``), so
+that a run records which implementation and version it trained with (:func:`optimizer_source`).
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from fambench.optim.capabilities import CAPABILITIES_ATTRIBUTE, Capabilities, parse_capabilities
 from fambench.optim.errors import OptimizerConfigError
 from fambench.optim.fam import FAMOptimizer
-from fambench.optim.groups import get_parameter_groups
+from fambench.optim.groups import get_parameter_groups, muon_parameter_groups
 from fambench.optim.search import (
     Dimension,
     load_search_space,
@@ -61,6 +65,7 @@ __all__ = [
     "build_optimizer",
     "get_optimizer_spec",
     "list_optimizers",
+    "optimizer_source",
     "parse_override_value",
     "register_optimizer",
     "resolve_hyperparameters",
@@ -86,6 +91,9 @@ class OptimizerSpec:
     label the pair "ablation" rather than "baseline"; None for an optimizer of its own.
     ``search_space`` maps the names of its tunable hyperparameters to their
     :class:`~fambench.optim.search.Dimension` (empty: none declared; treat it as read-only).
+    ``capabilities``: what the optimizer needs from the trainer (evaluation-weight statistics,
+    its schedule). ``package``: the installed distribution its code comes from ("" when
+    unknown).
     """
 
     name: str
@@ -95,6 +103,8 @@ class OptimizerSpec:
     accepts_any: bool = False
     ablation_of: str | None = None
     search_space: Mapping[str, Dimension] = field(default_factory=dict)
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    package: str = ""
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
@@ -108,6 +118,8 @@ def register_optimizer(
     description: str,
     ablation_of: str | None = None,
     search_space: Mapping[str, Dimension | Mapping[str, Any]] | None = None,
+    capabilities: Capabilities | Mapping[str, Any] | None = None,
+    package: str = "",
     replace: bool = False,
 ) -> OptimizerSpec:
     """Register ``factory(model, **hyperparameters)`` under ``name`` and return its spec.
@@ -115,6 +127,8 @@ def register_optimizer(
     ``ablation_of`` names the optimizer this one is an ablation of (see :class:`OptimizerSpec`).
     ``search_space`` maps names to Dimension objects or their JSON form; every name must be a
     key of ``defaults`` (or ``key.index`` of a tuple default, or a schedule setting).
+    ``capabilities`` (or its dict form) says what it needs from the trainer; ``package`` names
+    the distribution its code comes from.
     """
     if not isinstance(name, str) or not name or ":" in name:
         raise OptimizerConfigError(f"invalid optimizer name {name!r} (non-empty, no ':')")
@@ -132,10 +146,27 @@ def register_optimizer(
         )
     space = _checked_space(name, search_space or {}, defaults, accepts_any=False)
     spec = OptimizerSpec(
-        name, description, dict(defaults), factory, ablation_of=ablation_of, search_space=space
+        name,
+        description,
+        dict(defaults),
+        factory,
+        ablation_of=ablation_of,
+        search_space=space,
+        capabilities=_checked_capabilities(name, capabilities),
+        package=package,
     )
     _REGISTRY[name] = spec
     return spec
+
+
+def optimizer_source(spec: OptimizerSpec) -> str:
+    """``"<distribution> <version>"`` of the code behind ``spec`` ("" when unknown)."""
+    if not spec.package:
+        return ""
+    try:
+        return f"{spec.package} {metadata.version(spec.package)}"
+    except metadata.PackageNotFoundError:
+        return spec.package
 
 
 def list_optimizers(*, include_plugins: bool = True) -> list[OptimizerSpec]:
@@ -348,6 +379,23 @@ def _load_dotted(path: str) -> Any:
     return obj
 
 
+def _checked_capabilities(name: str, data: Any) -> Capabilities:
+    try:
+        return parse_capabilities(data)
+    except (TypeError, ValueError) as exc:
+        raise OptimizerConfigError(f"optimizer {name!r}: capabilities: {exc}") from None
+
+
+def _package_of(obj: Any) -> str:
+    """The installed distribution that provides ``obj``'s top-level module ("" if none)."""
+    module = getattr(obj, "__module__", None) or ""
+    top = module.split(".")[0]
+    if not top:
+        return ""
+    names = metadata.packages_distributions().get(top) or []
+    return names[0] if names else ""
+
+
 def _checked_space(
     name: str, data: Mapping[str, Any], defaults: Mapping[str, Any], *, accepts_any: bool
 ) -> dict[str, Dimension]:
@@ -405,7 +453,8 @@ def _spec_from_object(name: str, obj: Any) -> OptimizerSpec:
     """Wrap what a dotted path or entry point points at into an OptimizerSpec."""
     if isinstance(obj, OptimizerSpec):
         space = _checked_space(name, obj.search_space, obj.defaults, accepts_any=obj.accepts_any)
-        return dataclasses.replace(obj, name=name, search_space=space)
+        package = obj.package or _package_of(obj.factory)
+        return dataclasses.replace(obj, name=name, search_space=space, package=package)
     if not callable(obj):
         raise OptimizerConfigError(
             f"optimizer {name!r} points at a {type(obj).__name__}; expected an Optimizer class, "
@@ -421,7 +470,14 @@ def _spec_from_object(name: str, obj: Any) -> OptimizerSpec:
     else:
         factory, description = obj, _first_doc_line(obj) or name
     return OptimizerSpec(
-        name, description, defaults, factory, accepts_any=accepts_any, search_space=space
+        name,
+        description,
+        defaults,
+        factory,
+        accepts_any=accepts_any,
+        search_space=space,
+        capabilities=_checked_capabilities(name, getattr(obj, CAPABILITIES_ATTRIBUTE, None)),
+        package=_package_of(obj),
     )
 
 
@@ -535,6 +591,7 @@ register_optimizer(
         "other); alpha/n_bands none = each group's own value"
     ),
     search_space=_FAM_SPACE,
+    package="fambench",
 )
 register_optimizer(
     "fam-fixed",
@@ -543,6 +600,7 @@ register_optimizer(
     description="FAM with frequency adaptation off: same groups and update, momentum = alpha",
     ablation_of="fam",
     search_space=_FAM_FIXED_SPACE,
+    package="fambench",
 )
 register_optimizer(
     "simple-fam",
@@ -550,6 +608,7 @@ register_optimizer(
     defaults={"lr": 1e-3, "alpha": 0.9, "beta": 0.99, "weight_decay": 0.0},
     description="SimpleFAM: one upper-half-spectrum rule for tensors over 1000 entries",
     search_space=_SIMPLE_FAM_SPACE,
+    package="fambench",
 )
 register_optimizer(
     "adamw",
@@ -563,6 +622,7 @@ register_optimizer(
     },
     description="torch.optim.AdamW (foreach)",
     search_space=_ADAMW_SPACE,
+    package="torch",
 )
 register_optimizer(
     "sgd",
@@ -570,4 +630,171 @@ register_optimizer(
     defaults={"lr": 1e-3, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0},
     description="torch.optim.SGD with Nesterov momentum (foreach)",
     search_space=_SGD_SPACE,
+    package="torch",
+)
+
+
+# ------------------------------------------------------------------ the field's baselines
+# Each from a well-kept library, built as its authors intend. Defaults: AlgoPerf's self-tuning
+# configurations (NAdamW baseline; Schedule-Free AdamW, the v0.5 self-tuning winner) and the
+# papers' (SOAP, Muon, Lion). Search spaces: AlgoPerf's NAdamW space; for the others, ranges
+# around their authors' advice, as wide in decades as AdamW's (README "The baselines").
+
+_NADAMW_SPACE: dict[str, Any] = {
+    "lr": {"min": 1e-4, "max": 1e-2, "scaling": "log"},
+    "betas.0": {"min": 0.9, "max": 0.996, "scaling": "log1m"},
+    "weight_decay": {"min": 5e-3, "max": 1.0, "scaling": "log"},
+    **_WARMUP_SPACE,
+}
+_SFADAMW_SPACE: dict[str, Any] = {
+    "lr": {"min": 5e-4, "max": 2e-2, "scaling": "log"},
+    "betas.0": {"min": 0.8, "max": 0.98, "scaling": "log1m"},
+    "betas.1": {"min": 0.99, "max": 0.9995, "scaling": "log1m"},
+    "weight_decay": {"min": 5e-3, "max": 0.5, "scaling": "log"},
+    **_WARMUP_SPACE,
+}
+_SOAP_SPACE: dict[str, Any] = {
+    "lr": {"min": 3e-4, "max": 1e-2, "scaling": "log"},
+    "betas.0": {"min": 0.9, "max": 0.99, "scaling": "log1m"},
+    "betas.1": {"min": 0.95, "max": 0.995, "scaling": "log1m"},
+    "weight_decay": {"min": 1e-3, "max": 0.3, "scaling": "log"},
+    **_WARMUP_SPACE,
+}
+_MUON_SPACE: dict[str, Any] = {
+    "lr": {"min": 5e-3, "max": 0.1, "scaling": "log"},
+    "momentum": {"min": 0.85, "max": 0.98, "scaling": "log1m"},
+    "weight_decay": {"min": 1e-4, "max": 0.1, "scaling": "log"},
+    "adamw_lr": {"min": 1e-4, "max": 1e-2, "scaling": "log"},
+    **_WARMUP_SPACE,
+}
+_LION_SPACE: dict[str, Any] = {
+    "lr": {"min": 1e-5, "max": 3e-3, "scaling": "log"},
+    "betas.0": {"min": 0.8, "max": 0.98, "scaling": "log1m"},
+    "betas.1": {"min": 0.95, "max": 0.999, "scaling": "log1m"},
+    "weight_decay": {"min": 1e-2, "max": 10.0, "scaling": "log"},
+    **_WARMUP_SPACE,
+}
+
+
+def _nadamw(model: nn.Module, **hp: Any) -> Optimizer:
+    return torch.optim.NAdam(_parameters(model), decoupled_weight_decay=True, foreach=True, **hp)
+
+
+def _sfadamw(model: nn.Module, **hp: Any) -> Optimizer:
+    import schedulefree
+
+    # Its own warmup is off: the trainer warms the learning rate up (the schedule it declares).
+    return schedulefree.AdamWScheduleFree(_parameters(model), warmup_steps=0, **hp)
+
+
+def _soap(model: nn.Module, **hp: Any) -> Optimizer:
+    import pytorch_optimizer
+
+    return pytorch_optimizer.SOAP(_parameters(model), **hp)
+
+
+def _muon(model: nn.Module, **hp: Any) -> Optimizer:
+    import pytorch_optimizer
+
+    if not isinstance(model, nn.Module):
+        raise TypeError("muon needs an nn.Module (it splits parameters by the module owning them)")
+    muon = {k: hp[k] for k in ("lr", "momentum", "nesterov", "ns_steps", "weight_decay")}
+    adamw = {
+        "lr": hp["adamw_lr"],
+        "betas": tuple(hp["adamw_betas"]),
+        "eps": hp["adamw_eps"],
+        "weight_decay": hp["adamw_wd"],
+    }
+    groups = muon_parameter_groups(model, muon, adamw)
+    return pytorch_optimizer.Muon(groups, use_adjusted_lr=hp["use_adjusted_lr"])
+
+
+def _lion(model: nn.Module, **hp: Any) -> Optimizer:
+    import pytorch_optimizer
+
+    return pytorch_optimizer.Lion(_parameters(model), **hp)
+
+
+register_optimizer(
+    "nadamw",
+    _nadamw,
+    defaults={
+        "lr": 0.0017486,
+        "betas": (0.9327, 0.9955),
+        "eps": 1e-8,
+        "weight_decay": 0.0812,
+        # torch's NAdam schedules its momentum, mu_t = beta1 (1 - 0.5 * 0.96^(t * decay)); at
+        # 1000, mu_t is beta1 from the first step, as in AlgoPerf's NAdamW (README).
+        "momentum_decay": 1000.0,
+    },
+    description="NAdamW, AlgoPerf's baseline: torch.optim.NAdam, decoupled weight decay",
+    search_space=_NADAMW_SPACE,
+    package="torch",
+)
+register_optimizer(
+    "sfadamw",
+    _sfadamw,
+    defaults={
+        "lr": 0.0025,
+        "betas": (0.9, 0.9955),
+        "eps": 1e-8,
+        "weight_decay": 0.0812,
+        "r": 0.75,
+        "weight_lr_power": 2.0,
+    },
+    description="Schedule-Free AdamW (schedulefree): trains at one point, evaluated at its average",
+    search_space=_SFADAMW_SPACE,
+    # The authors: warmup but no decay, and batch-norm statistics recomputed at the evaluation
+    # weights on about 50 training batches.
+    capabilities=Capabilities(schedule="warmup-only", norm_batches=50),
+    package="schedulefree",
+)
+register_optimizer(
+    "soap",
+    _soap,
+    defaults={
+        "lr": 3e-3,
+        "betas": (0.95, 0.95),
+        "weight_decay": 0.01,
+        "precondition_frequency": 10,
+        "max_precondition_dim": 10000,
+        "merge_dims": False,
+        "precondition_1d": False,
+        "normalize_gradient": False,
+        "correct_bias": True,
+        "eps": 1e-8,
+    },
+    description="SOAP (Shampoo's eigenbasis + Adam): pytorch_optimizer.SOAP",
+    search_space=_SOAP_SPACE,
+    package="pytorch-optimizer",
+)
+register_optimizer(
+    "muon",
+    _muon,
+    defaults={
+        "lr": 0.02,
+        "momentum": 0.95,
+        "nesterov": True,
+        "ns_steps": 5,
+        "weight_decay": 0.01,
+        "use_adjusted_lr": False,
+        "adamw_lr": 3e-4,
+        "adamw_betas": (0.9, 0.95),
+        "adamw_eps": 1e-10,
+        "adamw_wd": 0.01,
+    },
+    description=(
+        "Muon for the hidden weight matrices (dense conv kernels flattened), AdamW for the "
+        "rest, one optimizer: pytorch_optimizer.Muon"
+    ),
+    search_space=_MUON_SPACE,
+    package="pytorch-optimizer",
+)
+register_optimizer(
+    "lion",
+    _lion,
+    defaults={"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.1},
+    description="Lion (sign of interpolated momentum): pytorch_optimizer.Lion",
+    search_space=_LION_SPACE,
+    package="pytorch-optimizer",
 )

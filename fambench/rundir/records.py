@@ -38,6 +38,7 @@ PROVENANCE_KEYS = (
     "device",
     "threads",
     "world_size",
+    "optimizer_source",
     "command",
     "hostname",
     "started_at",

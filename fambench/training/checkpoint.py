@@ -24,11 +24,14 @@ def save_checkpoint(
     state: TrainState,
     boundary: Boundary,
     rank_rngs: list[dict[str, Any]] | None = None,
+    evaluation_model: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the checkpoint atomically; an optimizer's trace is flushed to match it.
 
     ``rank_rngs``: on several data-parallel ranks, every rank's RNG states at the boundary
-    (rank 0 writes the file; each rank resumes its own).
+    (rank 0 writes the file; each rank resumes its own). ``evaluation_model``: the model state
+    the dev set was evaluated at, where the optimizer evaluates elsewhere than it trains (kept
+    under "evaluation_model"; "model" is always what training continues from).
     """
     ranks = trainee.ranks
     payload = {
@@ -42,6 +45,8 @@ def save_checkpoint(
         "stream": dict(boundary.stream),
         "progress": dataclasses.asdict(state),
     }
+    if evaluation_model is not None:
+        payload["evaluation_model"] = evaluation_model
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_bytes(path, buffer.getvalue())

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import time
 
+import torch
+
 from fambench.errors import FambenchError
 from fambench.machine import CpuInterval, load_average, sample_cpu
 from fambench.rundir import train_row
 from fambench.training.batches import batch_source
 from fambench.training.checkpoint import save_checkpoint
 from fambench.training.distributed import any_rank, gather, state_digest
+from fambench.training.evaluation_weights import evaluation_weights
 from fambench.training.interrupts import AgreedStop
 from fambench.training.interval import Diverged
 from fambench.training.state import Boundary
@@ -42,9 +45,10 @@ def train_loop(run: RunContext) -> tuple[str, str]:
                 due = done or state.step % plan.preset.eval_every == 0
                 if state.step > 0 and state.last_eval_step != state.step and due:
                     record_interval(run)  # every step before the checkpoint, read back, checked
-                    if ranks.is_main:
-                        evaluate_dev(run)
-                    checkpoint(run)
+                    with evaluation_weights(run) as evaluated:
+                        if ranks.is_main:
+                            evaluate_dev(run)
+                    checkpoint(run, evaluation_model=evaluated.state)
                 if done:
                     break
                 # Stop signals wait for the step's end; anything else that interrupts the step
@@ -65,17 +69,25 @@ def train_loop(run: RunContext) -> tuple[str, str]:
             return stopped_together(run)
         except KeyboardInterrupt:
             return interrupted(run, boundary)
-    if run.data.test is not None and trainee.ranks.is_main:
-        state.test, _ = timed_evaluation(run, "test")
+    if run.data.test is not None:
+        with evaluation_weights(run):
+            if trainee.ranks.is_main:
+                state.test, _ = timed_evaluation(run, "test")
     account_cpu(run)
     run.logger.write_metrics(state)
     return "completed", completion_message(run)
 
 
-def checkpoint(run: RunContext, evaluated: bool = True) -> None:
+def checkpoint(
+    run: RunContext,
+    evaluated: bool = True,
+    evaluation_model: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Save this step boundary (rank 0 writes; on several ranks, every rank's RNG states go
     into it, and the ranks must hold bitwise-equal models and optimizer states). A collective
-    on several ranks. ``evaluated``: the dev set was just evaluated at this step."""
+    on several ranks. ``evaluated``: the dev set was just evaluated at this step;
+    ``evaluation_model``: the model state it was evaluated at, where that is not the training
+    state (saved beside it: the model to use, as the optimizer's authors intend)."""
     trainee, state, ranks = run.trainee, run.state, run.trainee.ranks
     if evaluated:
         state.last_eval_step = state.step  # on every rank (rank 0's evaluation set it there)
@@ -94,7 +106,9 @@ def checkpoint(run: RunContext, evaluated: bool = True) -> None:
             f"(sha1 per rank: {', '.join(d[:12] for d in digests)})"
         )
     state.rank_digests = digests
-    save_checkpoint(run.files.checkpoint, run.plan.run_id, trainee, state, boundary, rngs)
+    save_checkpoint(
+        run.files.checkpoint, run.plan.run_id, trainee, state, boundary, rngs, evaluation_model
+    )
     run.files.discard_previous()  # what --force replaced is now gone for good
     run.logger.write_metrics(state)
     run.logger.write_summary(state, "running", "training")

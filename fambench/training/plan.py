@@ -22,6 +22,7 @@ import torch
 from fambench.errors import ConfigError, ResultsError
 from fambench.machine import usable_cores
 from fambench.optim import build_optimizer, get_optimizer_spec, resolve_hyperparameters
+from fambench.optim.capabilities import Capabilities, has_evaluation_modes
 from fambench.rundir import hparams_key
 from fambench.targets import WorkloadTarget, load_target
 from fambench.training.distributed import Ranks
@@ -70,6 +71,7 @@ class RunPlan:
     preset: Preset
     optimizer_name: str
     ablation_of: str | None  # the registry's word: this optimizer is an ablation of that one
+    capabilities: Capabilities  # what the optimizer declares it needs from the trainer
     explicit_hparams: dict[str, Any]  # tuned values + user overrides (labels the run)
     hyperparameters: dict[str, Any]  # everything the optimizer is built with
     tuned_from: str | None  # the sweep the tuned values came from
@@ -218,6 +220,8 @@ def _probe_step(name: str, hyperparameters: Mapping[str, Any]) -> None:
     with torch.random.fork_rng(devices=[]):  # the probe must not move the global RNG
         probe = torch.nn.Linear(4, 4)
         optimizer = build_optimizer(name, probe, **hyperparameters)
+        if has_evaluation_modes(optimizer):
+            optimizer.train()  # as the trainer does before the first step
         for parameter in probe.parameters():
             parameter.grad = torch.ones_like(parameter)
         try:
@@ -275,6 +279,11 @@ def plan_run(request: RunRequest) -> RunPlan:
     _check_request(request)
     spec, explicit, resolved, tuned_from = _hyperparameters(request, preset)
     preset = _with_schedule(preset, explicit)
+    if spec.capabilities.schedule == "warmup-only":
+        # Warmup, then the base rate to the end: the decay's end is the base rate itself.
+        preset = dataclasses.replace(
+            preset, schedule=dataclasses.replace(preset.schedule, final_factor=1.0)
+        )
     if request.length_bucket_frames is not None:
         preset = dataclasses.replace(preset, length_bucket_frames=request.length_bucket_frames)
     data_root = resolve_data_root(preset, request.data_root)
@@ -291,6 +300,7 @@ def plan_run(request: RunRequest) -> RunPlan:
         preset=preset,
         optimizer_name=spec.name,
         ablation_of=spec.ablation_of,
+        capabilities=spec.capabilities,
         explicit_hparams=explicit,
         hyperparameters=resolved,
         tuned_from=tuned_from,

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 import fambench
+from fambench.optim import get_optimizer_spec, optimizer_source
 from fambench.machine import is_contended, load_average, usable_cores
 from fambench.rundir import FORMAT_VERSION, Summary, metrics_frame, time_to_target
 from fambench.training.plan import RunPlan
@@ -55,6 +56,8 @@ def provenance(plan: RunPlan) -> dict[str, Any]:
         "device": device,
         "threads": plan.threads,
         "world_size": plan.request.ranks.world,
+        # The distribution and version the optimizer's code came from.
+        "optimizer_source": optimizer_source(get_optimizer_spec(plan.request.optimizer)),
         "command": plan.request.command,
         "hostname": socket.gethostname(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -74,6 +77,7 @@ def run_config(
         "ablation_of": plan.ablation_of,
         "optimizer_overrides": dict(plan.request.overrides),
         "optimizer_hparams": plan.hyperparameters,
+        "optimizer_capabilities": plan.capabilities.to_json(),
         "tuned_from": plan.tuned_from,
         "hparams_key": plan.hparams_key,
         "seed": plan.request.seed,
@@ -88,6 +92,7 @@ def run_config(
             **plan.schedule,
             **dataclasses.asdict(preset.schedule),
             "scheduler": "WarmupHoldCosine",
+            "shape": plan.capabilities.schedule,
         },
         "training": {
             "batch_frames": preset.batch_frames,

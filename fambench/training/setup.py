@@ -6,6 +6,7 @@ import torch
 
 from fambench.errors import ConfigError
 from fambench.optim import WarmupHoldCosine, build_optimizer
+from fambench.optim.capabilities import has_evaluation_modes
 from fambench.training.distributed import use_global_batch_norm
 from fambench.training.plan import RunPlan
 from fambench.training.state import BatchStream, Trainee
@@ -31,15 +32,17 @@ def build_trainee(plan: RunPlan, data: WorkloadData) -> Trainee:
         optimizer = build_optimizer(plan.request.optimizer, model, **plan.optimizer_overrides)
     except ValueError as exc:  # OptimizerConfigError: the optimizer's own checks
         raise ConfigError(str(exc)) from None
-    base_lr = float(optimizer.param_groups[0]["lr"])
+    if has_evaluation_modes(optimizer):
+        optimizer.train()  # before the first step, as its authors require
     shape = plan.preset.schedule
+    # Each group's own rate times the factors: groups with different rates keep their ratio.
     scheduler = WarmupHoldCosine(
         optimizer,
         warmup_steps=plan.schedule["warmup_steps"],
         total_steps=plan.schedule["total_steps"],
         decay_start_step=plan.schedule["decay_start_step"],
-        warmup_start_lr=base_lr * shape.warmup_start_factor,
-        eta_min=base_lr * shape.final_factor,
+        warmup_start_factor=shape.warmup_start_factor,
+        final_factor=shape.final_factor,
     )
     return Trainee(
         model=model,

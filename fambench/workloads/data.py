@@ -106,6 +106,21 @@ class WorkloadData:
             pad_to=self.padded_length(indices),
         )
 
+    def clean_batches(self, max_frames: int, count: int, seed: int) -> list[Batch]:
+        """The first ``count`` training batches of epoch 0 of a batcher seeded ``seed``, without
+        SpecAugment: a fixed sample of the training data that draws no random numbers and
+        leaves every run's own data position alone."""
+        chosen = self.train_batcher(max_frames, seed).batches(0)[:count]
+        return [
+            collate(
+                [self.train_feats[i] for i in indices],
+                [self.train_targets[i] for i in indices],
+                [self.train_ids[i] for i in indices],
+                pad_to=self.padded_length(indices),
+            )
+            for indices in chosen
+        ]
+
     def padded_length(self, indices: list[int]) -> int:
         """The frames the batch of training utterances `indices` is padded to."""
         longest = max(self.train_feats.frames(i) for i in indices)

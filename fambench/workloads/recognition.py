@@ -9,6 +9,7 @@ from __future__ import annotations
 import jiwer
 import torch
 
+from fambench.data.batching import Batch
 from fambench.model import ConformerCTC
 from fambench.workloads.data import Split, WorkloadData
 from fambench.workloads.precision import autocast
@@ -69,6 +70,42 @@ def evaluate(
     rates = error_rates(split.references, hyps)
     rates["loss"] = loss_sum / max(tokens, 1)
     return rates
+
+
+@torch.no_grad()
+def reestimate_norm_statistics(
+    model: torch.nn.Module, batches: list[Batch], precision: str, device: torch.device
+) -> int:
+    """Batch norm's running statistics gathered anew from ``batches`` at the model's present
+    weights (an optimizer that evaluates at other weights than it trains at asks for this).
+
+    Every batch-norm layer restarts its statistics and averages them over the batches with
+    equal weight (momentum None); every other module stays in eval mode, so no dropout draws a
+    random number. The model is left in eval mode. Returns the number of layers re-estimated.
+    """
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    model.eval()
+    if not norms or not batches:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for batch in batches:
+            feats = batch.feats.to(device, non_blocking=True)
+            with autocast(precision, device):
+                model(feats, batch.feat_lens.to(device))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+            m.eval()
+    return len(norms)
 
 
 def greedy_decode(
