@@ -172,7 +172,18 @@ def _train_rows(run_dir: Path) -> pd.DataFrame:
 
 
 # fam-fixed is FAMOptimizer's fixed-momentum path, which fam's run covers (its analysis aside).
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "fam", "simple-fam"])
+# Optimizers whose step amplifies the ranks' different float reduction order: SOAP's
+# eigenbases, Muon's bf16 Newton-Schulz iteration and Schedule-Free's averaging weights move a
+# last-bit gradient difference further (measured: SOAP 4.9e-3, Muon and Schedule-Free 5.2e-4
+# relative on the loss by step 30); the split of the data and batch norm are checked at the
+# tight tolerance by the others, which share that code.
+_AMPLIFIES = {"soap": 20.0, "muon": 4.0, "sfadamw": 4.0}
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    ["adamw", "sgd", "fam", "simple-fam", "nadamw", "sfadamw", "soap", "muon", "lion"],
+)
 def test_two_processes_train_the_numbers_of_one(
     smoke, synth_corpus, smoke_cache, tmp_path, optimizer
 ):
@@ -195,15 +206,19 @@ def test_two_processes_train_the_numbers_of_one(
 
     a, b = _train_rows(one.run_dir), _train_rows(two_dir)
     assert a["step"].tolist() == b["step"].tolist() == list(range(1, 31))
+    scale = _AMPLIFIES.get(optimizer, 1.0)
     # the same curve up to float reduction order (a different batch norm would be ~1e-2 off)
     torch.testing.assert_close(
         torch.tensor(b["train_loss"].values),
         torch.tensor(a["train_loss"].values),
-        rtol=5e-4,
+        rtol=5e-4 * scale,
         atol=0,
     )
     torch.testing.assert_close(
-        torch.tensor(b["grad_norm"].values), torch.tensor(a["grad_norm"].values), rtol=5e-3, atol=0
+        torch.tensor(b["grad_norm"].values),
+        torch.tensor(a["grad_norm"].values),
+        rtol=5e-3 * scale,
+        atol=0,
     )
     assert a["train_loss"].iloc[-1] < a["train_loss"].iloc[0]  # it did train
 
@@ -213,7 +228,7 @@ def test_two_processes_train_the_numbers_of_one(
     torch.testing.assert_close(
         torch.tensor(dev_b["dev_loss"].values),
         torch.tensor(dev_a["dev_loss"].values),
-        rtol=1e-3,
+        rtol=1e-3 * scale,
         atol=0,
     )
 
@@ -222,10 +237,11 @@ def test_two_processes_train_the_numbers_of_one(
     assert ckpt_two["world_size"] == 2 and len(ckpt_two["rng"]["ranks"]) == 2
     state_one, state_two = ckpt_one["optimizer"]["state"], ckpt_two["optimizer"]["state"]
     assert state_one.keys() == state_two.keys()
-    if optimizer == "adamw":
+    if optimizer == "adamw" or optimizer in _AMPLIFIES:
         # Not comparable state by state: a bias right before batch norm (or a key bias before
         # softmax) has a gradient that is zero but for rounding, and Adam turns that rounding
-        # into lr-sized steps, so such coordinates wander apart while the loss stays the same.
+        # into lr-sized steps, so such coordinates wander apart while the loss stays the same;
+        # the amplifying optimizers move their states apart the same way.
         return
     compared = 0
     for key, values in state_one.items():

@@ -18,6 +18,10 @@ from fambench.rundir import RunFiles, load_run
 from fambench.training import run_training
 
 OPTIMIZERS = ("fam", "adamw", "sgd")
+# The field's baselines: killed (SIGKILL) or stopped (SIGTERM) after a step, inside an
+# evaluation (Schedule-Free evaluates at other weights) and half-way through a checkpoint.
+BASELINES = ("nadamw", "sfadamw", "soap", "muon", "lion")
+BASELINE_POINTS = ("step", "evaluation", "checkpoint")
 FAULTS_SCRIPT = Path(__file__).with_name("faults.py")
 _SAME = (
     "status",
@@ -40,7 +44,7 @@ def references(synth_corpus, warm_cache, tmp_path_factory) -> dict[str, Path]:
     """Uninterrupted runs, one per optimizer (the first one fills the warm cache)."""
     out = tmp_path_factory.mktemp("reference-runs")
     runs = {}
-    for optimizer in OPTIMIZERS:
+    for optimizer in (*OPTIMIZERS, *BASELINES):
         outcome = run_training(request(optimizer, synth_corpus, warm_cache, out))
         assert outcome.status == "completed"
         runs[optimizer] = outcome.run_dir
@@ -60,12 +64,24 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert torch.equal(tensor, cb["model"][name]), name
     for index, state in ca["optimizer"]["state"].items():
         for key, value in state.items():
-            other = cb["optimizer"]["state"][index][key]
-            assert torch.equal(value, other) if torch.is_tensor(value) else value == other, key
+            assert _same(value, cb["optimizer"]["state"][index][key]), key
+    # Schedule-Free keeps its averaging weights and mode in the groups.
+    assert _same(ca["optimizer"]["param_groups"], cb["optimizer"]["param_groups"])
     trace = ra.config["trace"]
     assert trace == rb.config["trace"]
     if trace is not None:
         assert (a / trace).read_bytes() == (b / trace).read_bytes()
+
+
+def _same(a: object, b: object) -> bool:
+    """Bitwise equal, through lists, tuples and dicts of tensors (SOAP keeps lists of them)."""
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and torch.equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
 
 
 def _interrupt(optimizer, point, sig, corpus, cache, out) -> None:
@@ -112,3 +128,22 @@ def test_a_cold_cache_run_equals_a_warm_cache_run(synth_corpus, references, tmp_
     cold = run_training(request("fam", synth_corpus, tmp_path / "cache", tmp_path / "runs"))
     assert list((tmp_path / "cache").rglob("feats-*.f16"))  # it computed the features itself
     assert_same_run(references["fam"], cold.run_dir)
+
+
+@pytest.mark.parametrize("sig", ["KILL", "TERM"])
+@pytest.mark.parametrize("point", BASELINE_POINTS)
+@pytest.mark.parametrize("optimizer", BASELINES)
+def test_a_baseline_killed_then_resumed_equals_an_uninterrupted_run(
+    optimizer, point, sig, synth_corpus, warm_cache, references, tmp_path
+):
+    out = tmp_path / "runs"
+    _interrupt(optimizer, point, sig, synth_corpus, warm_cache, out)
+    resumed = run_training(request(optimizer, synth_corpus, warm_cache, out))
+    assert resumed.status == "completed" and not resumed.skipped
+    assert resumed.run_id == references[optimizer].name
+    assert_same_run(references[optimizer], resumed.run_dir)
+    ca = torch.load(RunFiles(references[optimizer]).checkpoint, weights_only=False)
+    cb = torch.load(RunFiles(resumed.run_dir).checkpoint, weights_only=False)
+    assert ("evaluation_model" in ca) == (optimizer == "sfadamw")
+    for name, tensor in ca.get("evaluation_model", {}).items():
+        assert torch.equal(tensor, cb["evaluation_model"][name]), name

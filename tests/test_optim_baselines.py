@@ -117,7 +117,9 @@ def test_baselines_are_built_as_their_authors_intend():
     assert (lion["lr"], lion["betas"], lion["weight_decay"]) == (1e-4, (0.9, 0.99), 0.1)
     for name in ("nadamw", "soap", "muon", "lion"):
         assert get_optimizer_spec(name).capabilities == Capabilities()
-        assert "lr" in resolve_search_space(name) and "warmup_fraction" in resolve_search_space(name)
+        assert "lr" in resolve_search_space(name) and "warmup_fraction" in resolve_search_space(
+            name
+        )
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
@@ -167,7 +169,10 @@ def test_muon_split_leaves_out_empty_groups_and_frozen_parameters():
 def test_schedule_factors_apply_to_each_group_s_own_rate():
     model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
     optimizer = torch.optim.SGD(
-        [{"params": model[0].parameters(), "lr": 0.1}, {"params": model[1].parameters(), "lr": 1e-3}]
+        [
+            {"params": model[0].parameters(), "lr": 0.1},
+            {"params": model[1].parameters(), "lr": 1e-3},
+        ]
     )
     scheduler = WarmupHoldCosine(
         optimizer, warmup_steps=2, total_steps=10, decay_start_step=4,

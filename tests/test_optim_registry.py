@@ -165,7 +165,8 @@ def test_unknown_names_list_the_choices():
         build_optimizer("adam", _model())
     message = str(info.value)
     assert (
-        "unknown optimizer 'adam'; choose one of: adamw, fam, fam-fixed, sgd, simple-fam" in message
+        "unknown optimizer 'adam'; choose one of: adamw, fam, fam-fixed, lion, muon, nadamw, "
+        "sfadamw, sgd, simple-fam, soap," in message
     )
     assert "package.module:Name" in message and "fambench.optimizers" in message
 
@@ -238,19 +239,21 @@ def test_entry_point_plugin_from_an_installed_distribution(tmp_path, monkeypatch
     dist_info.mkdir()
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: fb-plugin-ep\nVersion: 1.0\n")
     (dist_info / "entry_points.txt").write_text(
-        "[fambench.optimizers]\nlion = fb_plugin_ep:Lion\nsplit-sgd = fb_plugin_ep:make_sgd\n"
+        "[fambench.optimizers]\nmy-lion = fb_plugin_ep:Lion\nsplit-sgd = fb_plugin_ep:make_sgd\n"
         "broken = fb_plugin_ep:DOES_NOT_EXIST\n"
     )
     names = [spec.name for spec in list_optimizers()]
-    assert "lion" in names and "split-sgd" in names and "broken" not in names
-    optimizer = build_optimizer("lion", _model(), momentum=0.7)
+    assert "my-lion" in names and "split-sgd" in names and "broken" not in names
+    optimizer = build_optimizer("my-lion", _model(), momentum=0.7)
     assert type(optimizer).__name__ == "Lion"
     assert optimizer.param_groups[0]["momentum"] == 0.7
     assert optimizer.param_groups[0]["lr"] == 0.02
     assert len(build_optimizer("split-sgd", _model()).param_groups) == 2
     with pytest.raises(OptimizerConfigError, match="plug-in 'broken'.*failed to load"):
         build_optimizer("broken", _model())
-    with pytest.raises(OptimizerConfigError, match="choose one of: adamw, .*, lion, .*split-sgd"):
+    with pytest.raises(
+        OptimizerConfigError, match="choose one of: adamw, .*, my-lion, .*split-sgd"
+    ):
         build_optimizer("nope", _model())
 
 

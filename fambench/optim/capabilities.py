@@ -45,7 +45,9 @@ class Capabilities:
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
         if isinstance(self.norm_batches, bool) or not isinstance(self.norm_batches, int):
             raise ValueError(f"norm_batches must be an integer, got {self.norm_batches!r}")
         if self.norm_batches < 0:
@@ -73,4 +75,6 @@ def parse_capabilities(data: Capabilities | Mapping[str, Any] | None) -> Capabil
 def has_evaluation_modes(optimizer: object) -> bool:
     """Whether ``optimizer`` evaluates at other weights than it trains at (``train()`` and
     ``eval()`` methods, as Schedule-Free's optimizers have; torch's own have neither)."""
-    return callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None))
+    return callable(getattr(optimizer, "train", None)) and callable(
+        getattr(optimizer, "eval", None)
+    )

@@ -30,7 +30,7 @@ def save_checkpoint(
 
     ``rank_rngs``: on several data-parallel ranks, every rank's RNG states at the boundary
     (rank 0 writes the file; each rank resumes its own). ``evaluation_model``: the model state
-    the dev set was evaluated at, where the optimizer evaluates elsewhere than it trains (kept
+    the latest dev evaluation was at, where the optimizer evaluates elsewhere than it trains (kept
     under "evaluation_model"; "model" is always what training continues from).
     """
     ranks = trainee.ranks
@@ -54,8 +54,11 @@ def save_checkpoint(
         trainee.optimizer.flush_trace()
 
 
-def load_checkpoint(path: Path, run_id: str, trainee: Trainee) -> TrainState:
-    """Restore ``trainee`` from the checkpoint at ``path``; returns the saved progress."""
+def load_checkpoint(
+    path: Path, run_id: str, trainee: Trainee
+) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
+    """Restore ``trainee`` from the checkpoint at ``path``; returns the saved progress and the
+    model state of the latest evaluation, where that was not the training state."""
     try:
         payload = torch.load(path, map_location=trainee.device, weights_only=False)
         progress = TrainState(**payload["progress"])
@@ -79,4 +82,4 @@ def load_checkpoint(path: Path, run_id: str, trainee: Trainee) -> TrainState:
     trainee.scheduler.load_state_dict(payload["scheduler"])
     trainee.load_rng_state(rng)
     trainee.stream.load(payload["stream"])
-    return progress
+    return progress, payload.get("evaluation_model")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import time
 
-import torch
-
 from fambench.errors import FambenchError
 from fambench.machine import CpuInterval, load_average, sample_cpu
 from fambench.rundir import train_row
@@ -48,7 +46,8 @@ def train_loop(run: RunContext) -> tuple[str, str]:
                     with evaluation_weights(run) as evaluated:
                         if ranks.is_main:
                             evaluate_dev(run)
-                    checkpoint(run, evaluation_model=evaluated.state)
+                    run.session.evaluation_model = evaluated.state
+                    checkpoint(run)
                 if done:
                     break
                 # Stop signals wait for the step's end; anything else that interrupts the step
@@ -78,16 +77,12 @@ def train_loop(run: RunContext) -> tuple[str, str]:
     return "completed", completion_message(run)
 
 
-def checkpoint(
-    run: RunContext,
-    evaluated: bool = True,
-    evaluation_model: dict[str, torch.Tensor] | None = None,
-) -> None:
+def checkpoint(run: RunContext, evaluated: bool = True) -> None:
     """Save this step boundary (rank 0 writes; on several ranks, every rank's RNG states go
     into it, and the ranks must hold bitwise-equal models and optimizer states). A collective
-    on several ranks. ``evaluated``: the dev set was just evaluated at this step;
-    ``evaluation_model``: the model state it was evaluated at, where that is not the training
-    state (saved beside it: the model to use, as the optimizer's authors intend)."""
+    on several ranks. ``evaluated``: the dev set was just evaluated at this step. Beside the
+    training state goes the latest evaluation's model state where that differs (the model to
+    use, as the optimizer's authors intend)."""
     trainee, state, ranks = run.trainee, run.state, run.trainee.ranks
     if evaluated:
         state.last_eval_step = state.step  # on every rank (rank 0's evaluation set it there)
@@ -107,7 +102,13 @@ def checkpoint(
         )
     state.rank_digests = digests
     save_checkpoint(
-        run.files.checkpoint, run.plan.run_id, trainee, state, boundary, rngs, evaluation_model
+        run.files.checkpoint,
+        run.plan.run_id,
+        trainee,
+        state,
+        boundary,
+        rngs,
+        run.session.evaluation_model,
     )
     run.files.discard_previous()  # what --force replaced is now gone for good
     run.logger.write_metrics(state)
@@ -197,7 +198,14 @@ def interrupted(run: RunContext, boundary: Boundary) -> tuple[str, str]:
     else:
         if boundary.step != state.step:  # the step had finished: its end is the boundary
             boundary = Boundary.of(run.trainee, state)
-        save_checkpoint(run.files.checkpoint, run.plan.run_id, run.trainee, state, boundary)
+        save_checkpoint(
+            run.files.checkpoint,
+            run.plan.run_id,
+            run.trainee,
+            state,
+            boundary,
+            evaluation_model=run.session.evaluation_model,
+        )
         message = f"interrupted at step {state.step}; run the same command to resume"
     run.logger.write_metrics(state)
     return "interrupted", message

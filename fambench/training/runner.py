@@ -209,7 +209,9 @@ def start(run: RunContext) -> bool:
     if problem is not None:
         raise ResultsError(problem)
     if resume:
-        run.state = load_checkpoint(files.checkpoint, plan.run_id, run.trainee)
+        run.state, run.session.evaluation_model = load_checkpoint(
+            files.checkpoint, plan.run_id, run.trainee
+        )
         run.session.checkpoint_step = run.state.step
     if not ranks.is_main:
         return resume

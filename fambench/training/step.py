@@ -33,6 +33,9 @@ class Session:
     batches: BatchSource | None = None  # where the steps take their batches (set by the loop)
     cpu_mark: CpuSample | None = None  # the CPU clocks when the last accounted span ended
     pending: PendingSteps = field(default_factory=PendingSteps)  # steps not yet read back
+    # The model state of the latest evaluation, where the optimizer evaluates at other weights
+    # than it trains at (every checkpoint carries it).
+    evaluation_model: dict[str, torch.Tensor] | None = None
     timings: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(
             ("data_s", "forward_s", "backward_s", "optimizer_s"), 0.0
