@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 import fambench
-from fambench.optim import get_optimizer_spec, optimizer_source
 from fambench.machine import is_contended, load_average, usable_cores
+from fambench.optim import get_optimizer_spec, optimizer_source
 from fambench.rundir import FORMAT_VERSION, Summary, metrics_frame, time_to_target
 from fambench.training.plan import RunPlan
 from fambench.training.state import TrainState
