@@ -11,7 +11,10 @@ from fambench.errors import FambenchError
 
 app = typer.Typer(
     name="fambench",
-    help="Benchmark optimizers (FAM, AdamW, SGD, plug-ins) on Conformer CTC speech recognition.",
+    help=(
+        "Benchmark optimizers (FAM, AdamW, SGD, NAdamW, Schedule-Free AdamW, SOAP, Muon, Lion, "
+        "plug-ins) on Conformer CTC speech recognition."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -1,0 +1,75 @@
+"""The field's baselines through every command the built-ins go through: a tuning study, a
+grid with its comparison, and the report with each run's optimizer code and version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import fambench.cli as cli
+import fambench.workloads.tuned as tuned_module
+from fambench.rundir import find_run_dirs, load_run
+
+BASELINES = ("nadamw", "sfadamw", "soap", "muon", "lion")
+
+
+@pytest.fixture
+def tuned_dir(tmp_path, monkeypatch) -> Path:
+    """The package's tuned-values files, copied: tests never write the real ones."""
+    copy = tmp_path / "tuned"
+    shutil.copytree(tuned_module.TUNED_DIR, copy)
+    monkeypatch.setattr(tuned_module, "TUNED_DIR", copy)
+    return copy
+
+
+def invoke(*args) -> tuple[int, str]:
+    cli._register_commands()
+    result = CliRunner().invoke(cli.app, [str(a) for a in args], env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def test_schedule_free_is_tuned_like_any_optimizer(synth_corpus, smoke_cache, tmp_path, tuned_dir):
+    out = tmp_path / "tune"
+    code, output = invoke(
+        "tune", "--preset", "smoke", "--optimizer", "sfadamw", "--trials", "2",
+        "--data", synth_corpus, "--cache-dir", smoke_cache, "--out", out, "--threads", "1",
+    )  # fmt: skip
+    assert code == 0, output
+    trials = pd.read_csv(out / "smoke-sfadamw-trials.csv")
+    assert list(trials["status"]) == ["completed", "completed"]
+    assert len(set(trials["lr"])) == 2 and trials["final_dev_wer"].notna().all()
+    for run_dir in find_run_dirs([out / "trials"]):
+        config = load_run(run_dir).config
+        assert config["schedule"]["shape"] == "warmup-only"
+        assert config["optimizer_capabilities"]["norm_batches"] == 50
+    best = trials.loc[trials["final_dev_wer"].idxmin()]
+    recorded = json.loads((tuned_dir / "smoke.json").read_text())["optimizers"]["sfadamw"]
+    assert recorded["lr"] == pytest.approx(best["lr"])
+    assert recorded["betas"][1] == pytest.approx(best["betas.1"])
+
+
+def test_a_grid_of_the_baselines_compares_and_reports(synth_corpus, smoke_cache, tmp_path):
+    out = tmp_path / "grid"
+    code, output = invoke(
+        "bench", "--preset", "smoke", "--optimizers", ",".join(BASELINES), "--seeds", "1",
+        "--data", synth_corpus, "--cache-dir", smoke_cache, "--out", out, "--threads", "1",
+    )  # fmt: skip
+    assert code == 0, output
+    runs = {load_run(r).config["optimizer"]: load_run(r) for r in find_run_dirs([out])}
+    assert set(runs) == set(BASELINES)
+    assert {r.status for r in runs.values()} == {"completed"}
+    code, output = invoke("report", out)
+    assert code == 0, output
+    report = (out / "report.md").read_text()
+    for name in BASELINES:
+        assert f"| {name} " in report or f"| {name}|" in report, name
+    for distribution in ("schedulefree", "pytorch-optimizer", "torch"):
+        assert f"{distribution} {metadata.version(distribution)}" in report, distribution
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert set(comparison["optimizer"]) == set(BASELINES)
