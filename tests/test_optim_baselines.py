@@ -213,6 +213,13 @@ def test_bad_capabilities_are_one_clear_line(data, message):
         parse_capabilities(data)
 
 
+def test_batch_norm_re_estimation_defaults_to_on_for_an_optimizer_with_modes():
+    assert Capabilities().resolved(evaluation_modes=True).norm_batches == 50
+    assert Capabilities().resolved(evaluation_modes=False).norm_batches == 0
+    declared = Capabilities(schedule="warmup-only", norm_batches=0)
+    assert declared.resolved(evaluation_modes=True) == declared
+
+
 def test_a_plugin_declares_capabilities_by_attribute(tmp_path, monkeypatch):
     (tmp_path / "averaging_plugin.py").write_text(
         textwrap.dedent(

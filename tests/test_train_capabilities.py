@@ -150,3 +150,66 @@ def test_a_baseline_resumed_after_an_interruption_equals_an_uninterrupted_run(
     for part in ("model", "evaluation_model"):
         for name, tensor in ca.get(part, {}).items():
             assert torch.equal(tensor, cb[part][name]), (part, name)
+
+
+def _evaluated_by_hand(run_dir, optimizer: str, synth_corpus, smoke_cache) -> dict[str, float]:
+    """The dev set scored from the run's last checkpoint, by hand: the optimizer's eval(),
+    batch-norm statistics re-estimated as declared, then the workload's evaluation."""
+    from fambench.optim import build_optimizer, has_evaluation_modes
+    from fambench.workloads import get_preset, load_workload_data
+    from fambench.workloads.recognition import (
+        build_model,
+        evaluate,
+        reestimate_norm_statistics,
+    )
+
+    run = load_run(run_dir)
+    preset = get_preset("smoke")
+    data = load_workload_data(preset, smoke_cache, synth_corpus)
+    model = build_model(preset, data)
+    built = build_optimizer(optimizer, model, **run.config["optimizer_hparams"])
+    assert has_evaluation_modes(built)
+    built.train()
+    checkpoint = torch.load(RunFiles(run_dir).checkpoint, weights_only=False)
+    model.load_state_dict(checkpoint["model"])
+    built.load_state_dict(checkpoint["optimizer"])
+    built.eval()
+    batches = run.config["optimizer_capabilities"]["norm_batches"]
+    assert batches == 50
+    clean = data.clean_batches(preset.batch_frames, batches, run.config["seed"])
+    reestimate_norm_statistics(model, clean, "fp32", torch.device("cpu"))
+    return evaluate(model, data.dev, data, "fp32", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("optimizer", ["sfadamw", "schedulefree:AdamWScheduleFree"])
+def test_an_optimizer_with_modes_is_scored_at_its_evaluation_weights(
+    smoke, synth_corpus, smoke_cache, optimizer
+):
+    outcome = run_training(smoke(optimizer))
+    assert outcome.status == "completed"
+    recorded = load_run(outcome.run_dir).metrics.dropna(subset=["dev_loss"]).iloc[-1]
+    assert recorded["step"] == 30
+    by_hand = _evaluated_by_hand(outcome.run_dir, optimizer, synth_corpus, smoke_cache)
+    assert by_hand["loss"] == recorded["dev_loss"]
+    assert (by_hand["wer"], by_hand["cer"]) == (recorded["dev_wer"], recorded["dev_cer"])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sfadamw", "schedulefree:AdamWScheduleFree"])
+def test_evaluating_does_not_steer_training(smoke, tmp_path, monkeypatch, optimizer):
+    import dataclasses
+
+    from fambench.workloads import presets
+
+    smoke_preset = presets._PRESETS["smoke"]
+    rows = {}
+    for every in (10, 30):  # evaluations at 10, 20 and 30, or only at the end
+        monkeypatch.setitem(
+            presets._PRESETS, "smoke", dataclasses.replace(smoke_preset, eval_every=every)
+        )
+        outcome = run_training(smoke(optimizer, out_dir=tmp_path / str(every)))
+        assert outcome.status == "completed"
+        evals = load_run(outcome.run_dir).metrics["dev_loss"].dropna()
+        assert len(evals) == 30 // every
+        rows[every] = _train_rows(outcome.run_dir)[["step", "train_loss", "lr", "grad_norm"]]
+    # Bitwise, with modes too: training goes on from its exact weights after every evaluation.
+    pd.testing.assert_frame_equal(rows[10], rows[30])

@@ -213,10 +213,11 @@ def _device(request: RunRequest) -> torch.device:
     return device
 
 
-def _probe_step(name: str, hyperparameters: Mapping[str, Any]) -> None:
+def _probe_step(name: str, hyperparameters: Mapping[str, Any]) -> bool:
     """Build the optimizer on a tiny module and take one step the way the trainer does
     (no closure, dense gradients): its own value checks run, and an optimizer that cannot
-    train here (LBFGS needs a closure, SparseAdam sparse gradients) is refused up front."""
+    train here (LBFGS needs a closure, SparseAdam sparse gradients) is refused up front.
+    Returns whether it has evaluation modes (fambench.optim.capabilities)."""
     with torch.random.fork_rng(devices=[]):  # the probe must not move the global RNG
         probe = torch.nn.Linear(4, 4)
         optimizer = build_optimizer(name, probe, **hyperparameters)
@@ -224,6 +225,7 @@ def _probe_step(name: str, hyperparameters: Mapping[str, Any]) -> None:
             optimizer.train()  # as the trainer does before the first step
         for parameter in probe.parameters():
             parameter.grad = torch.ones_like(parameter)
+        modes = has_evaluation_modes(optimizer)
         try:
             optimizer.step()
         except Exception as exc:  # whatever a plug-in raises: one line, before any file
@@ -236,6 +238,7 @@ def _probe_step(name: str, hyperparameters: Mapping[str, Any]) -> None:
             close = getattr(optimizer, "close", None)
             if callable(close):
                 close()
+    return modes
 
 
 SCHEDULE_KEYS = tuple(f.name for f in dataclasses.fields(ScheduleSpec))
@@ -255,8 +258,11 @@ def _with_schedule(preset: Preset, values: Mapping[str, Any]) -> Preset:
     return dataclasses.replace(preset, schedule=schedule)
 
 
-def _hyperparameters(request: RunRequest, preset: Preset) -> tuple[Any, dict, dict, str | None]:
-    """(spec, explicit, resolved, tuned source); the optimizer's own checks run on a probe.
+def _hyperparameters(
+    request: RunRequest, preset: Preset
+) -> tuple[Any, dict, dict, str | None, Capabilities]:
+    """(spec, explicit, resolved, tuned source, capabilities); the optimizer's own checks run
+    on a probe, which also shows whether it has evaluation modes (for its capabilities).
 
     ``explicit`` (tuned values + overrides) may hold schedule settings; ``resolved`` never does.
     """
@@ -266,20 +272,20 @@ def _hyperparameters(request: RunRequest, preset: Preset) -> tuple[Any, dict, di
         explicit = {**tuned.for_optimizer(spec.name), **request.overrides}
         optimizer_side = {k: v for k, v in explicit.items() if k not in SCHEDULE_KEYS}
         resolved = resolve_hyperparameters(request.optimizer, **optimizer_side)
-        _probe_step(request.optimizer, optimizer_side)
+        modes = _probe_step(request.optimizer, optimizer_side)
     except ValueError as exc:  # OptimizerConfigError: unknown name, key or bad value
         raise ConfigError(str(exc)) from None
     source = tuned.source_of(spec.name) if tuned.for_optimizer(spec.name) else None
-    return spec, explicit, resolved, source
+    return spec, explicit, resolved, source, spec.capabilities.resolved(modes)
 
 
 def plan_run(request: RunRequest) -> RunPlan:
     """Validate the request and resolve it; raises a FambenchError for any bad input."""
     preset = get_preset(request.preset)
     _check_request(request)
-    spec, explicit, resolved, tuned_from = _hyperparameters(request, preset)
+    spec, explicit, resolved, tuned_from, capabilities = _hyperparameters(request, preset)
     preset = _with_schedule(preset, explicit)
-    if spec.capabilities.schedule == "warmup-only":
+    if capabilities.schedule == "warmup-only":
         # Warmup, then the base rate to the end: the decay's end is the base rate itself.
         preset = dataclasses.replace(
             preset, schedule=dataclasses.replace(preset.schedule, final_factor=1.0)
@@ -300,7 +306,7 @@ def plan_run(request: RunRequest) -> RunPlan:
         preset=preset,
         optimizer_name=spec.name,
         ablation_of=spec.ablation_of,
-        capabilities=spec.capabilities,
+        capabilities=capabilities,
         explicit_hparams=explicit,
         hyperparameters=resolved,
         tuned_from=tuned_from,
