@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,8 @@ def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[dict, pd.DataFrame]:
         else None,
     }
     row["config"] = config_label(row["optimizer"], config.get("optimizer_overrides"))
+    # Runs recorded before precision was a setting trained in fp32.
+    row["precision"] = str(summary.get("precision") or "fp32")
     _add_summary_values(row, summary, config, metrics)
     provenance = config.get("provenance")
     provenance = provenance if isinstance(provenance, dict) else {}
@@ -234,6 +237,7 @@ def load_results(paths: Iterable[str | os.PathLike[str]], preset: str | None = N
         log.warning("skipped run %s: %s", run_dir, reason)
     if preset is not None:
         loaded = _only_preset(loaded, preset, paths)
+    _check_one_precision(loaded, paths)
     loaded = _keep_one(loaded, lambda row: row["run_id"], lambda row: f"run {row['run_id']}")
     loaded = _keep_one(loaded, _seed_key, _seed_label)
     frames = [f for _, f in loaded if len(f)]
@@ -260,6 +264,22 @@ def _nothing_readable(paths: list, skipped: list[tuple[Path, str]]) -> ResultsEr
     listed = "; ".join(f"{run_dir}: {reason}" for run_dir, reason in skipped[:3])
     more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
     return ResultsError(f"{where}: no readable run ({len(skipped)} skipped): {listed}{more}")
+
+
+def _check_one_precision(loaded: Loaded, paths: list) -> None:
+    """A workload's runs must share their arithmetic: an fp32 and a bf16 run of one
+    configuration are not seeds of one result (a preset's default precision follows the
+    machine, so a study spread over machines could mix them unseen)."""
+    for preset in dict.fromkeys(row["preset"] for row, _ in loaded):
+        counts = Counter(row["precision"] for row, _ in loaded if row["preset"] == preset)
+        if len(counts) > 1:
+            where = ", ".join(str(p) for p in paths)
+            found = " and ".join(f"{p} ({n} runs)" for p, n in sorted(counts.items()))
+            raise ResultsError(
+                f"{where}: the runs of preset {preset!r} were trained in {found}: compare one "
+                "precision at a time (keep them in separate directories, or pass --precision "
+                "to every run of a study)"
+            )
 
 
 def _only_preset(loaded: Loaded, preset: str, paths: list) -> Loaded:

@@ -30,6 +30,7 @@ def write_run(
     summary: bool = True,
     parquet: bool = True,
     message: str = "",
+    precision: str = "fp32",
     steps_budget: int = 100,
     time_budget_s: float | None = None,
     run_id: str | None = None,
@@ -114,6 +115,7 @@ def write_run(
             audio_s_per_s=50.0,
             peak_memory_mb=peak_memory_mb,
             contended=contended,
+            precision=precision,
             message=message,
             format_version=format_version,
         )

@@ -35,6 +35,21 @@ def test_load_results_flattens_config_and_summary(tmp_path):
     assert len(rs.metrics) == 2 * (10 + 2)  # 10 train rows and 2 evaluations per run
 
 
+def test_runs_of_one_workload_in_two_precisions_are_refused_in_one_line(tmp_path):
+    write_run(tmp_path / "a", optimizer="adamw", seed=0)
+    write_run(tmp_path / "a", optimizer="adamw", seed=1)
+    write_run(tmp_path / "b", optimizer="adamw", seed=2, precision="bf16")
+    write_run(tmp_path / "b", preset="ci", optimizer="adamw", seed=0, precision="bf16")
+    with pytest.raises(ResultsError) as info:
+        load_results([tmp_path])
+    message = str(info.value)
+    assert "preset 'synth' were trained in bf16 (1 runs) and fp32 (2 runs)" in message
+    assert "\n" not in message
+    assert load_results([tmp_path / "a"]).runs["precision"].tolist() == ["fp32", "fp32"]
+    ci = load_results([tmp_path], preset="ci").runs
+    assert ci["precision"].tolist() == ["bf16"]
+
+
 def test_a_single_run_directory_can_be_given(tmp_path):
     run = write_run(tmp_path, optimizer="sgd")
     rs = load_results([run])
