@@ -102,6 +102,22 @@ def test_sources_name_the_distribution_and_its_version():
     assert optimizer_source(plugin).startswith("schedulefree ")
 
 
+def test_the_listing_shows_each_baseline_s_code_and_needs():
+    from typer.testing import CliRunner
+
+    import fambench.cli as cli
+
+    cli._register_commands()
+    result = CliRunner().invoke(cli.app, ["optimizers"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    for name in BASELINES:
+        assert f" {name} " in text, name
+    assert "code: schedulefree 1.4.1" in text and "code: torch " in text
+    assert text.count("code: pytorch-optimizer 4.1.0") == 3
+    assert "schedule: warmup-only" in text
+
+
 def test_baselines_are_built_as_their_authors_intend():
     model = _conformer()
     nadamw = build_optimizer("nadamw", model).param_groups[0]

@@ -26,8 +26,7 @@ def optimizers_command() -> None:
     """List the optimizers you can pass to --optimizer, with their default hyperparameters."""
     table = Table(title="Optimizers", show_lines=True)
     table.add_column("name", style="bold cyan", no_wrap=True)
-    table.add_column("description")
-    table.add_column("code")
+    table.add_column("description (code it runs)")
     table.add_column("default hyperparameters (override with --opt key=value)")
     table.add_column(f"tuned on {DEFAULT_PRESET} (replaces the defaults there)")
     tuned = load_tuned(DEFAULT_PRESET)
@@ -39,14 +38,13 @@ def optimizers_command() -> None:
         tuned_text = ", ".join(f"{k}={_format_value(v)}" for k, v in mine.items()) or "-"
         if spec.name in tuned.sources:
             tuned_text += f"\n(from {tuned.source_of(spec.name)})"
+        description = spec.description
+        if optimizer_source(spec):
+            description += f"\ncode: {optimizer_source(spec)}"
         needs = _capabilities_text(spec)
-        table.add_row(
-            spec.name,
-            spec.description + (f"\n({needs})" if needs else ""),
-            optimizer_source(spec) or "-",
-            defaults or "-",
-            tuned_text,
-        )
+        if needs:
+            description += f"\n({needs})"
+        table.add_row(spec.name, description, defaults or "-", tuned_text)
     console.print(table)
     console.print(
         "Also accepted: a dotted path package.module:Name (e.g. torch.optim:RAdam) or a plug-in "
