@@ -104,3 +104,16 @@ def smoke(synth_corpus, smoke_cache, tmp_path):
         return RunRequest(**fields)
 
     return make
+
+
+@pytest.fixture
+def tuned_dir(tmp_path, monkeypatch) -> Path:
+    """The package's tuned-values files, copied: tests never write the real ones."""
+    copy = tmp_path / "tuned"
+    import shutil
+
+    import fambench.workloads.tuned as tuned_module
+
+    shutil.copytree(tuned_module.TUNED_DIR, copy)
+    monkeypatch.setattr(tuned_module, "TUNED_DIR", copy)
+    return copy

@@ -4,28 +4,16 @@ grid with its comparison, and the report with each run's optimizer code and vers
 from __future__ import annotations
 
 import json
-import shutil
 from importlib import metadata
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 import fambench.cli as cli
-import fambench.workloads.tuned as tuned_module
 from fambench.rundir import find_run_dirs, load_run
 
 BASELINES = ("nadamw", "sfadamw", "soap", "muon", "lion")
-
-
-@pytest.fixture
-def tuned_dir(tmp_path, monkeypatch) -> Path:
-    """The package's tuned-values files, copied: tests never write the real ones."""
-    copy = tmp_path / "tuned"
-    shutil.copytree(tuned_module.TUNED_DIR, copy)
-    monkeypatch.setattr(tuned_module, "TUNED_DIR", copy)
-    return copy
 
 
 def invoke(*args) -> tuple[int, str]:

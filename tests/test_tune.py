@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 from typer.testing import CliRunner
 
 import fambench.cli as cli
-import fambench.workloads.tuned as tuned_module
 from fambench.optim import resolve_search_space
 from fambench.rundir import find_run_dirs, load_run
 from fambench.tune import TuneRequest, distributions, point_of, run_worker, summarize
@@ -26,15 +24,6 @@ from fambench.tune import TuneRequest, distributions, point_of, run_worker, summ
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tune-cache")
-
-
-@pytest.fixture
-def tuned_dir(tmp_path, monkeypatch) -> Path:
-    """The package's tuned-values files, copied: tests never write the real ones."""
-    copy = tmp_path / "tuned"
-    shutil.copytree(tuned_module.TUNED_DIR, copy)
-    monkeypatch.setattr(tuned_module, "TUNED_DIR", copy)
-    return copy
 
 
 def invoke(*args) -> tuple[int, str]:
