@@ -31,6 +31,18 @@ def _isolated_machine_state(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _wide_console() -> Iterator[None]:
+    """Rich fixes the console's width when it is made (80 columns without a terminal, as in
+    CI), and tables wrap cells across lines at that width: tests read whole rows at 200."""
+    from fambench import cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        for console in (cli.console, cli.err_console):
+            patch.setattr(console, "_width", 200)
+        yield
+
+
 @pytest.fixture(scope="session")
 def synth_settings() -> SynthSettings:
     """The settings `synth_corpus` was generated with."""

@@ -18,7 +18,7 @@ BASELINES = ("nadamw", "sfadamw", "soap", "muon", "lion")
 
 def invoke(*args) -> tuple[int, str]:
     cli._register_commands()
-    result = CliRunner().invoke(cli.app, [str(a) for a in args], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(cli.app, [str(a) for a in args])
     return result.exit_code, result.output
 
 

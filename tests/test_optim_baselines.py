@@ -108,7 +108,7 @@ def test_the_listing_shows_each_baseline_s_code_and_needs():
     import fambench.cli as cli
 
     cli._register_commands()
-    result = CliRunner().invoke(cli.app, ["optimizers"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(cli.app, ["optimizers"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.replace("│", " ").split())
     for name in BASELINES:

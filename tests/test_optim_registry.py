@@ -316,7 +316,7 @@ def test_cli_lists_the_registry():
     from fambench import cli
 
     cli._register_commands()
-    result = CliRunner().invoke(cli.app, ["optimizers"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(cli.app, ["optimizers"])
     assert result.exit_code == 0, result.output
     for name in ("fam", "fam-fixed", "simple-fam", "adamw", "sgd"):
         assert f"│ {name} " in result.output
