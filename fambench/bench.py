@@ -49,6 +49,7 @@ class GridCell:
     command: str | None = None
     threads: int | None = None
     hparams_file: Path | None = None
+    hparams_dir: Path | None = None
     overrides: tuple[tuple[str, Any], ...] = ()  # values set beyond the tuned ones
 
     @property
@@ -75,6 +76,7 @@ class GridCell:
             command=self.command,
             threads=self.threads,
             hparams_file=self.hparams_file,
+            hparams_dir=self.hparams_dir,
             overrides=dict(self.overrides),
         )
 
@@ -154,6 +156,7 @@ def run_grid(
     command: str | None = None,
     threads: int | None = None,
     hparams_file: str | os.PathLike[str] | None = None,
+    hparams_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[Any], None] | None = None,
     on_run: OnRun | None = None,
     on_wait: Callable[[str], None] | None = None,
@@ -196,6 +199,7 @@ def run_grid(
         command=command,
         threads=threads,
         hparams_file=Path(hparams_file) if hparams_file is not None else None,
+        hparams_dir=Path(hparams_dir) if hparams_dir is not None else None,
     )
     # Seed-major order: a grid stopped part-way still compares every optimizer.
     configurations: list[Variant] = [(name, ()) for name in optimizers] + list(variants)

@@ -2,8 +2,9 @@
 
 AlgoPerf sets a workload's target from data, not by hand: the best tuned baseline is rerun with
 several seeds and the target is the median of their final validation metric. The target so set
-is data in the package, `fambench/workloads/targets/<preset>.json`, with how it was set; a
-preset without such a file keeps the hand-set ``Preset.target_wer``. This module imports no
+is data, ``targets/<preset>.json`` with how it was set: the package ships the project's, a
+user's directory (see `fambench.hparams_dirs`) holds theirs and is read first; a preset with
+neither keeps the hand-set ``Preset.target_wer``. This module imports no
 torch: `compare` reads targets too.
 
 A target is not part of a run's identity (it changes no trained number, only the time read off
@@ -25,8 +26,9 @@ import numpy as np
 
 from fambench.errors import ConfigError
 from fambench.fileio import write_json
+from fambench.hparams_dirs import SHIPPED_DIR, target_path
 
-TARGETS_DIR = Path(__file__).resolve().parent / "workloads" / "targets"
+SHIPPED_TARGETS_DIR: Path | None = SHIPPED_DIR  # None: read no shipped targets
 #: AlgoPerf's rule needs at least this many seeds of the baseline.
 MIN_TARGET_SEEDS = 5
 
@@ -64,14 +66,21 @@ class WorkloadTarget:
         }
 
 
-def target_path(preset: str) -> Path:
-    return TARGETS_DIR / f"{preset}.json"
-
-
-def load_target(preset: str, hand_set: float | None, path: Path | None = None) -> WorkloadTarget:
-    """The recorded target of ``preset``, else the hand-set one; ConfigError if malformed."""
-    path = Path(path) if path is not None else target_path(preset)
-    if not path.is_file():
+def load_target(
+    preset: str,
+    hand_set: float | None,
+    path: Path | None = None,
+    user_dir: Path | None = None,
+) -> WorkloadTarget:
+    """The recorded target of ``preset`` (``path``, else the user's directory's, else the
+    shipped one), else the hand-set one; ConfigError if the file read is malformed."""
+    if path is not None:
+        files = [Path(path)]
+    else:
+        directories = (user_dir, SHIPPED_TARGETS_DIR)
+        files = [target_path(d, preset) for d in directories if d is not None]
+    path = next((f for f in files if f.is_file()), None)
+    if path is None:
         return WorkloadTarget(preset, hand_set, "set by hand in the preset")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -137,10 +146,9 @@ def median_target(
     )
 
 
-def record_target(target: WorkloadTarget, path: Path | None = None) -> Path:
-    """Write ``target`` as the preset's recorded target; returns the file."""
-    path = Path(path) if path is not None else target_path(target.preset)
-    return write_json(path, target.to_json())
+def record_target(target: WorkloadTarget, directory: Path) -> Path:
+    """Write ``target`` as the preset's recorded target under ``directory``; returns the file."""
+    return write_json(target_path(directory, target.preset), target.to_json())
 
 
 def with_measurements(target: WorkloadTarget, rows: Sequence[Mapping[str, Any]]) -> WorkloadTarget:

@@ -41,6 +41,7 @@ from optuna.trial import TrialState
 from fambench.core_slots import reserved_cores
 from fambench.errors import ConfigError, FambenchError
 from fambench.fileio import write_text
+from fambench.hparams_dirs import DEFAULT_USER_DIR, portable_source
 from fambench.optim import Dimension, apply_point, get_optimizer_spec, resolve_search_space
 from fambench.training import RunRequest, plan_run, run_training
 from fambench.training.plan import default_threads
@@ -70,6 +71,7 @@ class TuneRequest:
     threads: int | None = None
     command: str | None = None
     write_tuned: bool = True  # record the best values as the preset's tuned values
+    hparams_dir: Path = DEFAULT_USER_DIR  # where they are recorded (and read, before shipped)
 
     @property
     def runs_dir(self) -> Path:
@@ -217,6 +219,7 @@ def _run_request(request: TuneRequest, index: int, point: Mapping[str, Any]) -> 
         data_root=request.data_root,
         threads=request.threads,
         command=request.command,
+        hparams_dir=Path(request.hparams_dir),
     )
 
 
@@ -367,8 +370,9 @@ def summarize(request: TuneRequest, interrupted: bool = False) -> TuneResult:
             request.preset,
             request.optimizer,
             best,
-            source=str(files["trials_md"]),
+            source=portable_source(files["trials_md"]),
             method=_method(request, score),
+            directory=Path(request.hparams_dir),
         )
     return TuneResult(trials, bests, score, best, files, interrupted)
 

@@ -20,13 +20,16 @@ SYNTH_TEST_SETTINGS = SynthSettings(hours=0.02, dev_utterances=20, test_utteranc
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_machine_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Tests see no recorded workload targets (presets keep their hand-set ones; the committed
-    files are checked by their own tests) and take core slots in a directory of their own."""
+    """Tests see no shipped workload targets (presets keep their hand-set ones; the committed
+    files are checked by their own tests), write tuned values and targets only where a test
+    says, and take core slots in a directory of their own."""
     import fambench.targets
     from fambench.core_slots import SLOTS_ENV
+    from fambench.hparams_dirs import HPARAMS_DIR_ENV
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fambench.targets, "TARGETS_DIR", tmp_path_factory.mktemp("targets"))
+        patch.setattr(fambench.targets, "SHIPPED_TARGETS_DIR", None)
+        patch.setenv(HPARAMS_DIR_ENV, str(tmp_path_factory.mktemp("hparams")))
         patch.setenv(SLOTS_ENV, str(tmp_path_factory.mktemp("core-slots")))
         yield
 
@@ -119,13 +122,6 @@ def smoke(synth_corpus, smoke_cache, tmp_path):
 
 
 @pytest.fixture
-def tuned_dir(tmp_path, monkeypatch) -> Path:
-    """The package's tuned-values files, copied: tests never write the real ones."""
-    copy = tmp_path / "tuned"
-    import shutil
-
-    import fambench.workloads.tuned as tuned_module
-
-    shutil.copytree(tuned_module.TUNED_DIR, copy)
-    monkeypatch.setattr(tuned_module, "TUNED_DIR", copy)
-    return copy
+def hparams_dir(tmp_path) -> Path:
+    """A user's directory of tuned values and targets, empty at first (``--hparams-dir``)."""
+    return tmp_path / "hparams"

@@ -22,11 +22,14 @@ def invoke(*args) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_schedule_free_is_tuned_like_any_optimizer(synth_corpus, smoke_cache, tmp_path, tuned_dir):
+def test_schedule_free_is_tuned_like_any_optimizer(
+    synth_corpus, smoke_cache, tmp_path, hparams_dir
+):
     out = tmp_path / "tune"
     code, output = invoke(
         "tune", "--preset", "smoke", "--optimizer", "sfadamw", "--trials", "2",
         "--data", synth_corpus, "--cache-dir", smoke_cache, "--out", out, "--threads", "1",
+        "--hparams-dir", hparams_dir,
     )  # fmt: skip
     assert code == 0, output
     trials = pd.read_csv(out / "smoke-sfadamw-trials.csv")
@@ -37,7 +40,8 @@ def test_schedule_free_is_tuned_like_any_optimizer(synth_corpus, smoke_cache, tm
         assert config["schedule"]["shape"] == "warmup-only"
         assert config["optimizer_capabilities"]["norm_batches"] == 50
     best = trials.loc[trials["final_dev_wer"].idxmin()]
-    recorded = json.loads((tuned_dir / "smoke.json").read_text())["optimizers"]["sfadamw"]
+    recorded = json.loads((hparams_dir / "tuned" / "smoke.json").read_text())
+    recorded = recorded["optimizers"]["sfadamw"]
     assert recorded["lr"] == pytest.approx(best["lr"])
     assert recorded["betas"][1] == pytest.approx(best["betas.1"])
 

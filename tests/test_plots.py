@@ -112,10 +112,10 @@ def test_runs_without_metrics_or_trace_write_nothing(tmp_path):
 
 def test_wer_plot_marks_the_target_compare_times_against(tmp_path, results, monkeypatch):
     # No recorded target: the runs' own (write_run records 0.6).
-    monkeypatch.setattr(fambench.targets, "TARGETS_DIR", tmp_path)
+    monkeypatch.setattr(fambench.targets, "SHIPPED_TARGETS_DIR", tmp_path)
     assert _preset_target(results, "synth") == pytest.approx(0.6)
     # A recorded workload target replaces it, as it does in compare's time to target.
-    record_target(dataclasses.replace(WorkloadTarget("synth", 0.45, "m"), values=(0.45,)))
+    record_target(dataclasses.replace(WorkloadTarget("synth", 0.45, "m"), values=(0.45,)), tmp_path)
     assert _preset_target(results, "synth") == pytest.approx(0.45)
 
 

@@ -184,18 +184,18 @@ def test_report_has_the_workloads_section_and_plot(toy_dir):
 
 
 def test_target_command_sets_the_median_of_the_best_baseline(tmp_path, monkeypatch):
-    monkeypatch.setattr(fambench.targets, "TARGETS_DIR", tmp_path / "targets")
+    monkeypatch.setattr(fambench.targets, "SHIPPED_TARGETS_DIR", tmp_path)
     runs = tmp_path / "runs"
     for seed, (adamw, sgd) in enumerate([(0.5, 0.4), (0.45, 0.42), (0.52, 0.41), (0.48, 0.6),
                                          (0.47, 0.43)]):  # fmt: skip
         _run(runs, "w", "adamw", seed, 5, final=adamw)
         _run(runs, "w", "sgd", seed, 5, final=sgd)
         _run(runs, "w", "fam", seed, 5, final=0.1)  # the reference is no baseline
-    few = invoke("target", runs, "--preset", "w", "--no-write")
+    few = invoke("target", runs, "--preset", "w", "--no-write", "--hparams-dir", tmp_path)
     assert few.exit_code == 0, few.output
     assert "target dev WER 0.4200" in few.output and "(sgd)" in few.output
     assert not (tmp_path / "targets").exists()
-    result = invoke("target", runs, "--preset", "w")
+    result = invoke("target", runs, "--preset", "w", "--hparams-dir", tmp_path)
     assert result.exit_code == 0, result.output
     recorded = json.loads((tmp_path / "targets" / "w.json").read_text())
     assert recorded["target_wer"] == 0.42 and recorded["baseline"] == "sgd"

@@ -120,7 +120,7 @@ def test_presets_lists_every_preset():
         assert name in result.output
 
 
-def test_presets_show_what_the_baseline_that_set_a_target_measured():
+def test_presets_show_what_the_baseline_that_set_a_target_measured(hparams_dir):
     from fambench.cli.commands_run import _measured
     from fambench.targets import WorkloadTarget, load_target, record_target
 
@@ -134,12 +134,14 @@ def test_presets_show_what_the_baseline_that_set_a_target_measured():
             values=(0.03, 0.033, 0.034, 0.036, 0.04),
             cer_values=(0.008, 0.009, 0.01, 0.011, 0.02),
             run_seconds=((1, 186.0, 5), (2, 120.0, 1)),
-        )  # fmt: skip
-    )
-    assert _measured(load_target("digits", None)) == (
+        ),
+        hparams_dir,
+    )  # fmt: skip
+    assert _measured(load_target("digits", None, user_dir=hparams_dir)) == (
         "\nbest baseline adamw: final dev CER 0.010, WER 0.034 (median of 5 seeds); "
         "3.1 min per run at 1 thread (5 runs); 2.0 min per run at 2 threads (1 runs)"
     )
     assert _measured(load_target("smoke", 1.0)) == ""
-    result = runner.invoke(app, ["presets"])
+    assert "best baseline" not in runner.invoke(app, ["presets"]).output
+    result = runner.invoke(app, ["presets", "--hparams-dir", str(hparams_dir)])
     assert result.exit_code == 0 and "best baseline" in result.output

@@ -72,13 +72,13 @@ def test_a_seed_at_fewer_threads_sets_the_target_and_timings_come_per_thread_cou
     assert target.wer == pytest.approx(0.22) and target.seeds == (0, 1, 2, 3, 4)
     assert target.cer_values == pytest.approx([0.06, 0.07, 0.08, 0.09, 0.10])
     assert target.run_seconds == ((1, 620.0, 5), (2, 400.0, 1))
-    path = record_target(target, tmp_path / "w.json")
-    assert load_target("w", None, path) == target
+    path = record_target(target, tmp_path)
+    assert path == tmp_path / "targets" / "w.json" and load_target("w", None, path) == target
 
 
 def test_record_and_load_round_trip(tmp_path):
     target = median_target("w", {"adamw": ADAMW}, "src")
-    path = record_target(target, tmp_path / "w.json")
+    path = record_target(target, tmp_path)
     assert load_target("w", 0.5, path) == target
     assert load_target("w", 0.5, tmp_path / "none.json") == WorkloadTarget(
         "w", 0.5, "set by hand in the preset"
@@ -99,11 +99,10 @@ def test_committed_targets_follow_the_rule():
         assert target.wer == pytest.approx(sorted(target.values)[len(target.values) // 2])
 
 
-def test_the_target_is_not_part_of_the_run_identity(smoke, tmp_path, monkeypatch):
+def test_the_target_is_not_part_of_the_run_identity(smoke, tmp_path):
     before = plan_run(smoke("sgd"))
     assert "target_wer" not in get_preset("smoke").identity()
-    monkeypatch.setattr(fambench.targets, "TARGETS_DIR", tmp_path)
-    record_target(dataclasses.replace(WorkloadTarget("smoke", 0.7, "m"), values=(0.7,)))
-    after = plan_run(smoke("sgd"))
+    record_target(dataclasses.replace(WorkloadTarget("smoke", 0.7, "m"), values=(0.7,)), tmp_path)
+    after = plan_run(dataclasses.replace(smoke("sgd"), hparams_dir=tmp_path))
     assert after.run_id == before.run_id
     assert (before.target_wer, after.target_wer) == (1.0, 0.7)

@@ -55,7 +55,7 @@ AWAITING_TUNING = {"nadamw", "sfadamw", "soap", "muon", "lion"}
 def test_every_preset_has_valid_tuned_values_for_every_builtin_optimizer(preset):
     p = get_preset(preset)
     tuned = load_tuned(preset)
-    assert tuned.path is not None and tuned.source and Path(tuned.source).name.endswith(".md")
+    assert tuned.paths and tuned.source and Path(tuned.source).name.endswith(".md")
     builtin = {spec.name for spec in list_optimizers(include_plugins=False)}
     assert builtin - AWAITING_TUNING <= set(tuned.optimizers)
     builtin &= set(tuned.optimizers)

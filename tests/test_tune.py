@@ -19,6 +19,7 @@ import fambench.cli as cli
 from fambench.optim import resolve_search_space
 from fambench.rundir import find_run_dirs, load_run
 from fambench.tune import TuneRequest, distributions, point_of, run_worker, summarize
+from fambench.workloads import load_tuned
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +57,11 @@ def test_qmc_points_lie_in_the_declared_ranges_with_the_declared_scales():
         assert 0.12 < q1 < 0.38 and 0.62 < q3 < 0.88, (name, q1, q3)
 
 
-def test_tune_acceptance_command(synth_corpus, cache, tmp_path, tuned_dir):
+def test_tune_acceptance_command(synth_corpus, cache, tmp_path, hparams_dir):
     out = tmp_path / "tune"
     args = ["tune", "--preset", "smoke", "--optimizer", "adamw", "--trials", "3",
-            "--data", synth_corpus, "--cache-dir", cache, "--out", out, "--threads", "1"]  # fmt: skip
+            "--data", synth_corpus, "--cache-dir", cache, "--out", out, "--threads", "1",
+            "--hparams-dir", hparams_dir]  # fmt: skip
     code, output = invoke(*args)
     assert code == 0, output
     runs = find_run_dirs([out / "trials"])
@@ -69,10 +71,14 @@ def test_tune_acceptance_command(synth_corpus, cache, tmp_path, tuned_dir):
     assert trials["final_dev_wer"].notna().all()
     assert len({tuple(r) for r in trials[["lr", "weight_decay"]].to_numpy()}) == 3  # distinct
     best = trials.loc[trials["final_dev_wer"].idxmin()]
-    recorded = json.loads((tuned_dir / "smoke.json").read_text())
+    recorded = json.loads((hparams_dir / "tuned" / "smoke.json").read_text())
+    assert set(recorded["optimizers"]) == {"adamw"}
     assert recorded["optimizers"]["adamw"]["lr"] == pytest.approx(best["lr"])
-    assert recorded["sources"]["adamw"]["source"] == str(out / "smoke-adamw-trials.md")
-    assert recorded["optimizers"]["sgd"] == {"lr": 0.1}  # other optimizers kept
+    # Named without the temporary directory's machine-specific path.
+    assert recorded["sources"]["adamw"]["source"] == "tune/smoke-adamw-trials.md"
+    merged = load_tuned("smoke", user_dir=hparams_dir)
+    assert merged.for_optimizer("sgd") == {"lr": 0.1}  # the shipped values of the others
+    assert merged.for_optimizer("adamw")["lr"] == pytest.approx(best["lr"])
 
     stamps = {r: (r / "summary.json").stat().st_mtime_ns for r in runs}
     code, output = invoke(*args)  # again: nothing is redone
@@ -82,23 +88,25 @@ def test_tune_acceptance_command(synth_corpus, cache, tmp_path, tuned_dir):
 
     run_out = tmp_path / "results"
     code, output = invoke("run", "--optimizer", "adamw", "--preset", "smoke", "--data",
-                          synth_corpus, "--cache-dir", cache, "--out", run_out, "--threads", "1")  # fmt: skip
+                          synth_corpus, "--cache-dir", cache, "--out", run_out, "--threads", "1",
+                          "--hparams-dir", hparams_dir)  # fmt: skip
     assert code == 0, output
     (run_dir,) = find_run_dirs([run_out])
     config = load_run(run_dir).config
     assert config["optimizer_hparams"]["lr"] == pytest.approx(best["lr"])
     assert config["schedule"]["warmup_fraction"] == pytest.approx(best["warmup_fraction"])
-    assert config["tuned_from"] == str(out / "smoke-adamw-trials.md")
+    assert config["tuned_from"] == "tune/smoke-adamw-trials.md"
 
 
 def test_a_search_space_file_replaces_the_registry_and_diverged_trials_are_misses(
-    synth_corpus, cache, tmp_path, tuned_dir
+    synth_corpus, cache, tmp_path, hparams_dir
 ):
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": {"min": 1e5, "max": 1e6, "scaling": "log"}}))
     request = TuneRequest(
         preset="smoke", optimizer="adamw", trials=2, out_dir=tmp_path / "tune",
         cache_dir=cache, data_root=synth_corpus, search_space=space, threads=1,
+        hparams_dir=hparams_dir,
     )  # fmt: skip
     assert run_worker(request)
     result = summarize(request)
@@ -106,7 +114,7 @@ def test_a_search_space_file_replaces_the_registry_and_diverged_trials_are_misse
     assert result.trials["final_dev_wer"].isna().all()
     assert (result.trials["lr"] >= 1e5).all() and "weight_decay" not in result.trials
     assert math.isinf(result.score) and result.best == {}
-    assert "tuned" not in result.files  # nothing to record
+    assert "tuned" not in result.files and not hparams_dir.exists()  # nothing to record
     study = optuna.load_study(study_name=request.study_name(0), storage=_journal(tmp_path / "tune"))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from fambench.errors import FambenchError
+from fambench.hparams_dirs import DEFAULT_USER_DIR, HPARAMS_DIR_ENV
 
 app = typer.Typer(
     name="fambench",
@@ -21,6 +24,19 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+#: The user's directory of tuned values and targets: `tune` and `target` write there; `run`,
+#: `bench`, `compare` and the listings read it before the values the package ships.
+HparamsDir = Annotated[
+    Path,
+    typer.Option(
+        "--hparams-dir",
+        envvar=HPARAMS_DIR_ENV,
+        help="Your tuned values and targets (tuned/PRESET.json, targets/PRESET.json): written "
+        "by tune and target, read before the package's own.",
+    ),
+]
+DEFAULT_HPARAMS_DIR = DEFAULT_USER_DIR
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from fambench.cli import app, console
+from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console
 from fambench.optim import OptimizerSpec, list_optimizers, optimizer_source
 from fambench.workloads import DEFAULT_PRESET, load_tuned
 
@@ -22,14 +22,14 @@ def _format_value(value: object) -> str:
 
 
 @app.command("optimizers")
-def optimizers_command() -> None:
+def optimizers_command(hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR) -> None:
     """List the optimizers you can pass to --optimizer, with their default hyperparameters."""
     table = Table(title="Optimizers", show_lines=True)
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("description (code it runs)")
     table.add_column("default hyperparameters (override with --opt key=value)")
     table.add_column(f"tuned on {DEFAULT_PRESET} (replaces the defaults there)")
-    tuned = load_tuned(DEFAULT_PRESET)
+    tuned = load_tuned(DEFAULT_PRESET, user_dir=hparams_dir)
     for spec in list_optimizers():
         defaults = ", ".join(
             f"{key}={_format_value(value)}" for key, value in spec.defaults.items()

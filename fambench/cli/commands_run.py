@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fambench.cli import app, console, fail
+from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
 from fambench.errors import ConfigError, FambenchError
 
 
@@ -124,6 +124,7 @@ def run_command(
     hparams: Path | None = typer.Option(
         None, "--hparams", help="Tuned-values file to use instead of the preset's."
     ),
+    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
     prefetch: bool | None = typer.Option(
         None,
         "--prefetch/--no-prefetch",
@@ -179,6 +180,7 @@ def run_command(
         threads=threads,
         command=shlex.join(["fambench", *sys.argv[1:]]),
         hparams_file=hparams,
+        hparams_dir=hparams_dir,
         ranks=Ranks(0, nproc) if nproc > 1 else ranks,
         prefetch=prefetch,
         precision=precision,
@@ -278,7 +280,7 @@ def _measured(target) -> str:  # target: fambench.targets.WorkloadTarget
 
 
 @app.command("presets")
-def presets_command() -> None:
+def presets_command(hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR) -> None:
     """List the workload presets and the hyperparameters tuned for each."""
     from fambench.rundir import hparams_key
     from fambench.targets import load_target
@@ -289,7 +291,7 @@ def presets_command() -> None:
     table.add_column("what it fixes")
     table.add_column("tuned hyperparameters (override with --opt key=value)")
     for p in list_presets():
-        target = load_target(p.name, p.target_wer)
+        target = load_target(p.name, p.target_wer, user_dir=hparams_dir)
         if p.data.kind == "synth":
             data = f"synthetic corpus {p.data.synth_hours:g} h"
         else:
@@ -307,7 +309,7 @@ def presets_command() -> None:
             + (f", test WER {p.test_target_wer:g}" if p.test_target_wer is not None else "")
             + _measured(target)
         )
-        tuned = load_tuned(p.name)
+        tuned = load_tuned(p.name, user_dir=hparams_dir)
         values = "\n".join(
             f"{name}: {hparams_key(hp)}"
             + (f" [dim](from {tuned.source_of(name)})[/]" if name in tuned.sources else "")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fambench.cli import app, console, fail
+from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
 from fambench.errors import ConfigError, FambenchError
 
 
@@ -21,8 +21,9 @@ def target_command(
         str, typer.Option(help="The optimizer under test: it and its ablations are no baseline.")
     ] = "fam",
     write: Annotated[
-        bool, typer.Option(help="Record it in fambench/workloads/targets/PRESET.json.")
+        bool, typer.Option(help="Record it in HPARAMS_DIR/targets/PRESET.json.")
     ] = True,
+    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
 ) -> None:
     """Target = median final dev WER of the best tuned baseline over its (>= 5) seeds.
 
@@ -48,7 +49,7 @@ def target_command(
         where = ", ".join(str(p) for p in results_dirs)
         rows = baselines.to_dict("records")
         target = with_measurements(median_target(preset, baseline_values(rows), where), rows)
-        path = record_target(target) if write else None
+        path = record_target(target, hparams_dir) if write else None
     except FambenchError as exc:
         raise fail(str(exc)) from None
     console.print(f"{preset}: target dev WER {target.wer:.4f} — {target.method}", highlight=False)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from fambench.cli import app, console, fail
+from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
 from fambench.errors import ConfigError, FambenchError
 
 
@@ -60,8 +60,12 @@ def tune_command(
         int | None, typer.Option(help="torch threads of this worker (default: usable cores).")
     ] = None,
     write_tuned: Annotated[
-        bool, typer.Option(help="Record the best values as the preset's tuned values.")
+        bool,
+        typer.Option(
+            help="Record the best values as the preset's tuned values (in --hparams-dir)."
+        ),
     ] = True,
+    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
 ) -> None:
     """Tune an optimizer's hyperparameters: K studies x N quasi-random trials (Optuna)."""
     from fambench.cli.commands_compare import _RunViews
@@ -76,6 +80,7 @@ def tune_command(
             seed=seed, storage=storage, out_dir=out, cache_dir=cache_dir, data_root=data,
             steps=steps, search_space=search_space, grid=grid_values or None, threads=threads,
             command=shlex.join(["fambench", *sys.argv[1:]]), write_tuned=write_tuned,
+            hparams_dir=hparams_dir,
         )  # fmt: skip
         finished = run_worker(
             request,

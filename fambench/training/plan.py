@@ -55,6 +55,7 @@ class RunRequest:
     device: str | None = None  # default: cuda when available, else cpu
     command: str | None = None  # the command line, for provenance
     hparams_file: Path | None = None  # tuned values to use instead of the preset's file
+    hparams_dir: Path | None = None  # the user's tuned values and targets, read before shipped
     ranks: Ranks = Ranks()  # this process among the run's data-parallel processes (torchrun)
     # Make the next batch on a background thread while a step trains (default: on a GPU). It
     # changes no number, so it is not part of the run's identity.
@@ -268,7 +269,7 @@ def _hyperparameters(
     """
     try:
         spec = get_optimizer_spec(request.optimizer)
-        tuned = load_tuned(preset.name, request.hparams_file)
+        tuned = load_tuned(preset.name, request.hparams_file, request.hparams_dir)
         explicit = {**tuned.for_optimizer(spec.name), **request.overrides}
         optimizer_side = {k: v for k, v in explicit.items() if k not in SCHEDULE_KEYS}
         resolved = resolve_hyperparameters(request.optimizer, **optimizer_side)
@@ -316,6 +317,6 @@ def plan_run(request: RunRequest) -> RunPlan:
         data_root=data_root,
         device=device,
         threads=request.threads or max(1, default_threads() // request.ranks.world),
-        target=load_target(preset.name, preset.target_wer),
+        target=load_target(preset.name, preset.target_wer, user_dir=request.hparams_dir),
         precision=precision,
     )

@@ -1,9 +1,10 @@
 """Tuned hyperparameters: per preset, the values measured best for each optimizer.
 
-They are data, not code: `fambench/workloads/tuned/<preset>.json` holds, per optimizer, the
-hyperparameters that override the registry's defaults on that preset, with the file of the
-sweep that chose them (``source``) and how (``method``). `fambench run` and `bench` apply them
-by default; an optimizer a file does not list runs with its registry defaults.
+They are data, not code: a preset's file (``tuned/<preset>.json``, see `fambench.hparams_dirs`)
+holds, per optimizer, the hyperparameters that override the registry's defaults on that preset,
+with the sweep table that chose them (``source``) and how (``method``). The package ships one
+set; a user's directory, read first, overrides it optimizer by optimizer. `fambench run` and
+`bench` apply them by default; an optimizer no file lists runs with its registry defaults.
 """
 
 from __future__ import annotations
@@ -16,21 +17,20 @@ from typing import Any
 
 from fambench.errors import ConfigError
 from fambench.fileio import write_json
-
-TUNED_DIR = Path(__file__).resolve().parent / "tuned"
+from fambench.hparams_dirs import SHIPPED_DIR, tuned_path
 
 
 @dataclass(frozen=True)
 class TunedHyperparameters:
-    """The tuned values of one preset (empty when no file exists for it)."""
+    """The tuned values of one preset (empty when no file holds any)."""
 
     preset: str
     optimizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    source: str | None = None  # the sweep table the values came from
+    source: str | None = None  # the sweep table named by the file as a whole
     method: str = ""
-    path: Path | None = None  # the file read
-
-    sources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # per optimizer
+    paths: tuple[Path, ...] = ()  # the files read, first one first
+    # Per optimizer: {"source": ..., "method": ...}, where its own values came from.
+    sources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def for_optimizer(self, name: str) -> dict[str, Any]:
         """The tuned values of optimizer ``name`` ({} when it was not tuned here)."""
@@ -42,9 +42,37 @@ class TunedHyperparameters:
         return own.get("source") if own else self.source
 
 
-def load_tuned(preset: str, path: Path | None = None) -> TunedHyperparameters:
-    """Read ``path`` (default: the preset's file in TUNED_DIR); ConfigError if it is malformed."""
-    path = Path(path) if path is not None else TUNED_DIR / f"{preset}.json"
+def load_tuned(
+    preset: str, path: Path | None = None, user_dir: Path | None = None
+) -> TunedHyperparameters:
+    """The tuned values of ``preset``: ``path`` alone when given, else the user's directory's
+    file over the shipped one, optimizer by optimizer; ConfigError if a file is malformed."""
+    if path is not None:
+        return _read(preset, Path(path))
+    shipped = _read(preset, tuned_path(SHIPPED_DIR, preset))
+    if user_dir is None:
+        return shipped
+    own = _read(preset, tuned_path(user_dir, preset))
+    if not own.paths:
+        return shipped
+    sources = {name: _entry_source(shipped, name) for name in shipped.optimizers}
+    sources.update({name: _entry_source(own, name) for name in own.optimizers})
+    return TunedHyperparameters(
+        preset=preset,
+        optimizers={**shipped.optimizers, **own.optimizers},
+        source=shipped.source,
+        method=shipped.method,
+        paths=own.paths + shipped.paths,
+        sources=sources,
+    )
+
+
+def _entry_source(tuned: TunedHyperparameters, name: str) -> dict[str, str]:
+    own = tuned.sources.get(name)
+    return dict(own) if own else {"source": tuned.source or "", "method": tuned.method}
+
+
+def _read(preset: str, path: Path) -> TunedHyperparameters:
     if not path.is_file():
         return TunedHyperparameters(preset)
     try:
@@ -63,7 +91,7 @@ def load_tuned(preset: str, path: Path | None = None) -> TunedHyperparameters:
         optimizers=optimizers,
         source=data.get("source"),
         method=str(data.get("method", "")),
-        path=path,
+        paths=(path,),
         sources=data.get("sources") or {},
     )
 
@@ -74,15 +102,12 @@ def record_tuned(
     values: Mapping[str, Any],
     source: str,
     method: str,
-    path: Path | None = None,
+    directory: Path,
 ) -> Path:
-    """Set ``optimizer``'s tuned values in the preset's file (others kept); returns the file.
-
-    The file's ``source`` and ``method`` describe how the values were chosen: with values of
-    several origins, each optimizer's entry in ``sources`` says where its own came from.
-    """
-    path = Path(path) if path is not None else TUNED_DIR / f"{preset}.json"
-    current = load_tuned(preset, path)
+    """Set ``optimizer``'s tuned values in the preset's file under ``directory`` (others kept);
+    returns the file. Each optimizer's entry in ``sources`` says where its values came from."""
+    path = tuned_path(directory, preset)
+    current = _read(preset, path)
     optimizers = {name: dict(v) for name, v in current.optimizers.items()}
     optimizers[optimizer] = dict(values)
     data: dict[str, Any] = {"preset": preset}
