@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/python -c "import torch, torchaudio" || { echo "error: torch/torchaudio do not load together; see README 'Installing'"; exit 1; }
+	$(BIN)/python -c "import torch, torchaudio" || { echo "error: torch/torchaudio do not load together; see docs/installing.md"; exit 1; }
 	touch $(STAMP)
 
 # Two test processes per two cores (tests train with one torch thread each).

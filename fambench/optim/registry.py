@@ -638,7 +638,7 @@ register_optimizer(
 # Each from a well-kept library, built as its authors intend. Defaults: AlgoPerf's self-tuning
 # configurations (NAdamW baseline; Schedule-Free AdamW, the v0.5 self-tuning winner) and the
 # papers' (SOAP, Muon, Lion). Search spaces: AlgoPerf's NAdamW space; for the others, ranges
-# around their authors' advice, as wide in decades as AdamW's (README "The baselines").
+# around their authors' advice, as wide in decades as AdamW's (docs/baselines.md).
 
 _NADAMW_SPACE: dict[str, Any] = {
     "lr": {"min": 1e-4, "max": 1e-2, "scaling": "log"},
@@ -724,7 +724,7 @@ register_optimizer(
         "eps": 1e-8,
         "weight_decay": 0.0812,
         # torch's NAdam schedules its momentum, mu_t = beta1 (1 - 0.5 * 0.96^(t * decay)); at
-        # 1000, mu_t is beta1 from the first step, as in AlgoPerf's NAdamW (README).
+        # 1000, mu_t is beta1 from the first step, as in AlgoPerf's NAdamW (docs/baselines.md).
         "momentum_decay": 1000.0,
     },
     description="NAdamW, AlgoPerf's baseline: torch.optim.NAdam, decoupled weight decay",
