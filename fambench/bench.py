@@ -14,7 +14,6 @@ only when the grid runs, so comparing and reporting work without torch's trainin
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,6 +24,7 @@ from typing import Any
 
 from fambench.compare import DEFAULT_BOOTSTRAP, DEFAULT_CI_METHOD, load_results
 from fambench.errors import ConfigError, ResultsError
+from fambench.filelock import FileLock
 from fambench.report import ReportFiles, build_report
 
 log = logging.getLogger(__name__)
@@ -244,20 +244,16 @@ def _claimed(out_dir: Path, run_id: str) -> Iterator[bool]:
     """Hold the grid claim on ``run_id`` while the block runs; yields False when another
     process holds it."""
     claims = out_dir / ".claims"
+    claim = FileLock(claims / f"{run_id}.lock", blocking=False)
     try:
         claims.mkdir(parents=True, exist_ok=True)
-        handle = open(claims / f"{run_id}.lock", "ab")  # noqa: SIM115 - closed below
+        mine = claim.acquire()
     except OSError as exc:
         raise ResultsError(f"cannot claim {run_id} under {claims}: {exc.strerror}") from exc
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        yield mine
     finally:
-        handle.close()
+        claim.release()
 
 
 def _training_runner(

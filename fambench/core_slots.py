@@ -2,22 +2,21 @@
 
 Each core of the machine is a lock file in one directory per user; a run that will use T
 threads holds T of them (all of them when T exceeds the cores) while it trains, and waits while
-fewer are free. The slots are flock()s, so a process that dies frees its cores at once. Taking
+fewer are free. The slots are file locks (`fambench.filelock`), so a process that dies frees its cores at once. Taking
 slots happens under one allocation lock, so two runs never each take half of what both need.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 from fambench.errors import ResultsError
+from fambench.filelock import FileLock, is_locked
 from fambench.machine import usable_cores
 
 #: Overrides where the slot files live (tests point it at a temporary directory).
@@ -33,53 +32,38 @@ def slots_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"fambench-core-slots-{os.getuid()}"
 
 
-def _open(path: Path) -> IO[bytes]:
+def _acquire(lock: FileLock) -> bool:
     try:
-        return open(path, "ab")  # noqa: SIM115 - held for the run's whole life
+        return lock.acquire()
     except OSError as exc:
-        raise ResultsError(f"cannot open core slot {path}: {exc.strerror}") from exc
+        raise ResultsError(f"cannot open core slot {lock.path}: {exc.strerror}") from exc
 
 
-def _try_lock(handle: IO[bytes]) -> bool:
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _take(directory: Path, wanted: int, cores: int) -> list[IO[bytes]] | None:
+def _take(directory: Path, wanted: int, cores: int) -> list[FileLock] | None:
     """``wanted`` free slots, all or none (under the allocation lock)."""
-    with _open(directory / "allocation.lock") as allocation:
-        fcntl.flock(allocation, fcntl.LOCK_EX)
-        held: list[IO[bytes]] = []
+    allocation = FileLock(directory / "allocation.lock")
+    _acquire(allocation)
+    try:
+        held: list[FileLock] = []
         for core in range(cores):
-            handle = _open(directory / f"core-{core}.lock")
-            if _try_lock(handle):
-                held.append(handle)
+            slot = FileLock(directory / f"core-{core}.lock", blocking=False)
+            if _acquire(slot):
+                held.append(slot)
                 if len(held) == wanted:
                     return held
-            else:
-                handle.close()
-        for handle in held:
-            handle.close()  # closing releases the flock
+        for slot in held:
+            slot.release()
         return None
+    finally:
+        allocation.release()
 
 
 def busy_slots(cores: int | None = None) -> int:
     """How many core slots fambench runs hold now."""
     directory = slots_dir()
-    count = 0
-    for core in range(cores or usable_cores()):
-        path = directory / f"core-{core}.lock"
-        if not path.exists():
-            continue
-        with _open(path) as handle:
-            if _try_lock(handle):
-                fcntl.flock(handle, fcntl.LOCK_UN)
-            else:
-                count += 1
-    return count
+    return sum(
+        is_locked(directory / f"core-{core}.lock") for core in range(cores or usable_cores())
+    )
 
 
 @contextmanager
@@ -118,5 +102,5 @@ def reserved_cores(
     try:
         yield wanted
     finally:
-        for handle in held:
-            handle.close()
+        for slot in held:
+            slot.release()

@@ -16,13 +16,11 @@ died (same host, process gone) is taken over by the next worker, which resumes i
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import socket
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from optuna.trial import TrialState
 from fambench.core_slots import reserved_cores
 from fambench.errors import ConfigError, FambenchError
 from fambench.fileio import write_text
+from fambench.filelock import FileLock
 from fambench.hparams_dirs import DEFAULT_USER_DIR, portable_source
 from fambench.optim import Dimension, apply_point, get_optimizer_spec, resolve_search_space
 from fambench.training import RunRequest, plan_run, run_training
@@ -160,16 +159,10 @@ def open_storage(request: TuneRequest) -> Any:
 # ---------------------------------------------------------------------------- the workers
 
 
-@contextmanager
-def _tuning_lock(out_dir: Path) -> Iterator[None]:
+def _tuning_lock(out_dir: Path) -> FileLock:
     """Serialises asking and counting among every worker that shares ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / ".tune.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return FileLock(out_dir / ".tune.lock")
 
 
 def _me() -> str:

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
@@ -40,6 +39,7 @@ from fambench.data.grammar import command_sentence, digit_string
 from fambench.data.wordlist import WORDS
 from fambench.errors import ConfigError, DataError
 from fambench.fileio import move_into, write_json
+from fambench.filelock import FileLock
 from fambench.machine import usable_cores
 
 log = logging.getLogger(__name__)
@@ -531,21 +531,19 @@ def _generation_lock(out_dir: Path) -> Iterator[None]:
     share one staging directory and delete each other's files. flock is released by the
     kernel when its holder dies, so a killed generator never leaves the lock behind.
     """
+    lock = FileLock(out_dir / LOCK_NAME, blocking=False)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(out_dir / LOCK_NAME, "a")  # noqa: SIM115 (closed below)
+        if not lock.acquire():
+            log.warning("another process is generating the corpus in %s; waiting", out_dir)
+            lock = FileLock(out_dir / LOCK_NAME)
+            lock.acquire()
     except OSError as exc:
         raise DataError(f"cannot create corpus directory {out_dir}: {exc.strerror}") from exc
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("another process is generating the corpus in %s; waiting", out_dir)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def generate_corpus(out_dir: Path, settings: SynthSettings, workers: int | None = None) -> Path:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
-import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +12,7 @@ import pandas as pd
 
 from fambench.errors import ResultsError
 from fambench.fileio import atomic_write, move_into, write_json
+from fambench.filelock import FileLock, is_locked
 from fambench.rundir.records import Summary, metrics_frame
 
 
@@ -111,56 +109,24 @@ class RunFiles:
         return frame
 
 
-class RunLock:
-    """An exclusive lock on a run directory: one process writes a run at a time.
-
-    `fcntl.flock` on ``run.lock`` (holding "<hostname> <pid>" for people to read): the kernel
-    releases it when the owner dies, however it dies, so there is no stale lock to take over
-    and no check-then-create race between processes that want it at once. The file is removed
-    on release; a process that locked a file someone just removed notices and tries again.
-    """
+class RunLock(FileLock):
+    """The lock of a run directory (``run.lock``): one process writes a run at a time. Taken
+    without waiting; it names its holder, and the file goes when the run lets it go."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._fd: int | None = None
+        super().__init__(path, blocking=False, record_owner=True, remove_on_release=True)
 
-    def acquire(self) -> None:
-        for _ in range(100):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise ResultsError(
-                    f"run directory {self.path.parent} is in use by another process "
-                    f"(lock {self.path}: {self._owner()}); wait for it to finish"
-                ) from None
-            if _same_file(fd, self.path):
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
-                self._fd = fd
-                return
-            os.close(fd)  # locked a file its previous owner had just removed: try again
-        raise ResultsError(f"could not take the lock {self.path}")
-
-    def _owner(self) -> str:
+    def acquire(self) -> bool:
         try:
-            return self.path.read_text().strip() or "unknown owner"
-        except OSError:
-            return "unknown owner"
-
-    def release(self) -> None:
-        if self._fd is not None:
-            self.path.unlink(missing_ok=True)  # before unlocking: see acquire()
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+            taken = super().acquire()
+        except OSError as exc:
+            raise ResultsError(f"cannot take the lock {self.path}: {exc.strerror}") from exc
+        if not taken:
+            raise ResultsError(
+                f"run directory {self.path.parent} is in use by another process "
+                f"(lock {self.path}: {self.owner()}); wait for it to finish"
+            )
+        return True
 
 
 def _remove(path: Path) -> None:
@@ -170,23 +136,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.fstat(fd).st_ino == os.stat(path).st_ino
-    except FileNotFoundError:
-        return False
-
-
 def lock_is_held(path: Path) -> bool:
     """Whether a live process holds the run lock at ``path`` (never blocks, never takes it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops the shared lock if it was taken
-    return False
+    return is_locked(path)
