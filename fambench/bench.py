@@ -125,19 +125,14 @@ def parse_variant(text: str) -> Variant:
     """``"fam:sampling=random,beta=0.95"`` → ``("fam", (("sampling", "random"), ("beta",
     0.95)))``: an extra configuration of an optimizer, its tuned values with these set on top.
     ConfigError naming the problem otherwise."""
-    from fambench.optim import parse_override_value
+    from fambench.key_values import parse_key_values, split_top_level
 
     name, sep, rest = text.partition(":")
-    pairs = [p.strip() for p in rest.split(",") if p.strip()]
+    pairs = split_top_level(rest)
     if not sep or not name.strip() or not pairs:
         raise ConfigError(f"--variant {text!r}: expected OPTIMIZER:key=value[,key=value...]")
-    values = []
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"--variant {text!r}: {pair!r} is not key=value")
-        values.append((key.strip(), parse_override_value(value.strip())))
-    return name.strip(), tuple(values)
+    values = parse_key_values(pairs, f"--variant {text!r}:", "--variant fam:sampling=random")
+    return name.strip(), tuple(values.items())
 
 
 def run_grid(

@@ -16,21 +16,9 @@ from fambench.errors import ConfigError, FambenchError
 
 def parse_opt_overrides(items: list[str]) -> dict[str, object]:
     """`--opt key=value` items -> {key: value} (values via the registry's parser)."""
-    from fambench.optim import parse_override_value
+    from fambench.key_values import parse_key_values
 
-    overrides: dict[str, object] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--opt {item!r}: expected key=value, e.g. --opt lr=0.01")
-        if key in overrides:
-            raise ConfigError(f"--opt {key} given twice")
-        try:
-            overrides[key] = parse_override_value(text.strip())
-        except ValueError as exc:
-            raise ConfigError(f"--opt {item!r}: {exc}") from None
-    return overrides
+    return parse_key_values(items, "--opt", "--opt lr=0.01")
 
 
 def _fmt(value: object, spec: str = ".4f") -> str:

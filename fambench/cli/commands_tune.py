@@ -11,22 +11,13 @@ from typing import Annotated
 import typer
 
 from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
-from fambench.errors import ConfigError, FambenchError
+from fambench.errors import FambenchError
+from fambench.key_values import float_list, parse_key_values
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:
     """``--grid lr=0.1,0.2`` items → {"lr": [0.1, 0.2]}."""
-    grid: dict[str, list[float]] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        try:
-            values = [float(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            values = []
-        if not sep or not key.strip() or not values:
-            raise ConfigError(f"--grid {item!r}: expected key=v1,v2,... e.g. --grid lr=0.1,0.2")
-        grid[key.strip()] = values
-    return grid
+    return parse_key_values(items, "--grid", "--grid lr=0.1,0.2", value=float_list)
 
 
 @app.command("tune")
