@@ -9,10 +9,11 @@ import json
 
 import pytest
 import torch
+from optim_helpers import crafted_gradient, run_single_threaded
 from torch import nn
 
 from fambench.optim import FAMOptimizer, get_parameter_groups
-from fambench.optim.reference import ReferenceFAM, crafted_gradient, run_single_threaded
+from fambench.optim.reference import ReferenceFAM
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.optim import (
@@ -17,7 +18,6 @@ from fambench.optim import (
     build_optimizer,
 )
 from fambench.optim.fam import TRACE_EVERY, TRACE_FILE
-from fambench.optim.reference import run_single_threaded
 from fambench.optim.tracing import truncate_trace
 
 # Small thresholds: analysis (hence a trace row every TRACE_EVERY steps) starts after step 2.
