@@ -17,7 +17,7 @@ from fambench.optim import (
     TraceWriter,
     build_optimizer,
 )
-from fambench.optim.fam import TRACE_EVERY, TRACE_FILE
+from fambench.optim.fam.trace import TRACE_EVERY, TRACE_FILE
 from fambench.optim.tracing import truncate_trace
 
 # Small thresholds: analysis (hence a trace row every TRACE_EVERY steps) starts after step 2.
