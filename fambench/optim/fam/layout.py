@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fambench.optim.fam.keys import Same
+
 __all__ = ["GroupWork", "StepLayout", "group_signature", "step_layout"]
 
 
@@ -34,7 +36,7 @@ class StepLayout:
 
     signature: tuple | None
     groups: list[GroupWork]
-    row_key: tuple  # the plan's key: group signatures, then the ids of their analysed params
+    row_key: tuple  # the plan's key: each group's signature, then its analysed params (Same)
     row_params: list[Tensor]
     row_states: list[dict[str, Any]]
     row_groups: list[int]  # group index of each analysed param
@@ -66,7 +68,7 @@ def group_signature(index: int, group: dict[str, Any]) -> tuple:
     handler = group["handler"]
     return (
         index,
-        handler if isinstance(handler, str) else id(handler),
+        handler if isinstance(handler, str) else Same(handler),
         group["layer_boost"],
         group["n_bands"],
         group["alpha"],
@@ -87,7 +89,7 @@ def _step_signature(
         tuple(
             (
                 group_signature(gi, group),
-                id(group["params"]),
+                Same(group["params"]),
                 len(group["params"]),
                 group["fam_start_step"],
                 group["min_size"],
@@ -116,7 +118,7 @@ def _make_layout(
         if work.analysed:
             row_key.append(group_signature(gi, group))
             for j in work.analysed:
-                row_key.append(id(work.params[j]))
+                row_key.append(Same(work.params[j]))
                 row_params.append(work.params[j])
                 row_states.append(work.states[j])
                 row_groups.append(gi)

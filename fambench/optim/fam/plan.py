@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fambench.optim.fam.keys import Same
 from fambench.optim.fam.settings import effective_handler
 from fambench.optim.handlers import FrequencyHandler
 
@@ -126,11 +127,11 @@ class _RowLayout:
     """What the plan needs to know about each analysed row, collected in one pass."""
 
     row_groups: list[int]  # group index of each row
-    # (id(handler), n_bands) -> (first band column, handler, n_bands): rows that share a handler
+    # (handler, n_bands) -> (first band column, handler, n_bands): rows that share a handler
     # and a band count share band columns in the bucket outputs.
-    configs: dict[tuple[int, int], tuple[int, FrequencyHandler, int]] = field(default_factory=dict)
+    configs: dict[tuple[Same, int], tuple[int, FrequencyHandler, int]] = field(default_factory=dict)
     n_cols: int = 0  # band columns of all configs together
-    row_config: list[tuple[int, int]] = field(default_factory=list)  # key into ``configs``
+    row_config: list[tuple[Same, int]] = field(default_factory=list)  # key into ``configs``
     row_beta: list[float] = field(default_factory=list)
     row_eps: list[float] = field(default_factory=list)
     blocks: list[Block] = field(default_factory=list)
@@ -229,12 +230,12 @@ def _collect_rows(
 ) -> _RowLayout:
     """One pass over the rows: band columns, group blocks, trace meta and sample parts."""
     layout = _RowLayout(row_groups)
-    names_cache: dict[int, dict[int, str]] = {}
+    names_cache: dict[int, dict[Same, str]] = {}
     for r, (gi, p) in enumerate(zip(row_groups, params, strict=True)):
         group = param_groups[gi]
         handler, handler_name = effective_handler(group)
         n_bands = group["n_bands"]
-        config_key = (id(handler), n_bands)
+        config_key = (Same(handler), n_bands)
         if config_key not in layout.configs:
             layout.configs[config_key] = (layout.n_cols, handler, n_bands)
             layout.n_cols += n_bands
@@ -248,7 +249,7 @@ def _collect_rows(
         layout.blocks[-1].stop = r + 1
         if gi not in names_cache:
             names_cache[gi] = _param_names(group, gi)
-        layout.meta.append((names_cache[gi][id(p)], gi, handler_name, n_bands))
+        layout.meta.append((names_cache[gi][Same(p)], gi, handler_name, n_bands))
         _add_to_part(layout.parts_by_length, r, tuple(p.shape), group["sampling"])
 
     for block in layout.blocks:
@@ -259,12 +260,13 @@ def _collect_rows(
     return layout
 
 
-def _param_names(group: dict[str, Any], index: int) -> dict[int, str]:
+def _param_names(group: dict[str, Any], index: int) -> dict[Same, str]:
+    """The trace name of each parameter of a group: its own, else its place."""
     names = group.get("names") or group.get("param_names")
     params = group["params"]
     if names is not None and len(names) == len(params):
-        return {id(p): str(n) for p, n in zip(params, names, strict=True)}
-    return {id(p): f"group{index}.param{i}" for i, p in enumerate(params)}
+        return {Same(p): str(n) for p, n in zip(params, names, strict=True)}
+    return {Same(p): f"group{index}.param{i}" for i, p in enumerate(params)}
 
 
 def _sample_part(shape: tuple[int, ...], sampling: str) -> tuple[Part, tuple, Any]:
