@@ -112,26 +112,34 @@ def test_debug_arguments_trace_every_ten_steps_appended_in_batches(tmp_path):
     assert path.read_text() == text  # nothing pending, nothing written twice
 
 
-def test_trace_names_unnamed_parameters_and_flushes_on_garbage_collection(tmp_path):
+def test_trace_names_unnamed_parameters_and_is_written_on_leaving_a_with_block(tmp_path):
     params = [
         nn.Parameter(torch.randn(400)),
         nn.Parameter(torch.randn(10)),
         nn.Parameter(torch.randn(500)),
     ]
-    optimizer = FAMOptimizer(
+    with FAMOptimizer(
         [{"params": params[:2]}, {"params": params[2:], "handler": "embedding"}],
         fam_start_step=0,
         debug=True,
         debug_dir=str(tmp_path),
-    )
-    _steps(optimizer, params, 10)
-    del optimizer
-    gc.collect()
+    ) as optimizer:
+        _steps(optimizer, params, 10)
+        assert not (tmp_path / "fam_trace.jsonl").exists()
     records = _read(tmp_path / "fam_trace.jsonl")
     assert [(r["param"], r["group"], r["handler"]) for r in records] == [
         ("group0.param0", 0, "default"),
         ("group1.param0", 1, "embedding"),
     ]
+
+
+def test_garbage_collection_writes_nothing(tmp_path):
+    params = [nn.Parameter(torch.randn(400))]
+    optimizer = FAMOptimizer(params, fam_start_step=0, debug=True, debug_dir=str(tmp_path))
+    _steps(optimizer, params, 10)
+    del optimizer
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []  # records reach the file on flush_trace / close only
 
 
 def test_fixed_twin_keeps_alpha_and_matches_the_plain_update(tmp_path):

@@ -31,7 +31,6 @@ the same.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any
 
@@ -73,7 +72,8 @@ class FAMOptimizer(Optimizer):
         min_size: only tensors with more entries are analysed.
         debug: turn the trace on from the start: per-parameter band EMAs and momenta are
             recorded every 10 steps in ``<debug_dir>/fam_trace.jsonl`` (written every
-            ``debug_interval`` steps, on :meth:`flush_trace` and on :meth:`close`).
+            ``debug_interval`` steps, on :meth:`flush_trace` and on :meth:`close`: the records
+            since the last write are lost unless one of them is called).
         debug_dir: directory of the trace file.
         debug_interval: steps between writes of the trace file.
         sampling: ``"ordered"`` or ``"random"``, how tensors with more than 10000 entries are
@@ -85,7 +85,9 @@ class FAMOptimizer(Optimizer):
     ``debug``, ``debug_dir`` and ``debug_interval`` are the specification's names for the trace
     and are kept as they are. A trainer uses the :class:`~fambench.optim.tracing.TraceWriter`
     capability instead: :meth:`start_trace` (which also drops the records an interrupted run left
-    after its checkpoint) and :meth:`flush_trace`.
+    after its checkpoint) and :meth:`flush_trace`, then :meth:`close` when training ends. Nothing
+    is written on garbage collection: a finaliser doing file I/O runs at an unknown time, maybe
+    during interpreter shutdown, and hides its errors.
     """
 
     def __init__(
@@ -281,13 +283,15 @@ class FAMOptimizer(Optimizer):
         self._trace_records.write(self._trace_dir)
 
     def close(self) -> None:
-        """Write any pending trace records (also done on garbage collection)."""
-        if self.__dict__.get("_trace_records"):
-            self.flush_trace()
+        """Write any pending trace records; whoever owns the optimizer calls this when training
+        ends (or leaves a ``with FAMOptimizer(...)`` block). Stepping on after it is allowed."""
+        self.flush_trace()
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
+    def __enter__(self) -> FAMOptimizer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def effective_momenta(self) -> dict[str, float]:
         """Momentum of each analysed parameter at the last step (waits for the device)."""
