@@ -3,7 +3,8 @@
 The rest of the package, one job per module: ``settings`` (a group's handler and the
 validation of its settings), ``layout`` (who takes part in a step), ``plan`` (how the analysed
 gradients are sampled and batched), ``analysis`` (running the plan: band shares, their EMA,
-momenta) and ``trace`` (the trace file).
+momenta), ``trace`` (the trace file, written and read) and ``keys`` (cache keys that hold their
+objects).
 """
 
 from fambench.optim.fam.optimizer import FAMOptimizer

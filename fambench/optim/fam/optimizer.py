@@ -205,6 +205,7 @@ class FAMOptimizer(Optimizer):
             for state in work.states:
                 state["step"] += 1
 
+        # g <- g + weight_decay * p, then m <- a * m + (1 - a) * g where a is the group's alpha.
         row_grads: list[Tensor] = []
         updates: list[tuple[list[Tensor], list[Tensor], float]] = []
         for work, grads in zip(layout.groups, grads_by_group, strict=True):
@@ -222,12 +223,12 @@ class FAMOptimizer(Optimizer):
                 torch._foreach_lerp_(fixed_m, fixed_g, 1.0 - group["alpha"])
             updates.append((work.params, moms, group["lr"]))
 
-        if layout.row_params:
+        if layout.row_params:  # the same for the analysed rows, each with its own a
             weights = self._analyse(layout, row_grads, tracing)
             row_moms = [state["exp_avg"] for state in layout.row_states]
             torch._foreach_lerp_(row_moms, row_grads, weights)
 
-        for params, moms, lr in updates:
+        for params, moms, lr in updates:  # p <- p - lr * m
             torch._foreach_add_(params, moms, alpha=-lr)
 
         if tracing and self._step_calls % self._trace_interval == 0:
