@@ -8,7 +8,6 @@ drawn from whatever runs it has and labelled "(partial)".
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from matplotlib.figure import Figure
 
 from fambench.compare import GROUP_KEYS, ResultSet, budget_label, group_target
 from fambench.fileio import atomic_write
+from fambench.optim.fam.trace import read_trace
 
 log = logging.getLogger(__name__)
 
@@ -215,35 +215,6 @@ def _preset_target(results: ResultSet, preset: str) -> float | None:
 
 
 # --------------------------------------------------------------------------- optimizer traces
-
-
-def read_trace(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Records of a trace file (JSON Lines): step, param, group, handler, momentum, band_ema (list).
-
-    Lines that are not complete JSON records (a run still writing, say) are skipped.
-    """
-    records = []
-    skipped = 0
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-                records.append(
-                    {
-                        "step": int(rec["step"]),
-                        "param": str(rec.get("param", "")),
-                        "group": int(rec.get("group", 0)),
-                        "handler": str(rec.get("handler", "")),
-                        "momentum": float(rec.get("momentum", math.nan)),
-                        "band_ema": [float(v) for v in rec.get("band_ema") or []],
-                    }
-                )
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                skipped += 1
-    if skipped:
-        log.warning("%s: %d malformed line(s) skipped", path, skipped)
-    columns = ["step", "param", "group", "handler", "momentum", "band_ema"]
-    return pd.DataFrame(records, columns=columns)
 
 
 def plot_traces(results: ResultSet, preset: str, out_dir: str | os.PathLike[str]) -> list[Path]:

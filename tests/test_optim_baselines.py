@@ -11,6 +11,7 @@ import pytest
 import pytorch_optimizer
 import schedulefree
 import torch
+from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.model import ConformerCTC, ModelSettings
@@ -26,7 +27,6 @@ from fambench.optim import (
 )
 from fambench.optim.capabilities import parse_capabilities
 from fambench.optim.groups import muon_parameter_groups
-from fambench.optim.reference import run_single_threaded
 
 BASELINES = {
     "nadamw": torch.optim.NAdam,

@@ -7,10 +7,10 @@ import io
 
 import pytest
 import torch
+from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.optim import SimpleFAM, build_optimizer, list_optimizers
-from fambench.optim.reference import run_single_threaded
 
 BUILT_INS = ["adamw", "fam", "fam-fixed", "sgd", "simple-fam"]
 LEARNING_RATES = {"fam": 0.1, "fam-fixed": 0.1, "simple-fam": 0.1, "sgd": 0.01, "adamw": 3e-3}

@@ -7,8 +7,7 @@ import logging
 import pytest
 import torch
 import torchaudio
-
-from fambench.optim.reference import run_single_threaded
+from optim_helpers import run_single_threaded
 
 
 @pytest.fixture(autouse=True)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import weakref
 
 import pytest
 import torch
+from optim_helpers import crafted_gradient, run_single_threaded
 from torch import nn
 
 from fambench.optim import FAMOptimizer, get_parameter_groups
-from fambench.optim.reference import ReferenceFAM, crafted_gradient, run_single_threaded
+from fambench.optim.fam.keys import Same
+from fambench.optim.reference import ReferenceFAM
 
 
 @pytest.fixture(autouse=True)
@@ -109,26 +112,34 @@ def test_debug_arguments_trace_every_ten_steps_appended_in_batches(tmp_path):
     assert path.read_text() == text  # nothing pending, nothing written twice
 
 
-def test_trace_names_unnamed_parameters_and_flushes_on_garbage_collection(tmp_path):
+def test_trace_names_unnamed_parameters_and_is_written_on_leaving_a_with_block(tmp_path):
     params = [
         nn.Parameter(torch.randn(400)),
         nn.Parameter(torch.randn(10)),
         nn.Parameter(torch.randn(500)),
     ]
-    optimizer = FAMOptimizer(
+    with FAMOptimizer(
         [{"params": params[:2]}, {"params": params[2:], "handler": "embedding"}],
         fam_start_step=0,
         debug=True,
         debug_dir=str(tmp_path),
-    )
-    _steps(optimizer, params, 10)
-    del optimizer
-    gc.collect()
+    ) as optimizer:
+        _steps(optimizer, params, 10)
+        assert not (tmp_path / "fam_trace.jsonl").exists()
     records = _read(tmp_path / "fam_trace.jsonl")
     assert [(r["param"], r["group"], r["handler"]) for r in records] == [
         ("group0.param0", 0, "default"),
         ("group1.param0", 1, "embedding"),
     ]
+
+
+def test_garbage_collection_writes_nothing(tmp_path):
+    params = [nn.Parameter(torch.randn(400))]
+    optimizer = FAMOptimizer(params, fam_start_step=0, debug=True, debug_dir=str(tmp_path))
+    _steps(optimizer, params, 10)
+    del optimizer
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []  # records reach the file on flush_trace / close only
 
 
 def test_fixed_twin_keeps_alpha_and_matches_the_plain_update(tmp_path):
@@ -404,3 +415,29 @@ def test_on_a_gpu_a_step_matches_the_cpu_and_never_waits_for_the_device(sampling
     for a, b in zip(params, gpu_params, strict=True):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)
     assert gpu_opt.effective_momenta() == cpu_opt.effective_momenta()
+
+
+def test_cache_keys_hold_their_objects_and_compare_them_by_identity():
+    a, b = torch.zeros(3), torch.zeros(3)
+    assert Same(a) == Same(a) and hash(Same(a)) == hash(Same(a))
+    assert Same(a) != Same(b)  # equal values, other objects
+    assert (0, Same(a)) == (0, Same(a)) and (0, Same(a)) != (0, Same(b))
+    key = Same(torch.zeros(3))
+    held = weakref.ref(key.obj)
+    gc.collect()
+    assert held() is key.obj  # its id cannot pass to a new object while the key lives
+
+
+def test_the_plan_is_reused_until_the_analysed_parameters_change():
+    params = [nn.Parameter(torch.randn(400)), nn.Parameter(torch.randn(500))]
+    optimizer = FAMOptimizer(params, fam_start_step=0, lr=0.1)
+    _steps(optimizer, params, 2)
+    plan = optimizer._plan
+    _steps(optimizer, params, 3)
+    assert optimizer._plan is plan
+    replacement = [nn.Parameter(torch.randn(400)), params[1]]
+    optimizer.param_groups[0]["params"] = replacement
+    _steps(optimizer, replacement, 1)
+    assert optimizer._plan is not plan
+    ema = optimizer.state[replacement[0]]["band_ema"]
+    assert ema.data_ptr() == optimizer._plan.ema[0].data_ptr()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torchaudio
+from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.optim import get_parameter_groups
-from fambench.optim.reference import run_single_threaded
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from optim_helpers import run_single_threaded
 
 from fambench.optim import (
     AttentionFrequencyHandler,
@@ -17,7 +18,7 @@ from fambench.optim import (
     register_handler,
 )
 from fambench.optim import handlers as handlers_module
-from fambench.optim.reference import ANALYZE, MOMENTUM, run_single_threaded
+from fambench.optim.reference import ANALYZE, MOMENTUM
 
 BUILT_IN = {
     "default": FrequencyHandler,

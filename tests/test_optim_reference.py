@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from optim_helpers import GRADIENT_MODES, crafted_gradient, run_single_threaded
 
 from fambench.optim import FAMOptimizer
-from fambench.optim.reference import (
-    GRADIENT_MODES,
-    ReferenceFAM,
-    crafted_gradient,
-    run_single_threaded,
-)
+from fambench.optim.reference import ReferenceFAM
 
 # min_size=256 < numel <= 10000: the specification analyses the whole flattened gradient.
 FULL_SHAPES = [(300,), (301,), (24, 25), (13, 7, 11), (144, 1, 31), (10000,), (257,), (100,)]

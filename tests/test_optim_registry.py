@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 import torch
+from optim_helpers import run_single_threaded
 from torch import nn
 from typer.testing import CliRunner
 
@@ -23,7 +24,6 @@ from fambench.optim import (
     resolve_hyperparameters,
 )
 from fambench.optim import registry as registry_module
-from fambench.optim.reference import run_single_threaded
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.optim import (
@@ -25,7 +26,6 @@ from fambench.optim import (
     search_space_to_json,
 )
 from fambench.optim import registry as registry_module
-from fambench.optim.reference import run_single_threaded
 from fambench.optim.search import search_space_problem
 
 BUILT_INS = ("fam", "fam-fixed", "simple-fam", "adamw", "sgd")

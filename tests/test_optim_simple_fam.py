@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from optim_helpers import GRADIENT_MODES, crafted_gradient, run_single_threaded
 
 from fambench.optim import SimpleFAM
-from fambench.optim.reference import GRADIENT_MODES, crafted_gradient, run_single_threaded
 
 
 @pytest.fixture(autouse=True)

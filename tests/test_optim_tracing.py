@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.optim import (
@@ -16,8 +17,7 @@ from fambench.optim import (
     TraceWriter,
     build_optimizer,
 )
-from fambench.optim.fam import TRACE_EVERY, TRACE_FILE
-from fambench.optim.reference import run_single_threaded
+from fambench.optim.fam.trace import TRACE_COLUMNS, TRACE_EVERY, TRACE_FILE, read_trace
 from fambench.optim.tracing import truncate_trace
 
 # Small thresholds: analysis (hence a trace row every TRACE_EVERY steps) starts after step 2.
@@ -90,6 +90,22 @@ def test_start_trace_then_flush_writes_the_records(tmp_path):
     optimizer.close()  # close() flushes too
     assert path.read_text().startswith(written)
     assert [r["step"] for r in _read(path)[len(records) :]] == [30] * len(names)
+
+
+def test_the_reader_reads_back_what_the_writer_wrote(tmp_path):
+    model = _model()
+    with build_optimizer("fam", model, **FAM_OVERRIDES) as optimizer:
+        optimizer.start_trace(tmp_path)
+        _steps(optimizer, model, 1, 20)
+    path = tmp_path / TRACE_FILE
+    with path.open("a") as handle:
+        handle.write('{"step": 30, "par')  # a line cut short is skipped
+    trace = read_trace(path)
+    written = _read_complete(path)
+    assert list(trace.columns) == TRACE_COLUMNS and len(trace) == len(written) > 0
+    assert trace[TRACE_COLUMNS].to_dict("records") == [
+        {key: record[key] for key in TRACE_COLUMNS} for record in written
+    ]
 
 
 def test_flush_without_a_started_trace_writes_nothing(tmp_path, monkeypatch):
