@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fambench.compare import paired_t_interval
+from fambench.analysis.stats import paired_t_interval
 from fambench.rundir import load_run
 from fambench.training import RunRequest, plan_run
 
