@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fambench.compare import paired_t_interval
+from fambench.analysis.stats import paired_t_interval
 from fambench.rundir import load_run
 from fambench.training import RunRequest, plan_run
 
@@ -38,6 +38,14 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def main() -> None:
+    args = _arguments()
+    runs, reused = _train_pairs(args)
+    rows = {key: load_run(path).summary for key, path in runs.items()}
+    _print_runs(args, rows, reused)
+    _print_differences(args, rows, reused)
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="synth")
     parser.add_argument("--optimizer", default="adamw")
@@ -47,49 +55,64 @@ def main() -> None:
     parser.add_argument("--length-bucket", type=int, default=None)
     parser.add_argument("--jobs", type=int, choices=(1, 2), default=2)
     parser.add_argument("--reuse", type=Path, default=None, help="finished runs to take from")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+Runs = dict[tuple[int, str], Path]
+
+
+def _train_pairs(args: argparse.Namespace) -> tuple[Runs, set[tuple[int, str]]]:
+    """Every (seed, precision) run, trained or taken from --reuse: (run dirs, those reused)."""
     out = args.out / args.preset
     reused: set[tuple[int, str]] = set()
-
-    runs: dict[tuple[int, str], Path] = {}
+    runs: Runs = {}
     for seed in range(args.seeds):
         commands = []
         for precision in PRECISIONS:
-            request = RunRequest(
-                optimizer=args.optimizer, preset=args.preset, seed=seed, out_dir=out / precision,
-                cache_dir=args.cache_dir, threads=1, precision=precision,
-                length_bucket_frames=args.length_bucket,
-            )  # fmt: skip
             earlier = _finished_run(args.reuse, args.preset, args.optimizer, seed, precision)
             if earlier is not None:
                 runs[seed, precision] = earlier
                 reused.add((seed, precision))
                 continue
+            request = RunRequest(
+                optimizer=args.optimizer, preset=args.preset, seed=seed, out_dir=out / precision,
+                cache_dir=args.cache_dir, threads=1, precision=precision,
+                length_bucket_frames=args.length_bucket,
+            )  # fmt: skip
             runs[seed, precision] = plan_run(request).run_dir
-            command = [
-                sys.executable, "-m", "fambench", "run", "--optimizer", args.optimizer,
-                "--preset", args.preset, "--seed", str(seed), "--threads", "1",
-                "--precision", precision, "--out", str(out / precision),
-                "--cache-dir", str(args.cache_dir),
-            ]  # fmt: skip
-            if args.length_bucket is not None:
-                command += ["--length-bucket", str(args.length_bucket)]
-            commands.append(command)
-        if not commands:
-            continue
-        log = out / f".seed{seed}.log"
-        out.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as sink:
-            if args.jobs == 2:
-                processes = [subprocess.Popen(c, stdout=sink, stderr=sink) for c in commands]
-                codes = [p.wait() for p in processes]
-            else:
-                codes = [subprocess.call(c, stdout=sink, stderr=sink) for c in commands]
-        if any(codes):
-            sys.exit(f"seed {seed}: a run failed (exit codes {codes}); see {log}")
+            commands.append(_run_command(args, out, seed, precision))
+        if commands:
+            _run_side_by_side(commands, out, seed, args.jobs)
+    return runs, reused
 
-    rows = {key: load_run(path).summary for key, path in runs.items()}
-    seeds = list(range(args.seeds))
+
+def _run_command(args: argparse.Namespace, out: Path, seed: int, precision: str) -> list[str]:
+    command = [
+        sys.executable, "-m", "fambench", "run", "--optimizer", args.optimizer,
+        "--preset", args.preset, "--seed", str(seed), "--threads", "1",
+        "--precision", precision, "--out", str(out / precision),
+        "--cache-dir", str(args.cache_dir),
+    ]  # fmt: skip
+    if args.length_bucket is not None:
+        command += ["--length-bucket", str(args.length_bucket)]
+    return command
+
+
+def _run_side_by_side(commands: list[list[str]], out: Path, seed: int, jobs: int) -> None:
+    """The runs of one seed, side by side (``jobs`` 2) or one after the other."""
+    log = out / f".seed{seed}.log"
+    out.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as sink:
+        if jobs == 2:
+            processes = [subprocess.Popen(c, stdout=sink, stderr=sink) for c in commands]
+            codes = [p.wait() for p in processes]
+        else:
+            codes = [subprocess.call(c, stdout=sink, stderr=sink) for c in commands]
+    if any(codes):
+        sys.exit(f"seed {seed}: a run failed (exit codes {codes}); see {log}")
+
+
+def _print_runs(args: argparse.Namespace, rows: dict, reused: set[tuple[int, str]]) -> None:
     print(
         f"{args.preset}, {args.optimizer}: fp32 against bf16 autocast, {args.seeds} seeds, "
         f"length bucket {args.length_bucket if args.length_bucket is not None else 'preset'}, "
@@ -100,12 +123,17 @@ def main() -> None:
     )  # fmt: skip
     print("| seed | fp32 WER | bf16 WER | fp32 CER | bf16 CER | fp32 train s | bf16 train s |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    for seed in seeds:
+    for seed in range(args.seeds):
         a, b = rows[seed, "fp32"], rows[seed, "bf16"]
         print(
             f"| {seed} | {a.final_dev_wer:.4f} | {b.final_dev_wer:.4f} | {a.final_dev_cer:.4f} "
             f"| {b.final_dev_cer:.4f} | {a.train_s:.0f} | {b.train_s:.0f} |"
         )
+
+
+def _print_differences(args: argparse.Namespace, rows: dict, reused: set[tuple[int, str]]) -> None:
+    """bf16 − fp32 per metric with its paired t-interval, then the speedup unless reused."""
+    seeds = list(range(args.seeds))
     for metric in ("final_dev_wer", "final_dev_cer"):
         fp32 = np.array([getattr(rows[s, "fp32"], metric) for s in seeds])
         bf16 = np.array([getattr(rows[s, "bf16"], metric) for s in seeds])

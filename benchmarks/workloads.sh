@@ -36,7 +36,7 @@ grid() {  # grid WORKLOAD OPTIMIZERS SEEDS: WORKERS bench processes on one grid
 best() {  # best WORKLOAD: the baseline with the lowest median final dev WER over its seeds
   $PYTHON - "$OUT/$1" <<'EOF'
 import sys
-from fambench.compare import load_results
+from fambench.analysis import load_results
 runs = load_results([sys.argv[1]]).runs
 done = runs[runs["status"] == "completed"]
 print(done.groupby("optimizer")["final_dev_wer"].median().idxmin())

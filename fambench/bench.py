@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fambench.compare import DEFAULT_BOOTSTRAP, DEFAULT_CI_METHOD, load_results
+from fambench.analysis import load_results
+from fambench.analysis.stats import DEFAULT_BOOTSTRAP, DEFAULT_CI_METHOD
 from fambench.errors import ConfigError, ResultsError
 from fambench.filelock import FileLock
 from fambench.report import ReportFiles, build_report

@@ -19,7 +19,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fambench.compare import GROUP_KEYS, ResultSet, budget_label, group_target
+from fambench.analysis.aggregate import group_target
+from fambench.analysis.labels import budget_label
+from fambench.analysis.load import GROUP_KEYS, ResultSet
+from fambench.analysis.profiles import TAU_MAX, Workloads, profile_scores
+from fambench.errors import ConfigError
 from fambench.fileio import atomic_write
 from fambench.optim.fam.trace import read_trace
 
@@ -331,10 +335,32 @@ def _safe(name: object) -> str:
 # --------------------------------------------------------------------------- across workloads
 
 
-def plot_performance_profile(ratios: pd.DataFrame, path: Path, tau_max: float = 4.0) -> Path:
-    """ρ_s(τ) for τ in [1, tau_max], one step line per configuration (see fambench.profiles)."""
-    from fambench.profiles import profile_scores
+def plot_profile(workloads: Workloads, path: str | os.PathLike[str]) -> Path:
+    """The performance-profile plot of ``workloads``; ConfigError below two profiled workloads."""
+    if workloads.n_profiled < 2:
+        raise ConfigError(
+            "a performance profile needs every configuration's time on at least two "
+            f"workloads; complete: {workloads.profiled_names()} of "
+            f"{', '.join(workloads.table.columns)}"
+        )
+    return plot_performance_profile(workloads.ratios, Path(path))
 
+
+def write_profile_plot(workloads: Workloads | None, path: str | os.PathLike[str]) -> Path | None:
+    """plot_profile where there are two profiled workloads; else a warning, and None."""
+    if workloads is None or workloads.n_profiled < 2:
+        log.warning(
+            "no %s written: a performance profile needs every configuration's time on at "
+            "least two workloads",
+            path,
+        )
+        return None
+    return plot_profile(workloads, path)
+
+
+def plot_performance_profile(ratios: pd.DataFrame, path: Path, tau_max: float = TAU_MAX) -> Path:
+    """ρ_s(τ) for τ in [1, tau_max], one step line per configuration (see
+    fambench.analysis.profiles)."""
     scores = profile_scores(ratios, tau_max)
     fig = Figure(figsize=(6.4, 4.2), dpi=_DPI)
     ax = fig.add_subplot()

@@ -18,24 +18,22 @@ from pathlib import Path
 import pandas as pd
 
 import fambench
-from fambench.compare import (
-    DEFAULT_BOOTSTRAP,
-    DEFAULT_CI_METHOD,
-    MIN_VERDICT_N,
-    ResultSet,
-    aggregate,
+from fambench.analysis import Comparison, ResultSet, compare, load_results
+from fambench.analysis.aggregate import MIN_VERDICT_N
+from fambench.analysis.profiles import BEST_BASELINE, TAU_MAX, Workloads, best_baseline
+from fambench.analysis.stats import DEFAULT_BOOTSTRAP, DEFAULT_CI_METHOD
+from fambench.analysis.tables import (
     comparison_display,
     fmt_num,
     interval_label,
-    load_results,
-    pairwise,
     pairwise_display,
+    profile_score_text,
     to_markdown,
+    workloads_displays,
     write_table,
 )
 from fambench.fileio import write_text
-from fambench.plots import plot_all
-from fambench.profiles import BEST_BASELINE, TAU_MAX, Workloads, best_baseline
+from fambench.plots import plot_all, plot_profile
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +68,7 @@ def write_report(
     """Load the runs under ``results_dir``, write the report and its files; return report.md.
 
     ``out_dir`` defaults to ``results_dir`` (the first one when several are given); ``method``
-    is how intervals are computed (fambench.compare.CI_METHODS).
+    is how intervals are computed (fambench.analysis.stats.CI_METHODS).
     """
     paths = [results_dir] if isinstance(results_dir, str | os.PathLike) else list(results_dir)
     results = load_results(paths, preset=preset)
@@ -103,50 +101,26 @@ def build_report(
     """Write report.md, comparison.csv/.md, pairwise.csv and the plots for ``results``; with
     times on two workloads or more, also performance_profile.png and workloads.csv."""
     out = Path(out_dir)
-    agg = aggregate(
-        results.runs,
-        results.metrics,
+    comparison = compare(
+        results,
+        reference=reference,
         target_wer=target_wer,
         method=method,
         n_boot=n_boot,
         include_contended=include_contended,
+        baseline=baseline,
     )
-    metrics = ["final_dev_wer"]
-    if results.runs["test_wer"].notna().any():
-        metrics.append("test_wer")
-    pairs = pairwise(
-        results.runs, reference=reference, metrics=metrics, method=method, n_boot=n_boot
-    )
+    agg, pairs, workloads = comparison.aggregate, comparison.pairs, comparison.workloads
     comparison_csv = write_table(agg, out / "comparison.csv", "csv")
     comparison_md = write_table(comparison_display(agg), out / "comparison.md", "markdown")
     pairwise_csv = write_table(pairs, out / "pairwise.csv", "csv")
     plots = plot_all(results, out, target_wer=target_wer)
-    workloads = Workloads.of(
-        results,
-        reference=reference,
-        baseline=baseline,
-        target_wer=target_wer,
-        include_contended=include_contended,
-    )
-    profile_png = None
     if workloads is not None:
         write_table(workloads.table.reset_index(), out / "workload_times.csv", "csv")
         write_table(workloads.speedups, out / "speedups.csv", "csv")
         if workloads.n_profiled >= 2:
-            profile_png = workloads.plot(out / "performance_profile.png")
-            plots = [*plots, profile_png]
-    text = render_report(
-        results,
-        agg,
-        pairs,
-        plots,
-        out,
-        workloads=workloads,
-        reference=reference,
-        sources=sources,
-        method=method,
-        n_boot=n_boot,
-    )
+            plots = [*plots, plot_profile(workloads, out / "performance_profile.png")]
+    text = render_report(comparison, plots, out, sources=sources)
     report = write_text(out / "report.md", text)
     log.info("report written to %s", report)
     return ReportFiles(
@@ -155,21 +129,15 @@ def build_report(
 
 
 def render_report(
-    results: ResultSet,
-    agg: pd.DataFrame,
-    pairs: pd.DataFrame,
+    comparison: Comparison,
     plots: Sequence[Path],
     out_dir: Path,
     *,
-    reference: str,
-    workloads: Workloads | None = None,
     sources: Sequence[PathLike] = (),
-    method: str = DEFAULT_CI_METHOD,
-    n_boot: int = DEFAULT_BOOTSTRAP,
 ) -> str:
     """The markdown text of the report (PNG links relative to ``out_dir``)."""
-    runs = results.runs
-    presets = results.presets
+    runs, reference = comparison.results.runs, comparison.reference
+    presets = comparison.results.presets
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     where = ", ".join(f"`{s}`" for s in sources) or "the given directories"
     lines = [
@@ -179,42 +147,53 @@ def render_report(
         f"runs by status: {_counts(runs['status'])}. "
         f"Generated {now} by fambench {fambench.__version__}.",
         "",
-        *_headline_section(pairs, workloads, reference),
+        *_headline_section(comparison.pairs, comparison.workloads, reference),
+        *_comparison_section(comparison),
+        *_pairwise_section(comparison),
+        *_workloads_section(comparison.workloads, out_dir),
+        *_plots_section([p for p in plots if p.stem != "performance_profile"], out_dir, presets),
+        *_runs_section(runs),
+        *_provenance_section(runs),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _comparison_section(comparison: Comparison) -> list[str]:
+    return [
         "## Comparison",
         "",
-        to_markdown(comparison_display(agg)),
+        to_markdown(comparison_display(comparison.aggregate)),
         "How to read it: statistics are over **completed** runs (diverged, interrupted and "
         "running ones are counted under *runs*, never averaged). WER is mean ± standard "
-        f'deviation over seeds; *95% CI* is {_mean_ci_text(method, n_boot)}, "—" with a '
-        "single seed; *interval* says how it was computed and from how many seeds (n). "
-        "*Time to WER* is the training time (evaluation excluded) at which dev WER first "
+        f"deviation over seeds; *95% CI* is {_mean_ci_text(comparison.method, comparison.n_boot)}"
+        ', "—" with a single seed; *interval* says how it was computed and from how many seeds '
+        "(n). *Time to WER* is the training time (evaluation excluded) at which dev WER first "
         "reached the target, interpolated linearly between the two evaluations around it: "
         "mean over the seeds that reached it, and how many did.",
         "",
-        f"## {reference} against the others",
-        "",
     ]
+
+
+def _pairwise_section(comparison: Comparison) -> list[str]:
+    reference, pairs = comparison.reference, comparison.pairs
+    lines = [f"## {reference} against the others", ""]
     if pairs.empty:
-        lines += [
+        return [
+            *lines,
             f"No completed `{reference}` runs beside other optimizers: nothing to compare.",
             "",
         ]
-    else:
-        lines += [
-            to_markdown(pairwise_display(pairs)),
-            f"ΔWER = {reference} − other: negative means {reference} reaches a lower WER. "
-            f"{_pairwise_ci_text(method, n_boot)} Against a *baseline* this asks "
-            f"whether {reference} helps; against an *ablation* (an optimizer registered as "
-            f"{reference} with one part removed) whether that part does.",
-            "",
-            _VERDICT_TEXT,
-            "",
-        ]
-    lines += _workloads_section(workloads, out_dir)
-    lines += _plots_section([p for p in plots if p.stem != "performance_profile"], out_dir, presets)
-    lines += _runs_section(runs)
-    lines += _provenance_section(runs)
-    return "\n".join(lines).rstrip() + "\n"
+    return [
+        *lines,
+        to_markdown(pairwise_display(pairs)),
+        f"ΔWER = {reference} − other: negative means {reference} reaches a lower WER. "
+        f"{_pairwise_ci_text(comparison.method, comparison.n_boot)} Against a *baseline* this "
+        f"asks whether {reference} helps; against an *ablation* (an optimizer registered as "
+        f"{reference} with one part removed) whether that part does.",
+        "",
+        _VERDICT_TEXT,
+        "",
+    ]
 
 
 def headline(pairs: pd.DataFrame, workloads: Workloads | None, reference: str) -> pd.DataFrame:
@@ -270,11 +249,7 @@ def _headline_section(
         "",
     ]
     if workloads is not None and workloads.n_profiled >= 2:
-        _, profile, _ = workloads.displays()
-        scores = ", ".join(
-            f"{name} {score}"
-            for name, score in zip(profile["optimizer"], profile["score [1, 4]"], strict=True)
-        )
+        scores = profile_score_text(workloads)
         lines += [
             f"Performance-profile scores over {workloads.n_profiled} workloads: {scores}.",
             "",
@@ -285,7 +260,7 @@ def _headline_section(
 def _workloads_section(workloads: Workloads | None, out_dir: Path) -> list[str]:
     if workloads is None:
         return []
-    times, profile, speed = workloads.displays()
+    times, profile, speed = workloads_displays(workloads)
     lines = [
         "## Across workloads",
         "",

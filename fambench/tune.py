@@ -335,7 +335,7 @@ def study_bests(trials: pd.DataFrame, studies: int) -> tuple[pd.DataFrame, float
 
 def summarize(request: TuneRequest, interrupted: bool = False) -> TuneResult:
     """Build the tables, write them (and the tuned values) and return them."""
-    from fambench.compare import to_markdown
+    from fambench.analysis.tables import to_markdown
 
     trials = trials_table(request)
     if trials.empty:

@@ -11,23 +11,24 @@ import pytest
 from rundirs import write_run
 from scipy import stats
 
-from fambench.compare import (
-    aggregate,
+from fambench.analysis import load_results
+from fambench.analysis.aggregate import aggregate, pairwise
+from fambench.analysis.stats import (
     bootstrap_ci,
     bootstrap_diff_ci,
     check_ci_method,
-    check_format,
-    comparison_display,
-    load_results,
     mean_interval,
     paired_t_interval,
-    pairwise,
-    pairwise_display,
     seeds_needed_paired,
     seeds_needed_unpaired,
     t_interval,
-    to_markdown,
     welch_interval,
+)
+from fambench.analysis.tables import (
+    check_format,
+    comparison_display,
+    pairwise_display,
+    to_markdown,
     write_table,
 )
 from fambench.errors import ConfigError

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 from rundirs import write_run
 
-from fambench.compare import STALE_MESSAGE, aggregate, load_results, load_run_dir
+from fambench.analysis import load_results
+from fambench.analysis.aggregate import aggregate
+from fambench.analysis.load import STALE_MESSAGE, load_run_dir
 from fambench.errors import ResultsError
 from fambench.rundir import FORMAT_VERSION, RunFiles, RunLock, read_metrics
 
@@ -142,7 +144,7 @@ def test_an_unreadable_run_is_skipped_and_the_others_compared(tmp_path, caplog, 
     good = write_run(tmp_path, optimizer="sgd", seed=0, evals=[(50, 10.0, 0.9), (100, 20.0, 0.4)])
     bad = write_run(tmp_path, optimizer="fam", seed=0).resolve()
     change(bad)
-    with caplog.at_level(logging.WARNING, logger="fambench.compare"):
+    with caplog.at_level(logging.WARNING, logger="fambench.analysis.load"):
         rs = load_results([tmp_path])
     assert list(rs.runs["run_id"]) == [good.name]
     assert set(rs.metrics["run_id"]) == {good.name}
@@ -182,27 +184,27 @@ def test_a_running_run_whose_process_is_gone_is_stale(tmp_path, summary, prepare
     run = write_run(tmp_path, status="running", summary=summary, test_wer=None)
     if prepare is not None:
         prepare(run)
-    row, _ = load_run_dir(run)
-    assert row["status"] == "stale" and row["message"] == STALE_MESSAGE
-    assert row["final_dev_wer"] == 0.5  # the numbers are still read
+    record, _ = load_run_dir(run)
+    assert record.status == "stale" and record.message == STALE_MESSAGE
+    assert record.numbers["final_dev_wer"] == 0.5  # the numbers are still read
 
 
 @pytest.mark.parametrize("summary", [False, True])
 def test_a_running_run_whose_lock_is_held_is_running(tmp_path, summary):
     run = write_run(tmp_path, status="running", summary=summary, message="training")
     with RunLock(RunFiles(run).lock):
-        row, _ = load_run_dir(run)
-        assert row["status"] == "running"
-        assert row["message"] == ("training" if summary else "no summary.json yet")
-    row, _ = load_run_dir(run)  # the lock released (its owner gone): stale
-    assert row["status"] == "stale"
+        record, _ = load_run_dir(run)
+        assert record.status == "running"
+        assert record.message == ("training" if summary else "no summary.json yet")
+    record, _ = load_run_dir(run)  # the lock released (its owner gone): stale
+    assert record.status == "stale"
 
 
 @pytest.mark.parametrize("status", ["completed", "diverged", "interrupted"])
 def test_a_run_that_ended_is_never_stale(tmp_path, status):
     run = write_run(tmp_path, status=status)
     _leave_lock_behind(run)
-    assert load_run_dir(run)[0]["status"] == status
+    assert load_run_dir(run)[0].status == status
 
 
 # --------------------------------------------------------------------------- duplicates
@@ -224,7 +226,7 @@ def test_a_run_id_found_twice_keeps_the_most_finished_copy(tmp_path, caplog, fir
         ).resolve()
         for name, status, wer in [("a", first, 0.3), ("b", second, 0.6)]
     ]
-    with caplog.at_level(logging.WARNING, logger="fambench.compare"):
+    with caplog.at_level(logging.WARNING, logger="fambench.analysis.load"):
         rs = load_results([tmp_path])
     assert len(rs.runs) == 1 and rs.runs.iloc[0]["run_dir"] == str(copies[kept])
     assert rs.runs.iloc[0]["final_dev_wer"] == [0.3, 0.6][kept]
@@ -248,7 +250,7 @@ def test_a_run_id_found_twice_with_one_status_keeps_the_newest(tmp_path, caplog,
     for i, run in enumerate(copies):
         stamp = now + (1000 if i == newer else 0)
         os.utime(run / "summary.json", (stamp, stamp))
-    with caplog.at_level(logging.WARNING, logger="fambench.compare"):
+    with caplog.at_level(logging.WARNING, logger="fambench.analysis.load"):
         rs = load_results([tmp_path])
     assert list(rs.runs["run_dir"]) == [str(copies[newer])]
     assert rs.runs.iloc[0]["final_dev_wer"] == [0.3, 0.6][newer]
@@ -266,7 +268,7 @@ def test_one_seed_twice_in_a_configuration_is_a_duplicate(tmp_path, caplog):
                     evals=[(50, 10.0, 0.9), (100, 20.0, 0.5)]).resolve()  # fmt: skip
     write_run(tmp_path, seed=1, evals=[(50, 10.0, 0.9), (100, 20.0, 0.7)])
     write_run(tmp_path, seed=0, steps_budget=200, evals=[(50, 10.0, 0.9), (200, 40.0, 0.1)])
-    with caplog.at_level(logging.WARNING, logger="fambench.compare"):
+    with caplog.at_level(logging.WARNING, logger="fambench.analysis.load"):
         rs = load_results([tmp_path])
     ids = list(rs.runs["run_id"])
     assert len(ids) == 3 and "synth-fam-s0-new" in ids and "synth-fam-s0-old" not in ids
@@ -295,11 +297,12 @@ def test_csv_fallback_and_eval_wall_s_filled(tmp_path):
 def test_run_without_summary_reads_as_running(tmp_path):
     run = write_run(tmp_path, summary=False, evals=[(50, 10.0, 0.8), (100, 20.0, 0.7)])
     with RunLock(RunFiles(run).lock):  # its process is alive
-        row, metrics = load_run_dir(run)
-    assert row["status"] == "running" and row["message"] == "no summary.json yet"
-    assert math.isnan(row["summary_mtime"])
-    assert row["final_dev_wer"] == 0.7 and row["best_dev_wer"] == 0.7  # from the metrics
-    assert math.isnan(row["test_wer"])
+        record, metrics = load_run_dir(run)
+    assert record.status == "running" and record.message == "no summary.json yet"
+    assert math.isnan(record.summary_mtime)
+    numbers = record.numbers
+    assert numbers["final_dev_wer"] == 0.7 and numbers["best_dev_wer"] == 0.7  # from the metrics
+    assert math.isnan(numbers["test_wer"])
     assert len(metrics) == 12
 
 

@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from rundirs import trace_records, write_run
 
 import fambench.targets
-from fambench.compare import load_results
+from fambench.analysis import load_results
 from fambench.plots import (
     _preset_target,
     band_shares,

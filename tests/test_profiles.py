@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 import fambench.cli as cli
 import fambench.targets
-from fambench.compare import aggregate, load_results
-from fambench.errors import ConfigError
-from fambench.profiles import (
+from fambench.analysis import load_results
+from fambench.analysis.aggregate import aggregate
+from fambench.analysis.profiles import (
     Workloads,
     performance_profile,
     performance_ratios,
@@ -25,6 +25,8 @@ from fambench.profiles import (
     speedups,
     workload_times,
 )
+from fambench.errors import ConfigError
+from fambench.plots import plot_profile
 
 cli._register_commands()
 
@@ -161,7 +163,9 @@ def test_profile_plot_needs_two_workloads(toy_dir):
     assert "needs every configuration's time on at least two workloads" in result.output
     assert not (toy_dir / "p.png").exists()
     with pytest.raises(ConfigError, match="complete: none of w1"):
-        Workloads.of(load_results([toy_dir], preset="w1"), reference="fam").plot(toy_dir / "p.png")
+        plot_profile(
+            Workloads.of(load_results([toy_dir], preset="w1"), reference="fam"), toy_dir / "p.png"
+        )
 
 
 def test_report_has_the_workloads_section_and_plot(toy_dir):
@@ -212,7 +216,7 @@ def test_target_command_refuses_too_few_seeds(toy_dir):
 
 
 def test_speedup_text_says_when_most_seeds_missed_the_target():
-    from fambench.profiles import speedup_display
+    from fambench.analysis.tables import speedup_display
 
     nan, inf = float("nan"), float("inf")
     table = pd.DataFrame(

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 import fambench.cli as cli
 import fambench.training.plan as plan_module
-from fambench.compare import aggregate, load_results
+from fambench.analysis import load_results
+from fambench.analysis.aggregate import aggregate
 from fambench.optim import get_optimizer_spec
 from fambench.rundir import eval_row, load_run, train_row
 from fambench.training import plan_run, run_training

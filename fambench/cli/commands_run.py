@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
+from fambench.cli.options import check_budget
+from fambench.cli.progress import ProgressView, fmt_value
 from fambench.errors import ConfigError, FambenchError
 
 
@@ -19,60 +20,6 @@ def parse_opt_overrides(items: list[str]) -> dict[str, object]:
     from fambench.key_values import parse_key_values
 
     return parse_key_values(items, "--opt", "--opt lr=0.01")
-
-
-def _fmt(value: object, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-class _ProgressView:
-    """A rich progress bar fed by the trainer's ProgressEvents."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("dev WER {task.fields[wer]}"),
-            TextColumn("{task.fields[rate]} steps/s"),
-            TextColumn("ETA {task.fields[eta]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self.task: int | None = None
-        self.stopped = False
-
-    def __call__(self, event) -> None:  # fambench.training.ProgressEvent
-        if event.phase == "setup":
-            console.print(f"[dim]{event.message}[/]", highlight=False)
-            return
-        if self.task is None:
-            self.progress.start()
-            self.task = self.progress.add_task(
-                "train", total=event.total_steps, loss="-", wer="-", rate="-", eta="-"
-            )
-        fields = {"completed": event.step}
-        if event.train_loss is not None:
-            fields["loss"] = _fmt(event.train_loss, ".3f")
-        if event.dev_wer is not None:
-            fields["wer"] = _fmt(event.dev_wer, ".3f")
-        if event.steps_per_s is not None:
-            fields["rate"] = _fmt(event.steps_per_s, ".2f")
-        if event.eta_s is not None:
-            minutes, seconds = divmod(int(event.eta_s), 60)
-            fields["eta"] = f"{minutes}:{seconds:02d}"
-        if event.phase == "eval":
-            fields["description"] = "train"
-        self.progress.update(self.task, **fields)
-        if event.phase == "done":
-            self.stop()
-
-    def stop(self) -> None:
-        if self.task is not None and not self.stopped:
-            self.progress.stop()
-            self.stopped = True
 
 
 @app.command("run")
@@ -142,9 +89,8 @@ def run_command(
     from fambench.training import RunRequest, run_training
     from fambench.training.distributed import Ranks
 
-    if steps is not None and time_budget is not None:
-        raise fail("give either --steps or --time-budget, not both")
     try:
+        check_budget(steps, time_budget)
         overrides = parse_opt_overrides(opt)
         ranks = Ranks.from_environment()
     except (ConfigError, ValueError) as exc:
@@ -179,7 +125,7 @@ def run_command(
     if not ranks.is_main:
         _run_quietly(request)
         return
-    view = _ProgressView()
+    view = ProgressView()
     try:
         outcome = run_training(request, progress=view)
     except FambenchError as exc:
@@ -232,7 +178,7 @@ def _print_outcome(outcome) -> None:  # fambench.training.RunOutcome
     if outcome.skipped:
         console.print(
             f"run {outcome.run_id} already {outcome.status} "
-            f"(final dev WER {_fmt(summary.get('final_dev_wer'))}); --force reruns it"
+            f"(final dev WER {fmt_value(summary.get('final_dev_wer'))}); --force reruns it"
         )
     elif outcome.status == "diverged":
         console.print(f"[yellow]{summary.get('message')}[/]", highlight=False)
@@ -243,9 +189,9 @@ def _print_outcome(outcome) -> None:  # fambench.training.RunOutcome
             console.print("[dim](resumed from a checkpoint)[/]")
         test = summary.get("test_wer")
         console.print(
-            f"final dev WER {_fmt(summary.get('final_dev_wer'))} "
-            f"(CER {_fmt(summary.get('final_dev_cer'))})"
-            + (f", test WER {_fmt(test)}" if test is not None else "")
+            f"final dev WER {fmt_value(summary.get('final_dev_wer'))} "
+            f"(CER {fmt_value(summary.get('final_dev_cer'))})"
+            + (f", test WER {fmt_value(test)}" if test is not None else "")
             + f" after {summary.get('steps')} steps, {summary.get('train_s', 0):.0f} s training"
         )
 
@@ -292,7 +238,7 @@ def presets_command(hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR) -> None:
             + (f" in {p.length_bucket_frames}-frame buckets" if p.length_bucket_frames else "")
             + ("; bf16 where the device has it" if p.amp else "")
             + f"; {p.steps} steps, eval every {p.eval_every}; "
-            f"target WER {_fmt(target.wer, '.6g')}"
+            f"target WER {fmt_value(target.wer, '.6g')}"
             + (f" (AlgoPerf: median of {target.baseline}'s seeds)" if target.baseline else "")
             + (f", test WER {p.test_target_wer:g}" if p.test_target_wer is not None else "")
             + _measured(target)

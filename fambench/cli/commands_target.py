@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
+from fambench.cli.printing import print_stale, warnings_on_stderr
 from fambench.errors import ConfigError, FambenchError
 
 
@@ -30,11 +31,13 @@ def target_command(
     Baselines are the optimizers run with their tuned values only (no --opt on top) that are
     neither the reference nor an ablation of it; the best has the lowest median.
     """
-    from fambench.cli.commands_compare import _load_results
+    from fambench.analysis import load_results
     from fambench.targets import baseline_values, median_target, record_target, with_measurements
 
     try:
-        results = _load_results(results_dirs, preset)
+        with warnings_on_stderr():
+            results = load_results(results_dirs, preset=preset)
+        print_stale(results.runs)
         runs = results.runs
         baselines = runs[
             (runs["optimizer"] != reference)

@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 
 from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
+from fambench.cli.printing import fitted_table
+from fambench.cli.progress import RunViews
 from fambench.errors import FambenchError
 from fambench.key_values import float_list, parse_key_values
 
@@ -59,10 +61,9 @@ def tune_command(
     hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
 ) -> None:
     """Tune an optimizer's hyperparameters: K studies x N quasi-random trials (Optuna)."""
-    from fambench.cli.commands_compare import _RunViews
     from fambench.tune import TuneRequest, run_worker, summarize
 
-    views = _RunViews()
+    views = RunViews()
     try:
         grid_values = parse_grid(grid)
         size = math.prod(len(v) for v in grid_values.values()) if grid_values else 5
@@ -94,8 +95,6 @@ def tune_command(
 
 
 def _print(result) -> None:  # fambench.tune.TuneResult
-    from fambench.cli.commands_compare import fitted_table
-
     shown = result.trials.drop(columns=["run_id"]).astype(object)
     shown = shown.map(
         lambda v: "—" if v is None or v != v else (f"{v:.4g}" if isinstance(v, float) else str(v))

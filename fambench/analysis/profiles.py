@@ -22,21 +22,13 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fambench.compare import (
-    GROUP_KEYS,
-    ResultSet,
-    group_target,
-    one_per_seed,
-    run_time_to_target,
-    t_interval,
-    to_markdown,
-)
-from fambench.errors import ConfigError
+from fambench.analysis.aggregate import group_target, one_per_seed, run_time_to_target
+from fambench.analysis.load import GROUP_KEYS, ResultSet
+from fambench.analysis.stats import t_interval
 
 log = logging.getLogger(__name__)
 
@@ -192,79 +184,6 @@ def _speedup(base: pd.Series, own: pd.Series) -> dict:
     }
 
 
-# --------------------------------------------------------------------------- presentation
-
-#: The τ values the profile table shows (the plot draws the whole step function).
-TABLE_TAUS = (1.0, 1.5, 2.0, 3.0, 4.0)
-
-
-def _seconds(value: float) -> str:
-    if math.isnan(value):
-        return "—"
-    if math.isinf(value):
-        return "not reached"
-    return f"{value:.0f} s" if value >= 100 else f"{value:.1f} s"
-
-
-def times_display(table: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
-    """Configurations × workloads as text: the median time to target, and how many timed seeds
-    reached the target ("not reached": more than half missed it; "—": no timed seed)."""
-    timed = times[times["timed"]]
-    reached = timed.assign(hit=np.isfinite(timed["time_s"])).groupby(["config", "preset"])
-    counts = reached["hit"].agg(["sum", "size"])
-    frame = pd.DataFrame({"optimizer": table.index})
-    for preset in table.columns:
-        target = times.loc[times["preset"] == preset, "target_wer"].iloc[0]
-        cells = []
-        for config in table.index:
-            hit, size = counts.loc[(config, preset)] if (config, preset) in counts.index else (0, 0)
-            cells.append(f"{_seconds(table.loc[config, preset])} ({int(hit)}/{int(size)})")
-        frame[f"{preset} (WER {target:.3f})"] = cells
-    return frame
-
-
-def profile_display(ratios: pd.DataFrame, taus: Sequence[float] = TABLE_TAUS) -> pd.DataFrame:
-    """ρ(τ) at a few τ and the integrated score, per configuration."""
-    profile = performance_profile(ratios, taus)
-    frame = pd.DataFrame({"optimizer": ratios.index})
-    for tau in taus:
-        frame[f"ρ({tau:g})"] = [f"{v:.2f}" for v in profile[tau]]
-    frame["score [1, 4]"] = [f"{v:.3f}" for v in profile_scores(ratios)]
-    return frame
-
-
-def speedup_display(table: pd.DataFrame) -> pd.DataFrame:
-    """The speedup table as text: ``×1.25 [1.05, 1.49] (paired t on log time, n=5)``."""
-    rows = []
-    for _, r in table.iterrows():
-        ratio = r["speedup"]
-        # A median of ∞: more than half of the timed seeds missed the target.
-        if math.isnan(ratio):
-            text = "— (both missed the target on most seeds)"
-        elif ratio == 0:
-            text = "— (missed the target on most seeds)"
-        elif math.isinf(ratio):
-            text = "∞ (the baseline missed the target on most seeds)"
-        else:
-            text = f"×{ratio:.2f}"
-        interval = "—"
-        if math.isfinite(r["ratio_low"]):
-            text += f" [{r['ratio_low']:.2f}, {r['ratio_high']:.2f}]"
-            # With a median of ∞ the interval covers only the seeds on which both got there.
-            both = "" if math.isfinite(ratio) and ratio > 0 else " (seeds both reached it)"
-            interval = f"paired t on log time, n={int(r['n'])}{both}"
-        rows.append(
-            {
-                "preset": r["preset"],
-                "optimizer": r["config"],
-                "baseline": r["baseline"],
-                "speedup": text,
-                "interval": interval,
-            }
-        )
-    return pd.DataFrame(rows, columns=["preset", "optimizer", "baseline", "speedup", "interval"])
-
-
 @dataclass(frozen=True)
 class Workloads:
     """Everything compare shows across workloads, computed once from a ResultSet."""
@@ -296,33 +215,10 @@ class Workloads:
 
     @property
     def n_profiled(self) -> int:
+        """The workloads the profile covers (those with a time for every configuration)."""
         return 0 if self.ratios is None else int(self.ratios.shape[1])
 
-    def displays(self) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
-        """(times, profile or None below two workloads, speedups) as display frames."""
-        profile = profile_display(self.ratios) if self.n_profiled else None
-        return times_display(self.table, self.times), profile, speedup_display(self.speedups)
-
-    def markdown(self) -> str:
-        times, profile, speed = self.displays()
-        text = "\n" + to_markdown(times)
-        if profile is not None:
-            text += "\n" + to_markdown(profile)
-        if not speed.empty:
-            text += "\n" + to_markdown(speed)
-        return text
-
-    def _profiled_names(self) -> str:
+    def profiled_names(self) -> str:
+        """The profiled workloads, comma-separated ("none" without any)."""
         names = [] if self.ratios is None else list(self.ratios.columns)
         return ", ".join(names) or "none"
-
-    def plot(self, path: str | Path) -> Path:
-        """The performance-profile plot; ConfigError below two profiled workloads."""
-        from fambench.plots import plot_performance_profile
-
-        if self.n_profiled < 2:
-            raise ConfigError(
-                "a performance profile needs every configuration's time on at least two "
-                f"workloads; complete: {self._profiled_names()} of {', '.join(self.table.columns)}"
-            )
-        return plot_performance_profile(self.ratios, Path(path))
