@@ -211,7 +211,7 @@ def run_grid(
     files = None
     if existing:
         files = build_report(
-            load_results(existing),
+            load_results(existing, hparams_dir=template.hparams_dir),
             out,
             reference=reference,
             sources=[out],

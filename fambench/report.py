@@ -64,6 +64,7 @@ def write_report(
     n_boot: int = DEFAULT_BOOTSTRAP,
     include_contended: bool = False,
     baseline: str = BEST_BASELINE,
+    hparams_dir: Path | None = None,
 ) -> Path:
     """Load the runs under ``results_dir``, write the report and its files; return report.md.
 
@@ -71,7 +72,7 @@ def write_report(
     is how intervals are computed (fambench.analysis.stats.CI_METHODS).
     """
     paths = [results_dir] if isinstance(results_dir, str | os.PathLike) else list(results_dir)
-    results = load_results(paths, preset=preset)
+    results = load_results(paths, preset=preset, hparams_dir=hparams_dir)
     out = Path(out_dir) if out_dir is not None else Path(paths[0])
     return build_report(
         results,

@@ -9,7 +9,6 @@ import pytest
 from matplotlib.axes import Axes
 from rundirs import trace_records, write_run
 
-import fambench.targets
 from fambench.analysis import load_results
 from fambench.plots import (
     _preset_target,
@@ -110,13 +109,14 @@ def test_runs_without_metrics_or_trace_write_nothing(tmp_path):
     assert plot_all(results, tmp_path / "plots") == []
 
 
-def test_wer_plot_marks_the_target_compare_times_against(tmp_path, results, monkeypatch):
+def test_wer_plot_marks_the_target_compare_times_against(tmp_path, results):
     # No recorded target: the runs' own (write_run records 0.6).
-    monkeypatch.setattr(fambench.targets, "SHIPPED_TARGETS_DIR", tmp_path)
     assert _preset_target(results, "synth") == pytest.approx(0.6)
     # A recorded workload target replaces it, as it does in compare's time to target.
-    record_target(dataclasses.replace(WorkloadTarget("synth", 0.45, "m"), values=(0.45,)), tmp_path)
-    assert _preset_target(results, "synth") == pytest.approx(0.45)
+    hparams = tmp_path / "hparams"
+    record_target(dataclasses.replace(WorkloadTarget("synth", 0.45, "m"), values=(0.45,)), hparams)
+    recorded = load_results([tmp_path / "runs"], hparams_dir=hparams)
+    assert _preset_target(recorded, "synth") == pytest.approx(0.45)
 
 
 def test_configurations_of_one_optimizer_share_its_colour_not_its_line_style(tmp_path):

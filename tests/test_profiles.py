@@ -13,7 +13,6 @@ from scipy import stats
 from typer.testing import CliRunner
 
 import fambench.cli as cli
-import fambench.targets
 from fambench.analysis import load_results
 from fambench.analysis.aggregate import aggregate
 from fambench.analysis.profiles import (
@@ -187,8 +186,7 @@ def test_report_has_the_workloads_section_and_plot(toy_dir):
     assert speed.set_index(["preset", "config"]).loc[("w1", "fam"), "speedup"] == 2.0
 
 
-def test_target_command_sets_the_median_of_the_best_baseline(tmp_path, monkeypatch):
-    monkeypatch.setattr(fambench.targets, "SHIPPED_TARGETS_DIR", tmp_path)
+def test_target_command_sets_the_median_of_the_best_baseline(tmp_path):
     runs = tmp_path / "runs"
     for seed, (adamw, sgd) in enumerate([(0.5, 0.4), (0.45, 0.42), (0.52, 0.41), (0.48, 0.6),
                                          (0.47, 0.43)]):  # fmt: skip
@@ -204,9 +202,13 @@ def test_target_command_sets_the_median_of_the_best_baseline(tmp_path, monkeypat
     recorded = json.loads((tmp_path / "targets" / "w.json").read_text())
     assert recorded["target_wer"] == 0.42 and recorded["baseline"] == "sgd"
     assert recorded["seeds"] == [0, 1, 2, 3, 4]
-    # compare now reads time to the recorded target
-    agg = aggregate(*(lambda r: (r.runs, r.metrics))(load_results([runs])))
+    # compare reads time to the recorded target, given the same directory
+    agg = aggregate(*(lambda r: (r.runs, r.metrics))(load_results([runs], hparams_dir=tmp_path)))
     assert set(agg["target_wer"]) == {0.42}
+    agg = aggregate(*(lambda r: (r.runs, r.metrics))(load_results([runs])))
+    assert set(agg["target_wer"]) == {0.6}  # the runs' own: no target recorded elsewhere
+    compared = invoke("compare", runs, "--format", "csv", "--hparams-dir", tmp_path)
+    assert compared.exit_code == 0 and ",0.42," in compared.output
 
 
 def test_target_command_refuses_too_few_seeds(toy_dir):

@@ -29,7 +29,6 @@ from fambench.analysis.stats import (
 )
 from fambench.errors import ResultsError
 from fambench.rundir import time_to_target
-from fambench.targets import load_target
 
 WER_STATS = ("final_dev_wer", "best_dev_wer", "test_wer")
 #: The statistics read off wall-clock time: left out for runs that were contended.
@@ -150,12 +149,14 @@ def one_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
 
 def group_target(group: pd.DataFrame, target_wer: float | None) -> float:
     """The target WER times are read against: ``target_wer``, else the preset's recorded
-    target (fambench.targets), else the runs' own; NaN without any."""
+    workload target (``workload_target_wer``, see load_results), else the runs' own; NaN
+    without any."""
     if target_wer is not None:
         return float(target_wer)
-    recorded = load_target(str(group["preset"].iloc[0]), None)
-    if recorded.wer is not None:
-        return float(recorded.wer)
+    if "workload_target_wer" in group:
+        recorded = pd.to_numeric(group["workload_target_wer"], errors="coerce").dropna()
+        if len(recorded):
+            return float(recorded.iloc[0])
     own = pd.to_numeric(group["target_wer"], errors="coerce").dropna()
     return float(own.iloc[0]) if len(own) else math.nan
 

@@ -19,7 +19,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from fambench.rundir import (
     load_run,
     lock_is_held,
 )
+from fambench.targets import load_target
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,19 @@ class ResultSet:
     records: tuple[RunRecord, ...]
     metrics: pd.DataFrame
     skipped: tuple[tuple[Path, str], ...] = ()
+    # Per preset, the workload target recorded for it (fambench.targets) when loaded.
+    workload_targets: Mapping[str, float] = field(default_factory=dict)
 
     @cached_property
     def runs(self) -> pd.DataFrame:
-        """One row per record (RunRecord.row), in their order."""
-        return pd.DataFrame([record.row() for record in self.records])
+        """One row per record (RunRecord.row), in their order, with the preset's recorded
+        workload target (NaN without one) as ``workload_target_wer``."""
+        runs = pd.DataFrame([record.row() for record in self.records])
+        if len(runs):
+            runs["workload_target_wer"] = [
+                self.workload_targets.get(preset, math.nan) for preset in runs["preset"]
+            ]
+        return runs
 
     @property
     def presets(self) -> list[str]:
@@ -312,8 +321,13 @@ def _mtime(path: Path) -> float:
 Loaded = list[tuple[RunRecord, pd.DataFrame]]
 
 
-def load_results(paths: Iterable[str | os.PathLike[str]], preset: str | None = None) -> ResultSet:
-    """Load every run under ``paths`` (optionally only one preset) into one ResultSet.
+def load_results(
+    paths: Iterable[str | os.PathLike[str]],
+    preset: str | None = None,
+    hparams_dir: Path | None = None,
+) -> ResultSet:
+    """Load every run under ``paths`` (optionally only one preset) into one ResultSet, with
+    each preset's recorded workload target (``hparams_dir``'s, else the package's).
 
     A run directory that cannot be read (invalid JSON, another format_version, no config.json)
     is skipped with a warning and listed in ``skipped``; ResultsError only when none can be read.
@@ -345,7 +359,14 @@ def load_results(paths: Iterable[str | os.PathLike[str]], preset: str | None = N
         metrics = pd.DataFrame(columns=list(METRIC_COLUMNS), dtype=float)
         metrics.insert(0, "run_id", pd.Series(dtype=str))
     records = sorted((record for record, _ in loaded), key=_sort_key)
-    return ResultSet(records=tuple(records), metrics=metrics, skipped=tuple(skipped))
+    presets = dict.fromkeys(record.preset for record in records)
+    targets = {p: load_target(p, None, user_dir=hparams_dir).wer for p in presets}
+    return ResultSet(
+        records=tuple(records),
+        metrics=metrics,
+        skipped=tuple(skipped),
+        workload_targets={p: float(wer) for p, wer in targets.items() if wer is not None},
+    )
 
 
 def _reason(run_dir: Path, exc: ResultsError) -> str:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fambench.cli import app, console, err_console, fail
+from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, err_console, fail
 from fambench.cli.options import (
     DEFAULT_REFERENCE,
     REFERENCE_HELP,
@@ -64,6 +64,7 @@ def compare_command(
     profile_plot: Annotated[
         Path | None, typer.Option(help="Write the performance-profile plot (PNG) here.")
     ] = None,
+    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
 ) -> None:
     """Aggregate runs over seeds: WER with t intervals, time to target, pairwise differences;
     across workloads, times to target, the performance profile and speedups."""
@@ -77,7 +78,9 @@ def compare_command(
         method = check_ci_method(ci_method)
         name = _output_format(fmt, out)
         with warnings_on_stderr():
-            results = load_results(results_dirs or [Path("results")], preset=preset)
+            results = load_results(
+                results_dirs or [Path("results")], preset=preset, hparams_dir=hparams_dir
+            )
             print_stale(results.runs)
             comparison = compare(
                 results,
@@ -116,6 +119,7 @@ def report_command(
     ci_method: CiMethodOption = "t",
     include_contended: ContendedOption = False,
     baseline: BaselineOption = "best",
+    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
 ) -> None:
     """Write a markdown report (tables, plots, provenance) that reads well on GitHub."""
     from fambench.analysis.stats import check_ci_method
@@ -134,6 +138,7 @@ def report_command(
                 method=method,
                 include_contended=include_contended,
                 baseline=baseline,
+                hparams_dir=hparams_dir,
             )
     except FambenchError as exc:
         raise fail(str(exc)) from None
@@ -165,6 +170,7 @@ def bench_command(
     hparams: Annotated[
         Path | None, typer.Option(help="Tuned-values file to use instead of the preset's.")
     ] = None,
+    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
     force: Annotated[bool, typer.Option(help="Rerun completed runs too.")] = False,
     threads: Annotated[
         int | None, typer.Option(help="torch threads per run (default: the usable CPU cores).")
@@ -213,6 +219,7 @@ def bench_command(
             target_wer=target_wer,
             reference=reference,
             hparams_file=hparams,
+            hparams_dir=hparams_dir,
             force=force,
             threads=threads,
             command=shlex.join(["fambench", *sys.argv[1:]]),

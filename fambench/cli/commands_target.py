@@ -36,7 +36,7 @@ def target_command(
 
     try:
         with warnings_on_stderr():
-            results = load_results(results_dirs, preset=preset)
+            results = load_results(results_dirs, preset=preset, hparams_dir=hparams_dir)
         print_stale(results.runs)
         runs = results.runs
         baselines = runs[
