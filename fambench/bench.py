@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fambench.analysis import load_results
+from fambench.analysis.labels import config_label
 from fambench.analysis.stats import DEFAULT_BOOTSTRAP, DEFAULT_CI_METHOD
 from fambench.errors import ConfigError, ResultsError
 from fambench.filelock import FileLock
@@ -55,10 +56,9 @@ class GridCell:
 
     @property
     def label(self) -> str:
-        """``fam`` or ``fam[sampling=random]``: the configuration this cell runs."""
-        if not self.overrides:
-            return self.optimizer
-        return f"{self.optimizer}[{','.join(f'{k}={v}' for k, v in self.overrides)}]"
+        """``fam`` or ``fam[sampling=random]``: the configuration this cell runs, labelled as
+        compare labels its runs."""
+        return config_label(self.optimizer, dict(self.overrides))
 
     def request(self) -> Any:
         """The fambench.training.RunRequest of this cell."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,3 +153,13 @@ def test_grid_runs_variants_beside_the_optimizers(tmp_path):
     pairs = pd.read_csv(tmp_path / "out" / "pairwise.csv").query("metric == 'final_dev_wer'")
     assert pairs["other"].tolist() == ["fam[sampling=random]", "sgd"]
     assert pairs["kind"].tolist() == ["variant", "baseline"]
+
+
+def test_a_grid_cell_is_labelled_as_compare_labels_its_runs(tmp_path):
+    from fambench.analysis.labels import config_label
+    from fambench.bench import GridCell
+
+    overrides = (("sampling", "random"), ("beta", 0.950))
+    cell = GridCell("fam", 0, "synth", tmp_path, tmp_path, overrides=overrides)
+    assert cell.label == "fam[beta=0.95,sampling=random]"
+    assert cell.label == config_label("fam", json.dumps(dict(overrides)))  # as config.json has it
