@@ -58,9 +58,9 @@ def plot_all(
         prefix = _safe(preset)
         specs = [
             ("step", "train_loss", f"{prefix}-train_loss_vs_step.png"),
-            ("wall_s", "train_loss", f"{prefix}-train_loss_vs_time.png"),
-            ("wall_s", "dev_wer", f"{prefix}-dev_wer_vs_time.png"),
-            ("wall_s", "dev_cer", f"{prefix}-dev_cer_vs_time.png"),
+            ("train_s", "train_loss", f"{prefix}-train_loss_vs_time.png"),
+            ("train_s", "dev_wer", f"{prefix}-dev_wer_vs_time.png"),
+            ("train_s", "dev_cer", f"{prefix}-dev_cer_vs_time.png"),
         ]
         for x, y, name in specs:
             path = plot_curves(
@@ -167,7 +167,7 @@ def plot_curves(
     path: Path,
     target_wer: float | None = None,
 ) -> Path | None:
-    """Plot ``y`` against ``x`` (``step`` or ``wall_s``), one line per optimizer; None if no data."""
+    """Plot ``y`` against ``x`` (``step`` or ``train_s``), one line per optimizer; None if no data."""
     curves = seed_curves(results, preset, x=x, y=y)
     if not curves:
         log.info("no %s data for preset %s; %s not written", y, preset, path.name)
@@ -192,7 +192,7 @@ def plot_curves(
             ax.axhline(
                 target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.4g}"
             )
-    ax.set_xlabel({"step": "step", "wall_s": "training seconds"}.get(x, x))
+    ax.set_xlabel({"step": "step", "train_s": "training seconds"}.get(x, x))
     ax.set_ylabel(
         {"train_loss": "train loss (CTC)", "dev_wer": "dev WER", "dev_cer": "dev CER"}.get(y, y)
     )

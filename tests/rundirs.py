@@ -6,7 +6,7 @@ import json
 import zlib
 from pathlib import Path
 
-from fambench.rundir import FORMAT_VERSION, RunFiles, Summary
+from fambench.rundir import FORMAT_VERSION, RunConfig, RunFiles, Summary
 
 
 def write_run(
@@ -39,7 +39,7 @@ def write_run(
 ) -> Path:
     """Write config.json / summary.json / metrics.parquet+csv for one run; return its dir.
 
-    ``evals`` are (step, wall_s, dev_wer); ``train`` are (step, wall_s, train_loss) and default
+    ``evals`` are (step, train_s, dev_wer); ``train`` are (step, train_s, train_loss) and default
     to a falling loss every 10 steps up to the last evaluation. ``steps_budget`` and
     ``time_budget_s`` are the budget in config.json (a run that diverged stops short of it);
     ``run_id`` defaults to one made of the preset, optimizer, seed, hparams key and budget.
@@ -58,33 +58,39 @@ def write_run(
             (s, s * seconds_per_step, 5.0 / (1 + s / 20)) for s in range(10, last_step + 1, 10)
         ]
     rows = [
-        {"step": s, "wall_s": w, "train_loss": loss, "lr": 0.1, "grad_norm": 1.0}
+        {"step": s, "train_s": w, "train_loss": loss, "lr": 0.1, "grad_norm": 1.0}
         for s, w, loss in train
     ] + [
-        {"step": s, "wall_s": w, "dev_wer": wer, "dev_cer": wer / 2, "dev_loss": 1.0, "eval_s": 1.0}
+        {
+            "step": s,
+            "train_s": w,
+            "dev_wer": wer,
+            "dev_cer": wer / 2,
+            "dev_loss": 1.0,
+            "eval_s": 1.0,
+        }
         for s, w, wer in evals
     ]
     files.write_metrics(sorted(rows, key=lambda r: r["step"]))
     if not parquet:
         files.metrics_parquet.unlink()
-    config = {
-        "format_version": format_version,
-        "run_id": run_id,
-        "preset": preset,
-        "optimizer": optimizer,
-        "ablation_of": ablation_of,
-        "optimizer_overrides": dict(overrides or {}),
-        "optimizer_hparams": {"lr": 0.5},
-        "hparams_key": hparams_key,
-        "seed": seed,
-        "steps": steps_budget,
-        "time_budget_s": time_budget_s,
-        "model": {"d_model": 144},
-        "data": {"kind": "synth"},
-        "schedule": {},
-        "target_wer": target_wer,
-        "trace": "fam_trace.jsonl" if trace is not None else None,
-        "provenance": {
+    config = RunConfig(
+        format_version=format_version,
+        run_id=run_id,
+        preset=preset,
+        optimizer=optimizer,
+        ablation_of=ablation_of,
+        optimizer_overrides=dict(overrides or {}),
+        optimizer_hparams={"lr": 0.5},
+        hparams_key=hparams_key,
+        seed=seed,
+        steps=steps_budget,
+        time_budget_s=time_budget_s,
+        model={"d_model": 144},
+        data={"kind": "synth"},
+        target_wer=target_wer,
+        trace="fam_trace.jsonl" if trace is not None else None,
+        provenance={
             "fambench_version": "0.1.0",
             "git_commit": "abc1234",
             "python": "3.12.0",
@@ -96,7 +102,7 @@ def write_run(
             "hostname": "testhost",
             "started_at": "2025-01-01T00:00:00Z",
         },
-    }
+    )
     files.write_config(config)  # format_version None reads as missing
     wers = [e[2] for e in evals]
     if summary:

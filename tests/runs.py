@@ -7,7 +7,7 @@ import pandas as pd
 
 def comparable(metrics: pd.DataFrame) -> pd.DataFrame:
     """A run's metrics without the columns that time it (equal runs differ only there)."""
-    return metrics.drop(columns=["wall_s", "eval_s"]).reset_index(drop=True)
+    return metrics.drop(columns=["train_s", "eval_s"]).reset_index(drop=True)
 
 
 def interrupt_at(step: int):

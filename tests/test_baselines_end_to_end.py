@@ -37,8 +37,8 @@ def test_schedule_free_is_tuned_like_any_optimizer(
     assert len(set(trials["lr"])) == 2 and trials["final_dev_wer"].notna().all()
     for run_dir in find_run_dirs([out / "trials"]):
         config = load_run(run_dir).config
-        assert config["schedule"]["shape"] == "warmup-only"
-        assert config["optimizer_capabilities"]["norm_batches"] == 50
+        assert config.schedule["shape"] == "warmup-only"
+        assert config.optimizer_capabilities["norm_batches"] == 50
     best = trials.loc[trials["final_dev_wer"].idxmin()]
     recorded = json.loads((hparams_dir / "tuned" / "smoke.json").read_text())
     recorded = recorded["optimizers"]["sfadamw"]
@@ -53,7 +53,7 @@ def test_a_grid_of_the_baselines_compares_and_reports(synth_corpus, smoke_cache,
         "--data", synth_corpus, "--cache-dir", smoke_cache, "--out", out, "--threads", "1",
     )  # fmt: skip
     assert code == 0, output
-    runs = {load_run(r).config["optimizer"]: load_run(r) for r in find_run_dirs([out])}
+    runs = {load_run(r).config.optimizer: load_run(r) for r in find_run_dirs([out])}
     assert set(runs) == set(BASELINES)
     assert {r.status for r in runs.values()} == {"completed"}
     code, output = invoke("report", out)

@@ -185,7 +185,7 @@ def test_bootstrap_diff_ci():
 
 def test_time_to_target_interpolates_between_bracketing_evaluations():
     evals = pd.DataFrame(
-        {"step": [50, 100, 150], "wall_s": [10.0, 20.0, 30.0], "dev_wer": [0.9, 0.5, 0.3]}
+        {"step": [50, 100, 150], "train_s": [10.0, 20.0, 30.0], "dev_wer": [0.9, 0.5, 0.3]}
     )
     # 0.6 lies between 0.9 (10 s) and 0.5 (20 s): 10 + (0.9 - 0.6) / (0.9 - 0.5) * 10 = 17.5
     assert time_to_target(evals, 0.6) == pytest.approx(17.5)
@@ -197,7 +197,7 @@ def test_time_to_target_interpolates_between_bracketing_evaluations():
 
 def test_time_to_target_uses_the_first_crossing():
     evals = pd.DataFrame(
-        {"step": [1, 2, 3, 4], "wall_s": [1.0, 2.0, 3.0, 4.0], "dev_wer": [0.8, 0.4, 0.7, 0.2]}
+        {"step": [1, 2, 3, 4], "train_s": [1.0, 2.0, 3.0, 4.0], "dev_wer": [0.8, 0.4, 0.7, 0.2]}
     )
     assert time_to_target(evals, 0.6) == pytest.approx(1.5)
 

@@ -201,8 +201,8 @@ def test_two_processes_train_the_numbers_of_one(
     assert summary["status"] == "completed" and summary["world_size"] == 2
     assert len(summary["rank_digests"]) == 2
     assert summary["rank_digests"][0] == summary["rank_digests"][1]  # FAM's momenta included
-    config = json.loads((two_dir / "config.json").read_text())
-    assert config["provenance"]["world_size"] == 2
+    config = load_run(two_dir).config
+    assert config.provenance["world_size"] == 2
 
     a, b = _train_rows(one.run_dir), _train_rows(two_dir)
     assert a["step"].tolist() == b["step"].tolist() == list(range(1, 31))

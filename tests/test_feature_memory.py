@@ -13,6 +13,7 @@ import pandas as pd
 
 from fambench.data.features import FeatureCache, FeatureSettings, FeatureStore, write_feature_file
 from fambench.data.librispeech import load_manifest
+from fambench.rundir import load_run
 
 COPIES = 90  # the tiny corpus's training subset, this many times over (~105 MB of features)
 SMALL_COPIES = 10  # ... and a tenth of that (~12 MB)
@@ -108,14 +109,14 @@ def _growth_training_on(synth_corpus: Path, out: Path, copies: int) -> tuple[flo
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 20
     assert pd.read_csv(run_dir / "metrics.csv")["train_loss"].notna().sum() == 20
-    config = json.loads((run_dir / "config.json").read_text())
+    config = load_run(run_dir).config
     return float(done.stdout.split("rss-anon-growth-mb")[-1]), path.stat().st_size, config
 
 
 def test_resident_memory_does_not_grow_with_the_feature_cache(synth_corpus, tmp_path):
     small, small_bytes, _ = _growth_training_on(synth_corpus, tmp_path / "small", SMALL_COPIES)
     big, big_bytes, config = _growth_training_on(synth_corpus, tmp_path / "big", COPIES)
-    assert config["data"]["train_utterances"] > COPIES * 10
+    assert config.data["train_utterances"] > COPIES * 10
     extra_mb = (big_bytes - small_bytes) / 2**20
     # Held in memory, the extra features would add ~3x their file (float16 read + float32
     # normalised): ~280 MB here. Memory-mapped, the run's own memory stays within the cap.

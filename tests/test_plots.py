@@ -61,7 +61,7 @@ def test_plot_all_writes_pngs(tmp_path, results):
 
 
 def test_seed_curves_mean_and_band(results):
-    curves = {c.optimizer: c for c in seed_curves(results, "synth", x="wall_s", y="dev_wer")}
+    curves = {c.optimizer: c for c in seed_curves(results, "synth", x="train_s", y="dev_wer")}
     fam = curves["fam"]
     assert fam.n_runs == 2 and fam.label == "fam (n=2)"
     # Common grid: 11 s (latest start) to 20 s (earliest end).

@@ -77,8 +77,8 @@ def test_a_bf16_run_records_its_precision_and_trains_other_numbers_than_fp32(smo
     bf16 = run_training(smoke("adamw", steps=10, precision="bf16", out_dir=tmp_path / "b"))
     a, b = load_run(fp32.run_dir), load_run(bf16.run_dir)
     assert (a.summary.precision, b.summary.precision) == ("fp32", "bf16")
-    assert b.config["training"]["precision"] == "bf16"
-    assert a.config["training"]["bf16_native"] is b.config["training"]["bf16_native"] is True
+    assert b.config.training["precision"] == "bf16"
+    assert a.config.training["bf16_native"] is b.config.training["bf16_native"] is True
     losses_a, losses_b = a.metrics["train_loss"].dropna(), b.metrics["train_loss"].dropna()
     assert len(losses_a) == len(losses_b) == 10
     assert not losses_a.equals(losses_b)
@@ -131,7 +131,7 @@ def test_a_bucketed_run_records_its_padding(smoke, tmp_path):
     bucketed = run_training(smoke("sgd", steps=8, length_bucket_frames=64, out_dir=tmp_path))
     assert bucketed.run_id != plain.run_id
     a, b = load_run(plain.run_dir), load_run(bucketed.run_dir)
-    assert b.config["training"]["length_bucket_frames"] == 64
+    assert b.config.training["length_bucket_frames"] == 64
     assert 0 < a.summary.padded_share < b.summary.padded_share < 0.5
     with pytest.raises(ConfigError, match="--length-bucket must be >= 0"):
         plan_run(smoke("sgd", length_bucket_frames=-1))

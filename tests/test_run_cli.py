@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import fambench.cli.commands_run  # noqa: F401  (registers the commands)
 from fambench.cli import app
 from fambench.cli.commands_run import parse_opt_overrides
 from fambench.errors import ConfigError
+from fambench.rundir import load_run
 
 runner = CliRunner()
 
@@ -52,10 +52,10 @@ def test_run_trains_and_prints_the_result(synth_corpus, cli_cache, tmp_path):
     (run_dir,) = out.iterdir()
     assert run_dir.name.startswith("smoke-sgd-s3-")
     assert "final dev WER" in result.output and str(run_dir) in result.output.replace("\n", "")
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["optimizer_overrides"] == {"lr": 0.02} and config["seed"] == 3
+    config = load_run(run_dir).config
+    assert config.optimizer_overrides == {"lr": 0.02} and config.seed == 3
     # The recorded command line is sys.argv (pytest's here), prefixed with the program name.
-    assert config["provenance"]["command"].split()[0] == "fambench"
+    assert config.provenance["command"].split()[0] == "fambench"
     again = _run(*args)
     assert again.exit_code == 0 and "already completed" in again.output
 

@@ -109,7 +109,7 @@ def test_norm_statistics_are_re_estimated_without_touching_training(smoke, plugi
     weights = [k for k in cb["model"] if k.endswith("weight")]
     assert all(torch.equal(cb["evaluation_model"][k], cb["model"][k]) for k in weights)
     config = load_run(renormed.run_dir).config
-    assert config["optimizer_capabilities"] == {"schedule": "warmup-hold-cosine", "norm_batches": 3}
+    assert config.optimizer_capabilities == {"schedule": "warmup-hold-cosine", "norm_batches": 3}
 
 
 def test_schedule_free_adamw_trains_warmup_only_and_keeps_its_evaluation_weights(smoke):
@@ -118,11 +118,11 @@ def test_schedule_free_adamw_trains_warmup_only_and_keeps_its_evaluation_weights
     run = load_run(outcome.run_dir)
     rows = _train_rows(outcome.run_dir)
     lrs = rows["lr"].to_numpy()
-    warmup = run.config["schedule"]["warmup_steps"]
+    warmup = run.config.schedule["warmup_steps"]
     assert lrs[0] < lrs[warmup] and (lrs[warmup:] == lrs.max()).all()  # no decay
-    assert run.config["schedule"]["shape"] == "warmup-only"
-    assert run.config["schedule"]["final_factor"] == 1.0
-    assert run.config["provenance"]["optimizer_source"].startswith("schedulefree ")
+    assert run.config.schedule["shape"] == "warmup-only"
+    assert run.config.schedule["final_factor"] == 1.0
+    assert run.config.provenance["optimizer_source"].startswith("schedulefree ")
     assert rows["train_loss"].iloc[-5:].mean() < rows["train_loss"].iloc[:5].mean() - 0.3
     checkpoint = torch.load(RunFiles(outcome.run_dir).checkpoint, weights_only=False)
     assert all(g["train_mode"] for g in checkpoint["optimizer"]["param_groups"])
@@ -167,16 +167,16 @@ def _evaluated_by_hand(run_dir, optimizer: str, synth_corpus, smoke_cache) -> di
     preset = get_preset("smoke")
     data = load_workload_data(preset, smoke_cache, synth_corpus)
     model = build_model(preset, data)
-    built = build_optimizer(optimizer, model, **run.config["optimizer_hparams"])
+    built = build_optimizer(optimizer, model, **run.config.optimizer_hparams)
     assert has_evaluation_modes(built)
     built.train()
     checkpoint = torch.load(RunFiles(run_dir).checkpoint, weights_only=False)
     model.load_state_dict(checkpoint["model"])
     built.load_state_dict(checkpoint["optimizer"])
     built.eval()
-    batches = run.config["optimizer_capabilities"]["norm_batches"]
+    batches = run.config.optimizer_capabilities["norm_batches"]
     assert batches == 50
-    clean = data.clean_batches(preset.batch_frames, batches, run.config["seed"])
+    clean = data.clean_batches(preset.batch_frames, batches, run.config.seed)
     reestimate_norm_statistics(model, clean, "fp32", torch.device("cpu"))
     return evaluate(model, data.dev, data, "fp32", torch.device("cpu"))
 

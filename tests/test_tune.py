@@ -93,9 +93,9 @@ def test_tune_acceptance_command(synth_corpus, cache, tmp_path, hparams_dir):
     assert code == 0, output
     (run_dir,) = find_run_dirs([run_out])
     config = load_run(run_dir).config
-    assert config["optimizer_hparams"]["lr"] == pytest.approx(best["lr"])
-    assert config["schedule"]["warmup_fraction"] == pytest.approx(best["warmup_fraction"])
-    assert config["tuned_from"] == "tune/smoke-adamw-trials.md"
+    assert config.optimizer_hparams["lr"] == pytest.approx(best["lr"])
+    assert config.schedule["warmup_fraction"] == pytest.approx(best["warmup_fraction"])
+    assert config.tuned_from == "tune/smoke-adamw-trials.md"
 
 
 def test_a_search_space_file_replaces_the_registry_and_diverged_trials_are_misses(

@@ -200,27 +200,25 @@ def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[RunRecord, pd.DataFra
 
 
 def _record(run: LoadedRun, files: RunFiles, *, stale: bool) -> RunRecord:
-    config, summary = _Config(run.config, files.config), run.summary
+    config, summary = run.config, run.summary
     status = "stale" if stale else run.status
     if stale:
         message = STALE_MESSAGE
     else:
         message = summary.message if summary is not None else "no summary.json yet"
-    overrides = config.mapping("optimizer_overrides")
-    hparams = config.mapping("optimizer_hparams")
-    trace = config.text("trace")
-    numbers, steps, target = _numbers(summary, run.metrics, config.number("target_wer"))
+    trace = config.trace
+    numbers, steps, target = _numbers(summary, run.metrics, as_float(config.target_wer))
     return RunRecord(
         run_id=run.run_id,
-        preset=config.text("preset", required=True),
-        optimizer=config.text("optimizer", required=True),
-        ablation_of=config.text("ablation_of"),
-        hparams_key=config.text("hparams_key") or hparams_key(hparams),
-        optimizer_hparams=hparams,
-        optimizer_overrides=overrides,
-        seed=config.seed(),
-        steps_budget=config.number("steps"),
-        time_budget_s=config.number("time_budget_s"),
+        preset=config.preset,
+        optimizer=config.optimizer,
+        ablation_of=config.ablation_of or "",
+        hparams_key=config.hparams_key or hparams_key(config.optimizer_hparams),
+        optimizer_hparams=config.optimizer_hparams,
+        optimizer_overrides=config.optimizer_overrides,
+        seed=config.seed,
+        steps_budget=as_float(config.steps),
+        time_budget_s=as_float(config.time_budget_s),
         status=status,
         message=message,
         # Runs recorded before precision was a setting trained in fp32.
@@ -229,7 +227,10 @@ def _record(run: LoadedRun, files: RunFiles, *, stale: bool) -> RunRecord:
         steps=steps,
         target_wer=target,
         numbers=numbers,
-        provenance=config.provenance(),
+        provenance={
+            k: "" if config.provenance.get(k) is None else str(config.provenance[k])
+            for k in PROVENANCE_KEYS
+        },
         run_dir=run.path,
         trace=run.path / trace if trace and (run.path / trace).is_file() else None,
         summary_mtime=_mtime(files.summary) if summary is not None else math.nan,
@@ -257,56 +258,6 @@ def _numbers(
     if math.isnan(steps) and metrics["step"].notna().any():
         steps = float(metrics["step"].max())
     return numbers, steps, target if math.isfinite(target) else config_target
-
-
-class _Config:
-    """Typed reads of config.json's values; ResultsError naming the file for a wrong type."""
-
-    def __init__(self, data: Mapping[str, Any], path: Path) -> None:
-        self.data, self.path = data, path
-
-    def _wrong(self, key: str, what: str) -> ResultsError:
-        value = self.data.get(key)
-        found = "missing" if value is None else f"{value!r}"
-        return ResultsError(f"{self.path}: {key} should be {what}, found {found}")
-
-    def text(self, key: str, *, required: bool = False) -> str:
-        """A string value; "" when absent (unless ``required``)."""
-        value = self.data.get(key)
-        if value is None and not required:
-            return ""
-        if not isinstance(value, str) or (required and not value):
-            raise self._wrong(key, "text")
-        return value
-
-    def number(self, key: str) -> float:
-        """A number; NaN when absent."""
-        value = self.data.get(key)
-        if value is None:
-            return math.nan
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._wrong(key, "a number")
-        return float(value)
-
-    def seed(self) -> int | None:
-        value = self.data.get("seed")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise self._wrong("seed", "an integer")
-        return value
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        """A JSON object; {} when absent."""
-        value = self.data.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self._wrong(key, "an object")
-        return value
-
-    def provenance(self) -> dict[str, str]:
-        """PROVENANCE_KEYS as text, "" where the run did not record one."""
-        recorded = self.mapping("provenance")
-        return {k: "" if recorded.get(k) is None else str(recorded[k]) for k in PROVENANCE_KEYS}
 
 
 def _mtime(path: Path) -> float:

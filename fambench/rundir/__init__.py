@@ -1,6 +1,6 @@
 """The run-directory format: one writer and one reader of every file a run leaves behind.
 
-Layout of ``results/<run-id>/`` (format_version 2):
+Layout of ``results/<run-id>/`` (format_version 3; format 2 is read too):
 
 - ``config.json``: the resolved configuration and provenance of the run (RunConfig);
 - ``metrics.parquet`` and ``metrics.csv``: one row per logged train step and per evaluation,
@@ -21,8 +21,10 @@ from fambench.rundir.records import (
     FORMAT_VERSION,
     METRIC_COLUMNS,
     PROVENANCE_KEYS,
+    READABLE_VERSIONS,
     STATUSES,
     SUMMARY_FIELDS,
+    RunConfig,
     Summary,
     eval_row,
     hparams_key,
@@ -36,10 +38,12 @@ __all__ = [
     "FORMAT_VERSION",
     "METRIC_COLUMNS",
     "PROVENANCE_KEYS",
+    "READABLE_VERSIONS",
     "STATUSES",
     "SUMMARY_FIELDS",
     "LoadedRun",
     "RunFiles",
+    "RunConfig",
     "RunLock",
     "Summary",
     "atomic_write",

@@ -6,14 +6,13 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from fambench.errors import ResultsError
 from fambench.fileio import atomic_write, move_into, write_json
 from fambench.filelock import FileLock, is_locked
-from fambench.rundir.records import Summary, metrics_frame
+from fambench.rundir.records import RunConfig, Summary, metrics_frame
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,8 @@ class RunFiles:
         """The new run has a checkpoint: the results it replaces are gone for good."""
         shutil.rmtree(self.previous, ignore_errors=True)
 
-    def write_config(self, config: Mapping[str, Any]) -> None:
-        write_json(self.config, dict(config))
+    def write_config(self, config: RunConfig) -> None:
+        write_json(self.config, config.to_json())
 
     def write_summary(self, summary: Summary) -> None:
         write_json(self.summary, summary.to_json())

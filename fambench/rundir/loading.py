@@ -15,7 +15,13 @@ import pandas as pd
 
 from fambench.errors import ResultsError
 from fambench.rundir.files import RunFiles
-from fambench.rundir.records import FORMAT_VERSION, METRIC_COLUMNS, Summary
+from fambench.rundir.records import (
+    LEGACY_COLUMNS,
+    METRIC_COLUMNS,
+    READABLE_VERSIONS,
+    RunConfig,
+    Summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +31,13 @@ class LoadedRun:
     """One run directory read back. ``summary`` is None while the run has written none."""
 
     path: Path
-    config: dict[str, Any]
+    config: RunConfig
     summary: Summary | None
     metrics: pd.DataFrame
 
     @property
     def run_id(self) -> str:
-        return str(self.config.get("run_id") or self.path.name)
+        return self.config.run_id or self.path.name
 
     @property
     def status(self) -> str:
@@ -53,11 +59,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def _check_version(data: dict[str, Any], path: Path) -> None:
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         what = "has no format_version" if version is None else f"is format {version!r}"
         raise ResultsError(
-            f"{path.parent}: {path.name} {what}; this fambench reads format {FORMAT_VERSION} "
-            "(written by a different fambench version: rerun the run or use a matching fambench)"
+            f"{path.parent}: {path.name} {what}; this fambench reads formats "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (written by a different fambench version: rerun the run or use a matching fambench)"
         )
 
 
@@ -73,8 +79,9 @@ def read_summary(files: RunFiles) -> Summary | None:
 def read_metrics(run_dir: Path) -> pd.DataFrame:
     """A run's metric rows (parquet, else CSV; empty when neither is readable).
 
-    Columns are METRIC_COLUMNS (NaN where not applicable), sorted by step (int64). Evaluation rows whose
-    ``wall_s`` is missing get it interpolated from the training rows' step → seconds curve.
+    Columns are METRIC_COLUMNS (NaN where not applicable; format 2's names read as today's),
+    sorted by step (int64). Evaluation rows whose ``train_s`` is missing get it interpolated
+    from the training rows' step → seconds curve.
     """
     import pyarrow as pa
 
@@ -92,6 +99,7 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
             log.warning("%s: unreadable (%s)", files.metrics_csv, exc)
     if frame is None:
         frame = pd.DataFrame(columns=list(METRIC_COLUMNS))
+    frame = frame.rename(columns=LEGACY_COLUMNS)
     for column in METRIC_COLUMNS:
         if column not in frame.columns:
             frame[column] = np.nan
@@ -99,16 +107,16 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     frame = frame[list(METRIC_COLUMNS)].dropna(subset=["step"])
     frame = frame.sort_values("step", kind="stable").reset_index(drop=True)
     frame["step"] = frame["step"].astype("int64")
-    _fill_eval_wall_s(frame)
+    _fill_eval_train_s(frame)
     return frame
 
 
-def _fill_eval_wall_s(frame: pd.DataFrame) -> None:
-    missing = frame["wall_s"].isna() & frame["dev_wer"].notna()
-    known = frame["wall_s"].notna() & frame["step"].notna()
+def _fill_eval_train_s(frame: pd.DataFrame) -> None:
+    missing = frame["train_s"].isna() & frame["dev_wer"].notna()
+    known = frame["train_s"].notna() & frame["step"].notna()
     if missing.any() and known.sum() >= 1:
-        frame.loc[missing, "wall_s"] = np.interp(
-            frame.loc[missing, "step"], frame.loc[known, "step"], frame.loc[known, "wall_s"]
+        frame.loc[missing, "train_s"] = np.interp(
+            frame.loc[missing, "step"], frame.loc[known, "step"], frame.loc[known, "train_s"]
         )
 
 
@@ -118,13 +126,14 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
     if not files.config.is_file():
         what = "summary.json without config.json" if files.summary.is_file() else "no config.json"
         raise ResultsError(f"{files.root}: {what}; not a complete run")
-    config = read_json(files.config)
-    _check_version(config, files.config)
+    data = read_json(files.config)
+    _check_version(data, files.config)
+    config = RunConfig.from_json(data, files.config)
     summary = None
     if files.summary.is_file():
         data = read_json(files.summary)
         _check_version(data, files.summary)
-        summary = Summary.from_json(data, str(config.get("run_id") or files.run_id))
+        summary = Summary.from_json(data, config.run_id or files.run_id)
     return LoadedRun(files.root, config, summary, read_metrics(files.root))
 
 

@@ -1,22 +1,26 @@
-"""The records of a run directory: metric rows, the summary, provenance keys, the version."""
+"""The records of a run directory: metric rows, the configuration, the summary, provenance
+keys, the version."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-# 2: interpolated time to target in summary.json; the optimizer trace is `fam_trace.jsonl`
-# (was fam_debug.jsonl); config.json gained `ablation_of`, `trace`, `tuned_from`.
-FORMAT_VERSION = 2
+from fambench.errors import ResultsError
+
+FORMAT_VERSION = 3
+# Format 2 differs only in the metric rows' name for training seconds, read as LEGACY_COLUMNS say.
+READABLE_VERSIONS = (2, 3)
+LEGACY_COLUMNS = {"wall_s": "train_s"}
 
 METRIC_COLUMNS = (
     "step",
-    "wall_s",
+    "train_s",  # training seconds so far (evaluation time not counted)
     "train_loss",
     "lr",
     "grad_norm",
@@ -49,11 +53,11 @@ def _nan() -> float:
     return math.nan
 
 
-def train_row(step: int, wall_s: float, loss: float, lr: float, grad: float) -> dict[str, float]:
+def train_row(step: int, train_s: float, loss: float, lr: float, grad: float) -> dict[str, float]:
     """A metric row of a logged training step (evaluation columns NaN)."""
     return {
         "step": step,
-        "wall_s": wall_s,
+        "train_s": train_s,
         "train_loss": loss,
         "lr": lr,
         "grad_norm": grad,
@@ -64,11 +68,11 @@ def train_row(step: int, wall_s: float, loss: float, lr: float, grad: float) -> 
     }
 
 
-def eval_row(step: int, wall_s: float, rates: Mapping[str, float], eval_s: float) -> dict:
+def eval_row(step: int, train_s: float, rates: Mapping[str, float], eval_s: float) -> dict:
     """A metric row of a dev evaluation (training columns NaN)."""
     return {
         "step": step,
-        "wall_s": wall_s,
+        "train_s": train_s,
         "train_loss": _nan(),
         "lr": _nan(),
         "grad_norm": _nan(),
@@ -80,8 +84,10 @@ def eval_row(step: int, wall_s: float, rates: Mapping[str, float], eval_s: float
 
 
 def metrics_frame(rows: Iterable[Mapping[str, float]]) -> pd.DataFrame:
-    """A metrics table with exactly METRIC_COLUMNS (missing values NaN, step as int64)."""
-    frame = pd.DataFrame(list(rows), columns=list(METRIC_COLUMNS), dtype="float64")
+    """A metrics table with exactly METRIC_COLUMNS (missing values NaN, step as int64); rows
+    of format 2 (a checkpoint written before the rename) are read under today's names."""
+    rows = [{LEGACY_COLUMNS.get(k, k): v for k, v in row.items()} for row in rows]
+    frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS), dtype="float64")
     frame["step"] = frame["step"].astype("int64")
     return frame
 
@@ -111,7 +117,7 @@ class Summary:
     # run used of the cores it could use, the 1-minute load at start and end, the cores other
     # processes kept busy (mean and worst interval), and whether that contended the run.
     cpu_s: float | None = None
-    wall_s: float | None = None
+    wall_s: float | None = None  # measured wall seconds over the same spans as cpu_s
     threads: int | None = None
     cores: int | None = None
     load_start: float | None = None
@@ -140,6 +146,74 @@ class Summary:
         values["status"] = values.get("status") or "running"
         values["message"] = values.get("message") or ""
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """config.json: every resolved setting of a run, and its provenance. The trainer writes it
+    (fambench.training.record); `load_run` reads it back, checking each value's type."""
+
+    run_id: str
+    preset: str
+    optimizer: str
+    seed: int | None = None
+    ablation_of: str | None = None  # the registry's word: this optimizer ablates that one
+    optimizer_overrides: Mapping[str, Any] = field(default_factory=dict)  # the user's --opt
+    optimizer_hparams: Mapping[str, Any] = field(default_factory=dict)  # resolved, all of them
+    optimizer_capabilities: Mapping[str, Any] = field(default_factory=dict)
+    tuned_from: str | None = None  # the sweep table the tuned values came from
+    hparams_key: str = ""  # tuned values + the user's: what groups seeds into a configuration
+    steps: int | None = None  # the step budget
+    time_budget_s: float | None = None
+    model: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    schedule: Mapping[str, Any] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict)
+    target_wer: float | None = None
+    target_method: str = ""
+    trace: str | None = None  # the optimizer's trace file in the run directory
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # PROVENANCE_KEYS
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object, format_version first."""
+        data = dataclasses.asdict(self)
+        return {"format_version": data.pop("format_version"), **data}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], path: object) -> RunConfig:
+        """Read back, checking types; ResultsError naming ``path`` and the key otherwise.
+        Unknown keys are ignored, missing ones take their defaults."""
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            value = data.get(item.name)
+            if value is None:
+                if item.name in _REQUIRED:
+                    raise ResultsError(f"{path}: {item.name} should be text, found missing")
+                continue
+            kind = _CONFIG_TYPES[item.name]
+            if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+                what = {str: "text", int: "an integer", dict: "an object"}.get(kind, "a number")
+                raise ResultsError(f"{path}: {item.name} should be {what}, found {value!r}")
+            values[item.name] = float(value) if kind == (int, float) else value
+        return cls(**values)
+
+
+_REQUIRED = ("run_id", "preset", "optimizer")
+_CONFIG_TYPES: dict[str, Any] = {
+    **dict.fromkeys(
+        ("run_id", "preset", "optimizer", "ablation_of", "tuned_from", "hparams_key",
+         "target_method", "trace"),
+        str,
+    ),
+    **dict.fromkeys(
+        ("optimizer_overrides", "optimizer_hparams", "optimizer_capabilities", "model", "data",
+         "schedule", "training", "provenance"),
+        dict,
+    ),
+    **dict.fromkeys(("seed", "steps", "format_version"), int),
+    **dict.fromkeys(("time_budget_s", "target_wer"), (int, float)),
+}  # fmt: skip
 
 
 SUMMARY_FIELDS = (

@@ -13,13 +13,13 @@ def time_to_target(evals: pd.DataFrame, target: float | None) -> float:
 
     Linear interpolation in training seconds between the two evaluations that bracket the
     target; the first evaluation's time when it is already at or under the target; NaN when
-    the target is never reached (or there is none). ``evals`` needs ``step``, ``wall_s`` and
+    the target is never reached (or there is none). ``evals`` needs ``step``, ``train_s`` and
     ``dev_wer`` columns (rows with NaN dev WER are ignored).
     """
     if target is None or not math.isfinite(target):
         return math.nan
-    points = evals.dropna(subset=["dev_wer", "wall_s"]).sort_values("step", kind="stable")
-    wer, secs = points["dev_wer"].to_numpy(), points["wall_s"].to_numpy()
+    points = evals.dropna(subset=["dev_wer", "train_s"]).sort_values("step", kind="stable")
+    wer, secs = points["dev_wer"].to_numpy(), points["train_s"].to_numpy()
     hits = np.flatnonzero(wer <= target)
     if hits.size == 0:
         return math.nan

@@ -107,7 +107,7 @@ class RunPlan:
         return hparams_key(self.explicit_hparams)
 
     @property
-    def optimizer_overrides(self) -> dict[str, Any]:
+    def optimizer_kwargs(self) -> dict[str, Any]:
         """What the optimizer is built with beyond its defaults (no schedule settings)."""
         return {k: v for k, v in self.explicit_hparams.items() if k not in SCHEDULE_KEYS}
 

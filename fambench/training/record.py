@@ -18,7 +18,7 @@ import torch
 import fambench
 from fambench.machine import is_contended, load_average, usable_cores
 from fambench.optim import get_optimizer_spec, optimizer_source
-from fambench.rundir import FORMAT_VERSION, Summary, metrics_frame, time_to_target
+from fambench.rundir import RunConfig, Summary, metrics_frame, time_to_target
 from fambench.training.plan import RunPlan
 from fambench.training.state import TrainState
 from fambench.workloads import WorkloadData
@@ -66,35 +66,34 @@ def provenance(plan: RunPlan) -> dict[str, Any]:
 
 def run_config(
     plan: RunPlan, model: torch.nn.Module, data: WorkloadData, trace: str | None
-) -> dict[str, Any]:
-    """The contents of config.json: every resolved setting of the run, and its provenance."""
+) -> RunConfig:
+    """config.json: every resolved setting of the run, and its provenance."""
     preset = plan.preset
-    return {
-        "format_version": FORMAT_VERSION,
-        "run_id": plan.run_id,
-        "preset": preset.name,
-        "optimizer": plan.optimizer_name,
-        "ablation_of": plan.ablation_of,
-        "optimizer_overrides": dict(plan.request.overrides),
-        "optimizer_hparams": plan.hyperparameters,
-        "optimizer_capabilities": plan.capabilities.to_json(),
-        "tuned_from": plan.tuned_from,
-        "hparams_key": plan.hparams_key,
-        "seed": plan.request.seed,
-        "steps": plan.total_steps,
-        "time_budget_s": plan.request.time_budget_s,
-        "model": {
+    return RunConfig(
+        run_id=plan.run_id,
+        preset=preset.name,
+        optimizer=plan.optimizer_name,
+        ablation_of=plan.ablation_of,
+        optimizer_overrides=dict(plan.request.overrides),
+        optimizer_hparams=plan.hyperparameters,
+        optimizer_capabilities=plan.capabilities.to_json(),
+        tuned_from=plan.tuned_from,
+        hparams_key=plan.hparams_key,
+        seed=plan.request.seed,
+        steps=plan.total_steps,
+        time_budget_s=plan.request.time_budget_s,
+        model={
             **dataclasses.asdict(model.settings),
             "parameters": sum(p.numel() for p in model.parameters()),
         },
-        "data": data.describe(),
-        "schedule": {
+        data=data.describe(),
+        schedule={
             **plan.schedule,
             **dataclasses.asdict(preset.schedule),
             "scheduler": "WarmupHoldCosine",
             "shape": plan.capabilities.schedule,
         },
-        "training": {
+        training={
             "batch_frames": preset.batch_frames,
             "eval_every": preset.eval_every,
             "log_every": preset.log_every,
@@ -106,11 +105,11 @@ def run_config(
             "bf16_native": has_bf16_dot_products(plan.device),
             "length_bucket_frames": preset.length_bucket_frames,
         },
-        "target_wer": plan.target_wer,
-        "target_method": plan.target.method,
-        "trace": trace,
-        "provenance": provenance(plan),
-    }
+        target_wer=plan.target_wer,
+        target_method=plan.target.method,
+        trace=trace,
+        provenance=provenance(plan),
+    )
 
 
 def peak_memory_mb(device: torch.device) -> float:

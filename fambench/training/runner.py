@@ -12,7 +12,7 @@ import torch
 from fambench.errors import FambenchError, ResultsError
 from fambench.fileio import sweep_temporaries
 from fambench.optim import TraceWriter
-from fambench.rundir import FINISHED, RunFiles, RunLock
+from fambench.rundir import FINISHED, RunConfig, RunFiles, RunLock
 from fambench.rundir.loading import read_json, read_summary
 from fambench.training.checkpoint import load_checkpoint
 from fambench.training.distributed import end_process_group, from_main, start_process_group
@@ -168,7 +168,7 @@ def _check_resumable(files: RunFiles, plan: RunPlan) -> None:
     """Refuse to resume with settings that change the numbers (thread count, torch, device,
     the number of data-parallel ranks)."""
     try:
-        started = read_json(files.config).get("provenance") or {}
+        started = RunConfig.from_json(read_json(files.config), files.config).provenance
     except ResultsError:
         return  # no readable config: the checkpoint's own check decides
     world = started.get("world_size") or 1

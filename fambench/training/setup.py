@@ -29,7 +29,7 @@ def build_trainee(plan: RunPlan, data: WorkloadData) -> Trainee:
         )
         torch.manual_seed(ranks.seed_of(seed))  # each rank's own dropout stream
     try:
-        optimizer = build_optimizer(plan.request.optimizer, model, **plan.optimizer_overrides)
+        optimizer = build_optimizer(plan.request.optimizer, model, **plan.optimizer_kwargs)
     except ValueError as exc:  # OptimizerConfigError: the optimizer's own checks
         raise ConfigError(str(exc)) from None
     if has_evaluation_modes(optimizer):
