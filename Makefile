@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint run benchmark bench-optim bench-data bench-train gpu-check gpu-wheels clean
+.PHONY: install test test-fast lint run benchmark bench-optim bench-data bench-train gpu-check gpu-wheels clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 # Two test processes per two cores (tests train with one torch thread each).
 test: install
 	$(BIN)/pytest -n auto
+
+# The tests that neither train nor start processes (markers: pyproject.toml): a quick loop.
+test-fast: install
+	$(BIN)/pytest -n auto -m "not slow" --durations=5
 
 lint: install
 	$(BIN)/ruff check fambench tests benchmarks

@@ -91,6 +91,24 @@ def postgres_url(
         yield url
 
 
+#: Fixtures that generate a corpus or train: a test asking for one is slow.
+SLOW_FIXTURES = frozenset({"synth_corpus", "smoke", "postgres_url"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers that follow from what a test uses: `slow` for a corpus or training (and for
+    anything that starts processes), `postgres` for the server; `gpu` tests skip without CUDA."""
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "postgres_url" in fixtures:
+            item.add_marker(pytest.mark.postgres)
+        if fixtures & SLOW_FIXTURES or item.get_closest_marker("subprocess"):
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("gpu") and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Test workers share the machine's cores: one torch thread each (no OpenMP oversubscription).
     torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Fault injection for the crash-safety suite: send a signal to this process at a chosen point.
 
-Used in-process by tests/test_fault_injection.py (SIGINT, SIGTERM: the trainer's handlers turn
+Used in-process by tests/integration/test_fault_injection.py (SIGINT, SIGTERM: the trainer's handlers turn
 them into an orderly stop) and, for SIGKILL, as a script run in a child process:
 
     python tests/faults.py OPTIMIZER POINT SIGNAL CORPUS CACHE OUT

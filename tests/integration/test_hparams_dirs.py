@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from rundirs import write_run
 
 import fambench
 from fambench.hparams_dirs import HPARAMS_DIR_ENV, portable_source
 from fambench.workloads import load_tuned
-from tests.rundirs import write_run
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -54,6 +54,7 @@ def read_only_install(tmp_path):
         path.chmod(0o755 if path.is_dir() else 0o644)  # so that tmp_path can be removed
 
 
+@pytest.mark.subprocess
 def test_tune_and_target_write_the_user_directory_not_a_read_only_package(
     read_only_install, synth_corpus, smoke_cache
 ):

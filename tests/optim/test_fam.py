@@ -10,17 +10,12 @@ import weakref
 
 import pytest
 import torch
-from optim_helpers import crafted_gradient, run_single_threaded
+from optim_helpers import crafted_gradient
 from torch import nn
 
 from fambench.optim import FAMOptimizer, get_parameter_groups
 from fambench.optim.fam.keys import Same
 from fambench.optim.reference import ReferenceFAM
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 class Named(nn.Module):
@@ -367,7 +362,7 @@ def test_named_parameters_give_names_and_handlers(tmp_path):
     assert [r["param"] for r in _read(tmp_path / "fam_trace.jsonl")] == ["ff.weight", "ff.bias"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_state_moves_to_another_device_through_a_state_dict():
     model = _model()
     optimizer = FAMOptimizer(get_parameter_groups(model), fam_start_step=1, lr=0.1)
@@ -384,7 +379,7 @@ def test_state_moves_to_another_device_through_a_state_dict():
     assert on_gpu.effective_momenta() == optimizer.effective_momenta()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 @pytest.mark.parametrize("sampling", ["ordered", "random"])
 def test_on_a_gpu_a_step_matches_the_cpu_and_never_waits_for_the_device(sampling):
     model = _model()

@@ -11,7 +11,6 @@ import pytest
 import pytorch_optimizer
 import schedulefree
 import torch
-from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.model import ConformerCTC, ModelSettings
@@ -35,11 +34,6 @@ BASELINES = {
     "muon": pytorch_optimizer.Muon,
     "lion": pytorch_optimizer.Lion,
 }
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 def _conformer() -> ConformerCTC:

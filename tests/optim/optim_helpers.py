@@ -1,4 +1,4 @@
-"""Helpers for the optimizer tests: gradients with a chosen spectrum, one thread per test."""
+"""Helpers for the optimizer tests: gradients with a chosen spectrum."""
 
 from __future__ import annotations
 
@@ -27,14 +27,3 @@ def crafted_gradient(
 
 
 GRADIENT_MODES = ("smooth", "alternating", "noise", 0.05, 0.15, 0.25, 0.35, 0.45)
-
-
-def run_single_threaded():
-    """Generator for an autouse fixture: tiny models run far faster on one thread when the
-    machine's few cores are shared (OpenMP workers otherwise spin waiting for each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

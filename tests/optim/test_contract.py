@@ -7,7 +7,6 @@ import io
 
 import pytest
 import torch
-from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.optim import SimpleFAM, build_optimizer, list_optimizers
@@ -16,11 +15,6 @@ BUILT_INS = ["adamw", "fam", "fam-fixed", "sgd", "simple-fam"]
 LEARNING_RATES = {"fam": 0.1, "fam-fixed": 0.1, "simple-fam": 0.1, "sgd": 0.01, "adamw": 3e-3}
 # Small thresholds so that a few steps exercise the frequency analysis of every FAM variant.
 FAM_OVERRIDES = {"fam_start_step": 3, "min_size": 64}
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 class TinyNet(nn.Module):

@@ -9,7 +9,6 @@ import textwrap
 
 import pytest
 import torch
-from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.optim import (
@@ -29,11 +28,6 @@ from fambench.optim import registry as registry_module
 from fambench.optim.search import search_space_problem
 
 BUILT_INS = ("fam", "fam-fixed", "simple-fam", "adamw", "sgd")
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 @pytest.fixture

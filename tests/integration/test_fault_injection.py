@@ -22,7 +22,7 @@ OPTIMIZERS = ("fam", "adamw", "sgd")
 # evaluation (Schedule-Free evaluates at other weights) and half-way through a checkpoint.
 BASELINES = ("nadamw", "sfadamw", "soap", "muon", "lion")
 BASELINE_POINTS = ("step", "evaluation", "checkpoint")
-FAULTS_SCRIPT = Path(__file__).with_name("faults.py")
+FAULTS_SCRIPT = Path(__file__).parents[1] / "faults.py"
 _SAME = (
     "status",
     "steps",
@@ -106,6 +106,7 @@ def _interrupt(optimizer, point, sig, corpus, cache, out) -> None:
     assert RunFiles(outcome.run_dir).checkpoint.is_file()
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("sig", ["KILL", "TERM", "INT"])
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
@@ -130,6 +131,7 @@ def test_a_cold_cache_run_equals_a_warm_cache_run(synth_corpus, references, tmp_
     assert_same_run(references["fam"], cold.run_dir)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("sig", ["KILL", "TERM"])
 @pytest.mark.parametrize("point", BASELINE_POINTS)
 @pytest.mark.parametrize("optimizer", BASELINES)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from fambench.filelock import FileLock, is_locked
 
 HOLD = """
@@ -27,6 +29,7 @@ def _holder(path):
     return proc
 
 
+@pytest.mark.subprocess
 def test_a_lock_another_process_holds_is_refused_then_free_once_it_dies(tmp_path):
     path = tmp_path / "x.lock"
     proc = _holder(path)
@@ -43,6 +46,7 @@ def test_a_lock_another_process_holds_is_refused_then_free_once_it_dies(tmp_path
     assert not lock.held and not is_locked(path)
 
 
+@pytest.mark.subprocess
 def test_a_blocking_lock_waits_for_its_holder(tmp_path):
     path = tmp_path / "x.lock"
     proc = _holder(path)

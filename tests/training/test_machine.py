@@ -61,6 +61,7 @@ def test_own_cpu_time_is_counted_as_ours():
     assert interval.wall_s >= interval.own_cpu_s * 0.95
 
 
+@pytest.mark.subprocess
 def test_other_processes_are_counted_as_others():
     code = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\n"
     spinners = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]

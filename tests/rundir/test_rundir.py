@@ -131,6 +131,7 @@ def test_the_config_reads_back_as_written_and_format_2_runs_still_read(tmp_path)
     assert metrics_frame(legacy.to_dict("records")).equals(run.metrics)  # a format-2 checkpoint
 
 
+@pytest.mark.subprocess
 def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
     path = tmp_path / "run.lock"
     with RunLock(path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_helpers import GRADIENT_MODES, crafted_gradient, run_single_threaded
+from optim_helpers import GRADIENT_MODES, crafted_gradient
 
 from fambench.optim import FAMOptimizer
 from fambench.optim.reference import ReferenceFAM
@@ -12,11 +12,6 @@ from fambench.optim.reference import ReferenceFAM
 # min_size=256 < numel <= 10000: the specification analyses the whole flattened gradient.
 FULL_SHAPES = [(300,), (301,), (24, 25), (13, 7, 11), (144, 1, 31), (10000,), (257,), (100,)]
 LARGE_SHAPES = [(200, 300), (90, 130, 1), (40, 30, 3, 3), (50000,), (3, 5000)]
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 def _twins(shapes, groups_spec, dtype=torch.float32, seed=0):

@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torchaudio
-from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.optim import get_parameter_groups
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 def _by_kind(groups):

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_helpers import GRADIENT_MODES, crafted_gradient, run_single_threaded
+from optim_helpers import GRADIENT_MODES, crafted_gradient
 
 from fambench.optim import SimpleFAM
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 def _spec_step(params, state, lr, alpha):

@@ -258,6 +258,7 @@ def _fambench(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.subprocess
 def test_cli_exit_codes_and_messages_end_to_end(mini, tmp_path):
     missing = tmp_path / "nope"
     run = _fambench("data", "check", str(missing))

@@ -180,6 +180,7 @@ def _train_rows(run_dir: Path) -> pd.DataFrame:
 _AMPLIFIES = {"soap": 20.0, "muon": 4.0, "sfadamw": 4.0}
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "optimizer",
     ["adamw", "sgd", "fam", "simple-fam", "nadamw", "sfadamw", "soap", "muon", "lion"],
@@ -294,6 +295,7 @@ def _resume_to_the_end(command: list[str], run_dir: Path, steps: int) -> None:
     assert rows["step"].tolist() == list(range(1, steps + 1))  # no step lost or logged twice
 
 
+@pytest.mark.subprocess
 def test_a_killed_two_process_run_resumes_and_finishes(synth_corpus, smoke_cache, tmp_path):
     command = _cli(tmp_path / "runs", synth_corpus, smoke_cache, "fam", "--steps", "60")
     launcher = _start_two(command, tmp_path / "launcher")
@@ -312,6 +314,7 @@ def test_a_killed_two_process_run_resumes_and_finishes(synth_corpus, smoke_cache
     _resume_to_the_end(command, run_dir, 60)
 
 
+@pytest.mark.subprocess
 def test_a_stop_signal_stops_every_rank_at_one_step_which_is_saved(
     synth_corpus, smoke_cache, tmp_path
 ):

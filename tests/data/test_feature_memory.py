@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from fambench.data.features import FeatureCache, FeatureSettings, FeatureStore, write_feature_file
 from fambench.data.librispeech import load_manifest
@@ -113,6 +114,7 @@ def _growth_training_on(synth_corpus: Path, out: Path, copies: int) -> tuple[flo
     return float(done.stdout.split("rss-anon-growth-mb")[-1]), path.stat().st_size, config
 
 
+@pytest.mark.subprocess
 def test_resident_memory_does_not_grow_with_the_feature_cache(synth_corpus, tmp_path):
     small, small_bytes, _ = _growth_training_on(synth_corpus, tmp_path / "small", SMALL_COPIES)
     big, big_bytes, config = _growth_training_on(synth_corpus, tmp_path / "big", COPIES)

@@ -8,7 +8,6 @@ import textwrap
 
 import pytest
 import torch
-from optim_helpers import run_single_threaded
 from torch import nn
 from typer.testing import CliRunner
 
@@ -24,11 +23,6 @@ from fambench.optim import (
     resolve_hyperparameters,
 )
 from fambench.optim import registry as registry_module
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 @pytest.fixture
@@ -325,6 +319,7 @@ def test_cli_lists_the_registry():
     assert "torch.optim:RAdam" in result.output
 
 
+@pytest.mark.subprocess
 def test_optim_imports_nothing_else_of_fambench():
     code = (
         "import sys, fambench.optim; "

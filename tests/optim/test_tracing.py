@@ -8,7 +8,6 @@ import os
 
 import pytest
 import torch
-from optim_helpers import run_single_threaded
 from torch import nn
 
 from fambench.optim import (
@@ -23,11 +22,6 @@ from fambench.optim.tracing import truncate_trace
 # Small thresholds: analysis (hence a trace row every TRACE_EVERY steps) starts after step 2.
 FAM_OVERRIDES = {"fam_start_step": 2, "min_size": 64, "lr": 0.01}
 RECORD_KEYS = {"step", "param", "group", "handler", "band_ema", "momentum"}
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 def _model() -> nn.Module:

@@ -28,6 +28,7 @@ def _try_one(timeout: float) -> str:
     return out.stdout.strip()
 
 
+@pytest.mark.subprocess
 def test_all_cores_held_makes_another_run_wait_until_released():
     cores = usable_cores()
     with reserved_cores(cores + 3) as held:  # more threads than cores: all of them
@@ -38,6 +39,7 @@ def test_all_cores_held_makes_another_run_wait_until_released():
     assert _try_one(5) == "got"
 
 
+@pytest.mark.subprocess
 def test_slots_left_free_are_taken_by_others():
     cores = usable_cores()
     if cores < 2:
@@ -46,6 +48,7 @@ def test_slots_left_free_are_taken_by_others():
         assert _try_one(5) == "got"
 
 
+@pytest.mark.subprocess
 def test_waiting_is_told_once():
     cores = usable_cores()
     told: list[str] = []
@@ -63,6 +66,7 @@ def test_waiting_is_told_once():
     assert told == [f"waiting for 1 free core: other fambench runs hold {cores} of {cores}"]
 
 
+@pytest.mark.subprocess
 def test_a_killed_holder_frees_its_cores():
     cores = usable_cores()
     code = (
@@ -78,6 +82,7 @@ def test_a_killed_holder_frees_its_cores():
         assert held == cores
 
 
+@pytest.mark.subprocess
 def test_a_grid_waits_for_cores_other_runs_hold(synth_corpus, smoke_cache, tmp_path):
     from fambench.bench import run_grid
 
@@ -107,6 +112,7 @@ def test_a_grid_waits_for_cores_other_runs_hold(synth_corpus, smoke_cache, tmp_p
     assert busy_slots() == 0
 
 
+@pytest.mark.subprocess
 def test_two_grid_processes_share_one_grid(synth_corpus, smoke_cache, tmp_path):
     """A second bench process on the same grid passes over the cell the first one holds."""
     from fambench.bench import _claimed, run_grid

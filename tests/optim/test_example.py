@@ -7,12 +7,6 @@ import logging
 import pytest
 import torch
 import torchaudio
-from optim_helpers import run_single_threaded
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 def test_usage_example_runs_verbatim_and_prints_nothing(tmp_path, monkeypatch, capsys, caplog):

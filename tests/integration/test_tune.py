@@ -147,6 +147,7 @@ def _assert_distinct_trials(out: Path, trials: int) -> None:
     assert len(find_run_dirs([out / "trials"])) == trials
 
 
+@pytest.mark.subprocess
 def test_two_workers_on_one_journal_study_share_its_trials(synth_corpus, cache, tmp_path):
     # Fill the feature cache first, so that the two workers do not both compute it.
     _workers(synth_corpus, cache, tmp_path / "warm", n=1, trials=1)
@@ -155,6 +156,7 @@ def test_two_workers_on_one_journal_study_share_its_trials(synth_corpus, cache, 
     _assert_distinct_trials(out, 4)
 
 
+@pytest.mark.subprocess
 def test_two_workers_on_one_postgresql_study_share_its_trials(
     synth_corpus, cache, tmp_path, postgres_url
 ):

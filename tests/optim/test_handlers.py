@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_helpers import run_single_threaded
 
 from fambench.optim import (
     AttentionFrequencyHandler,
@@ -26,11 +25,6 @@ BUILT_IN = {
     "attention": AttentionFrequencyHandler,
     "embedding": EmbeddingFrequencyHandler,
 }
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    yield from run_single_threaded()
 
 
 @pytest.fixture

@@ -97,6 +97,7 @@ _WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.subprocess
 def test_two_processes_share_a_study(postgres_url: str, tmp_path: Path) -> None:
     name = _study_name("concurrent")
     storage = RDBStorage(postgres_url)
