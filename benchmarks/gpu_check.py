@@ -18,8 +18,8 @@ Then a one-GPU ``torchrun`` run end to end: ``fambench run --preset smoke-nodrop
 ``torchrun --standalone --nproc-per-node 1`` (DDP on NCCL; the smoke corpus is generated with
 eSpeak NG first), its status, steps/s and the rank digests from its summary. On CUDA, last,
 adamw with the model under ``torch.compile`` (dynamic shapes) against eager, or why compiling
-failed: whether a compile switch would pay is measured there first (on this project's CPU
-machine, torch 2.14.1's inductor fails on the model with dynamic shapes).
+failed: whether a compile switch would pay is measured there first (what compiling does on
+the CPU machine: docs/scaling.md#gpus).
 """
 
 from __future__ import annotations
@@ -177,8 +177,8 @@ def train_steps(
 
 def compile_check(preset, device: torch.device, batches, steps: int, eager: dict) -> str:
     """One line: adamw with the model under ``torch.compile`` against ``eager`` (its row), or
-    why compiling failed. fambench offers no compile switch yet: this measures whether one
-    would pay."""
+    why compiling failed. fambench has no compile switch: this measures whether one would
+    pay."""
     try:
         row = train_steps("adamw", preset, device, batches, steps, compile_model=True)
     except Exception as exc:  # noqa: BLE001 - any failure of the compiler is the answer here

@@ -157,8 +157,8 @@ def _print_differences(args: argparse.Namespace, rows: dict, reused: set[tuple[i
 def _finished_run(
     where: Path | None, preset: str, optimizer: str, seed: int, precision: str
 ) -> Path | None:
-    """A completed run under `where` of this preset, optimizer (with the hyperparameters a run
-    would use today), seed and precision; found by what it recorded, since a bf16 run cannot be
+    """A completed run under `where` of this preset, optimizer (with the hyperparameters a fresh
+    run would use), seed and precision; found by what it recorded, since a bf16 run cannot be
     planned on a CPU without bf16 dot products."""
     if where is None:
         return None

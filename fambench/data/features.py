@@ -34,8 +34,8 @@ from fambench.fileio import atomic_write, sweep_temporaries
 
 log = logging.getLogger(__name__)
 
-# Bump when the computation changes, so old caches are not read.
-FEATURE_VERSION = 2  # 2: memory-mappable .f16 files
+# Bump when the computation or the file format changes, so old caches are not read.
+FEATURE_VERSION = 2
 
 
 @dataclass(frozen=True)
