@@ -8,8 +8,9 @@ prints, per optimizer (adamw, sgd, fam, with the preset's tuned values): steps/s
 audio per second, peak GPU memory, the share of step time in data/forward/backward/optimizer
 (CUDA events), and host synchronisations per step (``torch.cuda.set_sync_debug_mode("warn")``
 counts them) with the phase they happen in — torch's CUDA CTC loss copies small host arrays to
-the device with blocking copies in its forward and backward, which no caller can avoid; then the optimizer step alone — fam, fam-fixed, fused and foreach AdamW, foreach
-SGD-momentum — on the same parameters.
+the device with blocking copies in its forward and backward, which no caller can avoid; then
+the optimizer step alone — fam, fam-fixed, fused and foreach AdamW, foreach SGD-momentum — on
+the same parameters.
 
     python benchmarks/gpu_check.py                 # on a GPU machine (make gpu-check)
     python benchmarks/gpu_check.py --device cpu --preset smoke --steps 3   # a dry run
