@@ -31,8 +31,9 @@ run: install
 	$(BIN)/fambench run --optimizer fam
 
 # The CI-sized comparison: every optimizer, two seeds, the `ci` preset. Two grids of one thread
-# each share the two cores (about 1.6x the throughput of one two-thread grid), then one report
-# covers all their runs. Their timings come from runs sharing the machine: not measurements.
+# each share the two cores (more throughput than one two-thread grid: docs/tuning.md), then one
+# report covers all their runs. Their timings come from runs sharing the machine: not
+# measurements.
 BENCH = $(BIN)/fambench bench --preset ci --seeds 2 --threads 1 --out results/ci
 benchmark: install
 	$(BENCH) --optimizers fam,fam-fixed & first=$$!; \

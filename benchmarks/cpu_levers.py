@@ -1,5 +1,5 @@
-"""The CPU levers not yet in the step, each timed where the study trains: two 1-thread runs side
-by side on the 2 cores.
+"""The CPU levers fambench's training step does not use, each timed where the study trains: two
+1-thread runs side by side on the 2 cores.
 
 Per variant, two processes train the preset's model at one thread each, at the same time, on
 the same fixed batches (random lengths within the preset's frame budget, padded to its length

@@ -8,8 +8,9 @@ prints, per optimizer (adamw, sgd, fam, with the preset's tuned values): steps/s
 audio per second, peak GPU memory, the share of step time in data/forward/backward/optimizer
 (CUDA events), and host synchronisations per step (``torch.cuda.set_sync_debug_mode("warn")``
 counts them) with the phase they happen in — torch's CUDA CTC loss copies small host arrays to
-the device with blocking copies in its forward and backward, which no caller can avoid; then the optimizer step alone — fam, fam-fixed, fused and foreach AdamW, foreach
-SGD-momentum — on the same parameters.
+the device with blocking copies in its forward and backward, which no caller can avoid; then
+the optimizer step alone — fam, fam-fixed, fused and foreach AdamW, foreach SGD-momentum — on
+the same parameters.
 
     python benchmarks/gpu_check.py                 # on a GPU machine (make gpu-check)
     python benchmarks/gpu_check.py --device cpu --preset smoke --steps 3   # a dry run
@@ -18,8 +19,8 @@ Then a one-GPU ``torchrun`` run end to end: ``fambench run --preset smoke-nodrop
 ``torchrun --standalone --nproc-per-node 1`` (DDP on NCCL; the smoke corpus is generated with
 eSpeak NG first), its status, steps/s and the rank digests from its summary. On CUDA, last,
 adamw with the model under ``torch.compile`` (dynamic shapes) against eager, or why compiling
-failed: whether a compile switch would pay is measured there first (on this project's CPU
-machine, torch 2.14.1's inductor fails on the model with dynamic shapes).
+failed: whether a compile switch would pay is measured there first (what compiling does on
+the CPU machine: docs/scaling.md#gpus).
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ def train_steps(
 
 def compile_check(preset, device: torch.device, batches, steps: int, eager: dict) -> str:
     """One line: adamw with the model under ``torch.compile`` against ``eager`` (its row), or
-    why compiling failed. fambench offers no compile switch yet: this measures whether one
-    would pay."""
+    why compiling failed. fambench has no compile switch: this measures whether one would
+    pay."""
     try:
         row = train_steps("adamw", preset, device, batches, steps, compile_model=True)
     except Exception as exc:  # noqa: BLE001 - any failure of the compiler is the answer here

@@ -3,17 +3,16 @@
 For each seed, the fp32 run and the bf16 run of the same command train at one thread each
 (`fambench run --threads 1`): side by side (--jobs 2, the default), so each pair meets the
 same machine state, or one after the other (--jobs 1, beside something else that takes the
-other core). Runs are
-ordinary run directories under --out/PRESET/fp32 and --out/PRESET/bf16 (apart, because
-`fambench compare` pools runs by optimizer and hyperparameters, not by precision): running
-the script again reports finished runs and resumes interrupted ones. With --reuse DIR, a
-finished run of the same command already under DIR (e.g. the workload's baseline grid, trained
-in its default precision) is used instead of training it again; its training seconds then come
-from another session, so no speedup is printed (measure it side by side with
-`benchmarks/training_throughput.py --preset PRESET`). Prints, per seed, final dev WER and CER
-and training seconds of both, then the mean per-seed WER and CER difference (bf16 − fp32) with its paired
-t-interval, and the speedup (fp32 seconds / bf16 seconds: the geometric mean over seeds with
-the paired t-interval of the log ratio), n = the seeds.
+other core). Runs are ordinary run directories under --out/PRESET/fp32 and --out/PRESET/bf16
+(apart, because `fambench compare` pools runs by optimizer and hyperparameters, not by
+precision): running the script again reports finished runs and resumes interrupted ones. With
+--reuse DIR, a finished run of the same command already under DIR (e.g. the workload's
+baseline grid, trained in its default precision) is used instead of training it again; its
+training seconds then come from another session, so no speedup is printed (measure it side by
+side with `benchmarks/training_throughput.py --preset PRESET`). Prints, per seed, final dev
+WER and CER and training seconds of both, then the mean per-seed WER and CER difference
+(bf16 − fp32) with its paired t-interval, and the speedup (fp32 seconds / bf16 seconds: the
+geometric mean over seeds with the paired t-interval of the log ratio), n = the seeds.
 
     .venv/bin/python benchmarks/precision_check.py [--preset synth] [--optimizer adamw]
         [--seeds 3] [--out results/precision] [--cache-dir data] [--length-bucket N] [--jobs 2]
@@ -157,8 +156,8 @@ def _print_differences(args: argparse.Namespace, rows: dict, reused: set[tuple[i
 def _finished_run(
     where: Path | None, preset: str, optimizer: str, seed: int, precision: str
 ) -> Path | None:
-    """A completed run under `where` of this preset, optimizer (with the hyperparameters a run
-    would use today), seed and precision; found by what it recorded, since a bf16 run cannot be
+    """A completed run under `where` of this preset, optimizer (with the hyperparameters a fresh
+    run would use), seed and precision; found by what it recorded, since a bf16 run cannot be
     planned on a CPU without bf16 dot products."""
     if where is None:
         return None

@@ -9,9 +9,9 @@ same thread count in fp32 and in bf16), the share of wall time spent evaluating,
 the training time goes (forward + CTC loss, backward + clipping, optimizer + scheduler,
 batch assembly).
 
-The model's FLOPs per padded frame are counted once by torch's
-FlopCounterMode on a forward + backward pass at three batch shapes of the preset's frame
-budget (their mean); a run's FLOPs are that times the padded frames it trained.
+The model's FLOPs per padded frame are counted once by torch's FlopCounterMode on a forward +
+backward pass at three batch shapes of the preset's frame budget (their mean); a run's FLOPs
+are that times the padded frames it trained.
 
     .venv/bin/python benchmarks/training_throughput.py [--preset synth] [--steps 300]
         [--optimizers adamw] [--precisions fp32,bf16] [--buckets 0,64] [--threads N]

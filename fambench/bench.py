@@ -7,8 +7,9 @@ its threads while it trains (fambench.core_slots), so grids started side by side
 more threads than the machine has cores: a run waits for free cores instead. Several bench
 processes may work on one grid (same command, same --out): each claims a cell before running
 it (a lock file under ``<out>/.claims/``, freed when its process dies) and passes over the
-cells another process holds, so together they run every cell once. `fambench.training` is imported
-only when the grid runs, so comparing and reporting work without torch's training stack.
+cells another process holds, so together they run every cell once. `fambench.training` is
+imported only when the grid runs, so comparing and reporting work without torch's training
+stack.
 """
 
 from __future__ import annotations
@@ -172,9 +173,8 @@ def run_grid(
     beside the optimizers, seed by seed. Ctrl-C inside a run stops the grid after that run is
     saved as interrupted; the report of what exists is still written. ``rerun_contended``
     trains again a finished run whose timing was contended (same numbers, honest time).
-    ``runner`` replaces
-    ``run_training`` (called with ``progress``, holding core slots, telling ``on_wait`` when it
-    waits for them) for callers that run cells their own way.
+    ``runner`` replaces ``run_training`` (called with ``progress``, holding core slots, telling
+    ``on_wait`` when it waits for them) for callers that run cells their own way.
     """
     out = Path(out_dir)
     seeds = list(seeds)

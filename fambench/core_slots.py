@@ -2,8 +2,9 @@
 
 Each core of the machine is a lock file in one directory per user; a run that will use T
 threads holds T of them (all of them when T exceeds the cores) while it trains, and waits while
-fewer are free. The slots are file locks (`fambench.filelock`), so a process that dies frees its cores at once. Taking
-slots happens under one allocation lock, so two runs never each take half of what both need.
+fewer are free. The slots are file locks (`fambench.filelock`), so a process that dies frees
+its cores at once. Taking slots happens under one allocation lock, so two runs never each take
+half of what both need.
 """
 
 from __future__ import annotations

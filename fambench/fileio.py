@@ -3,8 +3,9 @@
 A reader never sees half a file, a failed write leaves nothing behind, and every failure is a
 FileWriteError naming the path. The file and then its directory are fsynced, so a machine
 crash (not only a process crash) leaves the old file or the new one, never an empty one; a
-temporary left by a killed process is swept by `sweep_temporaries`. Run directories, data caches, the tokenizer, tables, plots and
-reports all write through `atomic_write` (or the small wrappers below, built on it).
+temporary left by a killed process is swept by `sweep_temporaries`. Run directories, data
+caches, the tokenizer, tables, plots and reports all write through `atomic_write` (or the small
+wrappers below, built on it).
 """
 
 from __future__ import annotations

@@ -167,7 +167,8 @@ def plot_curves(
     path: Path,
     target_wer: float | None = None,
 ) -> Path | None:
-    """Plot ``y`` against ``x`` (``step`` or ``train_s``), one line per optimizer; None if no data."""
+    """Plot ``y`` against ``x`` (``step`` or ``train_s``), one line per optimizer; None without
+    data."""
     curves = seed_curves(results, preset, x=x, y=y)
     if not curves:
         log.info("no %s data for preset %s; %s not written", y, preset, path.name)

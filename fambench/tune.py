@@ -138,7 +138,7 @@ def _sampler(request: TuneRequest, index: int) -> optuna.samplers.BaseSampler:
         )
     with (
         warnings.catch_warnings()
-    ):  # "experimental" since Optuna 3.0; the interface we use is stable
+    ):  # Optuna marks QMCSampler experimental; the interface used here is stable
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.QMCSampler(
             qmc_type="sobol", scramble=True, seed=request.seed + index

@@ -58,11 +58,11 @@ def aggregate(
     ``n_<status>`` for COMPARE_STATUSES, ``n_other``); for final/best/test WER
     ``<m>_mean``, ``<m>_std``, ``<m>_ci_low``, ``<m>_ci_high`` (95% interval of the mean by
     ``method``: Student t by default, see CI_METHODS; NaN with one seed), ``<m>_n`` (the seeds
-    with a value) and ``<m>_ci_method``; ``target_wer`` (``target_wer`` argument, else the runs' own),
-    ``reached`` (completed seeds that reached it), ``time_to_target_s`` (mean over those that
-    did, interpolated between bracketing evaluations); ``time_to_target_median_s`` (median
-    over the timed seeds, a seed that missed the target counting as infinitely slow: AlgoPerf's
-    per-workload time); ``train_s``, ``steps``, ``steps_per_s``, ``audio_s_per_s`` means and
+    with a value) and ``<m>_ci_method``; ``target_wer`` (``target_wer`` argument, else the
+    runs' own), ``reached`` (completed seeds that reached it), ``time_to_target_s`` (mean over
+    those that did, interpolated between bracketing evaluations); ``time_to_target_median_s``
+    (median over the timed seeds, a seed that missed the target counting as infinitely slow:
+    AlgoPerf's per-workload time); ``train_s``, ``steps``, ``steps_per_s``, ``audio_s_per_s`` means and
     ``peak_memory_mb`` (max); ``config`` (see config_label). The target is ``target_wer``,
     else the preset's recorded target (fambench.targets), else the runs' own.
 

@@ -221,7 +221,7 @@ def _record(run: LoadedRun, files: RunFiles, *, stale: bool) -> RunRecord:
         time_budget_s=as_float(config.time_budget_s),
         status=status,
         message=message,
-        # Runs recorded before precision was a setting trained in fp32.
+        # A summary that names no precision is an fp32 run's (fp32 is the default arithmetic).
         precision=str((summary.precision if summary is not None else None) or "fp32"),
         contended=_contended(summary),
         steps=steps,

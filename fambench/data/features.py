@@ -3,8 +3,9 @@
 Features are 80-bin log-mel filterbanks (25 ms Hann window, 10 ms hop, 512-point FFT, no
 centring, natural log with a floor) from `torchaudio.transforms.MelSpectrogram`. A subset's
 features are computed once and stored as a single ``feats-<key>.f16`` file in the cache
-directory (float16 frames back to back, then an index; read memory-mapped, `FeatureStore`); the key hashes the manifest (ids, paths, sample counts, file sizes and mtimes) and
-every feature setting, so a changed corpus or setting never reads a stale file. Values are
+directory (float16 frames back to back, then an index; read memory-mapped, `FeatureStore`);
+the key hashes the manifest (ids, paths, sample counts, file sizes and mtimes) and every
+feature setting, so a changed corpus or setting never reads a stale file. Values are
 stored as float16 (half the disk; the rounding, under 0.01 on log-mel values, is far below
 their spread) and returned as float32. There is one feature path: `FeatureCache.load` always
 returns the stored (float16-rounded) values, also on the run that computes them, so the first
@@ -34,8 +35,8 @@ from fambench.fileio import atomic_write, sweep_temporaries
 
 log = logging.getLogger(__name__)
 
-# Bump when the computation changes, so old caches are not read.
-FEATURE_VERSION = 2  # 2: memory-mappable .f16 files
+# Bump when the computation or the file format changes, so old caches are not read.
+FEATURE_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Our own English vocabulary for the synthetic corpus: 2,300+ common words, most frequent first.
+"""Our own English vocabulary for the synthetic corpus: common words, most frequent first.
 
 The order is a rough frequency ranking (function words first, then everyday nouns, verbs and
 adjectives), which the generator turns into Zipf-like sampling probabilities. Words are

@@ -92,7 +92,8 @@ class ConvFrequencyHandler(FrequencyHandler):
         return _partition(n_freq, spans)
 
     def momentum(self, band_values: Tensor, base_alpha: Tensor) -> Tensor:
-        """Mid > 0.4 → ``min(0.97, alpha + 0.07)``; else high > 0.3 → ``min(0.95, alpha + 0.05)``."""
+        """Mid > 0.4 → ``min(0.97, alpha + 0.07)``; else high > 0.3 →
+        ``min(0.95, alpha + 0.05)``."""
         n_bands = band_values.shape[1]
         mid = band_values[:, n_bands // 4 : (3 * n_bands) // 4].sum(dim=1)
         high = band_values[:, (3 * n_bands) // 4 :].sum(dim=1)

@@ -1,7 +1,7 @@
 """WarmupHoldCosine: linear warmup, hold, cosine decay to ``eta_min`` — for any optimizer.
 
-``FAMScheduler`` and ``FAMScheduler2`` are the FAM specification's names for this schedule and
-remain available as aliases of the same class.
+``FAMScheduler`` and ``FAMScheduler2``, the FAM specification's names for this schedule, are
+aliases of the same class.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def read_summary(files: RunFiles) -> Summary | None:
 def read_metrics(run_dir: Path) -> pd.DataFrame:
     """A run's metric rows (parquet, else CSV; empty when neither is readable).
 
-    Columns are METRIC_COLUMNS (NaN where not applicable; format 2's names read as today's),
+    Columns are METRIC_COLUMNS (NaN where not applicable; format 2's names read as format 3's),
     sorted by step (int64). Evaluation rows whose ``train_s`` is missing get it interpolated
     from the training rows' step → seconds curve.
     """

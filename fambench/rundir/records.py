@@ -85,7 +85,8 @@ def eval_row(step: int, train_s: float, rates: Mapping[str, float], eval_s: floa
 
 def metrics_frame(rows: Iterable[Mapping[str, float]]) -> pd.DataFrame:
     """A metrics table with exactly METRIC_COLUMNS (missing values NaN, step as int64); rows
-    of format 2 (a checkpoint written before the rename) are read under today's names."""
+    with format 2's column names (a format-2 checkpoint holds them) are read under format 3's
+    (LEGACY_COLUMNS)."""
     rows = [{LEGACY_COLUMNS.get(k, k): v for k, v in row.items()} for row in rows]
     frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS), dtype="float64")
     frame["step"] = frame["step"].astype("int64")

@@ -128,8 +128,8 @@ def run_identity(
 ) -> dict[str, Any]:
     """What decides a run's result: preset settings (no description), resolved
     hyperparameters, seed, budget, data and precision. Equal identities share one run
-    directory. fp32 adds no key, so that fp32 runs recorded before precision was a setting
-    are still found by their command."""
+    directory. fp32 adds no key: an identity without ``precision`` is an fp32 run's, as a
+    preset setting at its neutral value adds none (Preset.identity)."""
     identity = {
         "preset": preset.identity(),
         "optimizer": optimizer,

@@ -57,7 +57,8 @@ def build_trainee(plan: RunPlan, data: WorkloadData) -> Trainee:
 
 
 def _no_buffer_sync() -> dict[str, bool]:
-    """DDP's switch for not broadcasting buffers every forward (renamed in newer torch)."""
+    """DDP's switch for not broadcasting buffers every forward: ``forward_sync_buffers`` where
+    this torch's DDP takes it, else ``broadcast_buffers``."""
     import inspect
 
     parameters = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters

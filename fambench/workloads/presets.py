@@ -116,8 +116,9 @@ class Preset:
         return data
 
 
-# Settings that add nothing to a run's identity at these values (what runs trained before the
-# setting existed used), so that those runs are still found by their command.
+# Neutral values: a setting at its neutral value is left out of a run's identity, so an identity
+# without the setting means that value and a run directory recorded without it is found by its
+# command.
 _NEUTRAL_SETTINGS: dict[tuple[str, ...], Any] = {
     ("length_bucket_frames",): 0,
     ("data", "synth_text"): "words",
@@ -249,17 +250,17 @@ _SYNTH = Preset(
     steps=2000,
     eval_every=250,
     schedule=ScheduleSpec(warmup_fraction=0.1, decay_start_fraction=0.2),
-    # A 5-minute budget underfits: regularisation only slows it down (measured: dev WER 0.78
-    # without SpecAugment and dropout vs 0.90 with them after 500 steps).
+    # The step budget ends while the model still underfits, where regularisation only slows
+    # learning down: no SpecAugment, no dropout.
     specaugment=None,
     log_every=10,
     target_wer=0.6,
 )
 
-# The study's workloads: each trains, within about 20 minutes of one thread, to a model that
-# recognises its speech (dev CER <= 0.10 and WER <= 0.30 for the best tuned baseline), and each
-# is hard in another way. All train in bf16 where the CPU has it, on batches padded to 64-frame
-# buckets (measured faster: `make bench-train`).
+# The study's workloads: each trains at one thread to a model that recognises its speech (dev
+# CER <= 0.10 and WER <= 0.30 for the best tuned baseline; times per run in docs/workloads.md),
+# and each is hard in another way. All train in bf16 where the CPU has it, on batches padded to
+# 64-frame buckets (measured faster: `make bench-train`).
 _STUDY_MODEL = ModelSettings(
     d_model=144,
     n_layers=4,
