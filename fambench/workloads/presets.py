@@ -171,7 +171,7 @@ _SMOKE_NODROPOUT = dataclasses.replace(
 
 _CI = Preset(
     name="ci",
-    description="about a minute per run on 2 CPU cores: 0.6 h synthetic corpus, small model",
+    description="the CI-sized workload: 0.6 h synthetic corpus, small model",
     data=DataSpec(
         kind="synth",
         train_subset="train-synth",
@@ -204,7 +204,7 @@ _CI = Preset(
 _CI_SUBWORD = dataclasses.replace(
     _CI,
     name="ci-subword",
-    description="ci with 128 sentencepiece subwords instead of characters; ~3 min at 1 thread",
+    description="ci with 128 sentencepiece subwords instead of characters",
     data=dataclasses.replace(_CI.data, tokenizer="sentencepiece", vocab_size=128),
     target_wer=0.9,
 )
@@ -212,7 +212,7 @@ _CI_SUBWORD = dataclasses.replace(
 _CI_DEEP = dataclasses.replace(
     _CI,
     name="ci-deep",
-    description="ci's corpus, a deeper and narrower Conformer (4 layers x 64); ~4 min at 1 thread",
+    description="ci's corpus, a deeper and narrower Conformer (4 layers x 64)",
     model=ModelSettings(
         d_model=64,
         n_layers=4,
@@ -227,7 +227,7 @@ _CI_DEEP = dataclasses.replace(
 
 _SYNTH = Preset(
     name="synth",
-    description="the default: ~3 h eSpeak NG corpus, 2.2M-parameter Conformer, ~5 min on 2 cores",
+    description="the default: ~3 h eSpeak NG corpus, 2.2M-parameter Conformer",
     data=DataSpec(
         kind="synth",
         train_subset="train-synth",
