@@ -13,7 +13,9 @@ either way it says how long the regeneration took. ``--out DIR`` keeps the regen
 in DIR (outside results/), for a full `diff -r` of two versions of the code. Run it from the
 repository root, so that the report names its source as the committed one does:
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/check_report_unchanged.py [results/study]
+    PYTHONPATH=$PWD .venv/bin/python tests/report_check.py [results/study]
+
+tests/integration/test_committed_reports.py runs the same check on every committed report.
 """
 
 from __future__ import annotations
