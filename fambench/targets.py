@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from fambench.errors import ConfigError
 from fambench.fileio import write_json
@@ -190,3 +191,24 @@ def baseline_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, fl
                 row["final_dev_wer"]
             )
     return out
+
+
+def target_from_runs(
+    runs: pd.DataFrame, preset: str, reference: str, source: str
+) -> WorkloadTarget:
+    """The AlgoPerf target of ``preset`` from a runs table (fambench.analysis's ResultSet.runs):
+    baselines are the optimizers run with their tuned values only (no values set on top) that
+    are neither ``reference`` nor an ablation of it. ConfigError when a baseline ran with
+    several hyperparameter settings (which one is tuned?) or none has enough seeds."""
+    baselines = runs[
+        (runs["optimizer"] != reference)
+        & (runs["ablation_of"] != reference)
+        & (runs["config"] == runs["optimizer"])
+    ]
+    if baselines["hparams_key"].groupby(baselines["optimizer"]).nunique().max() > 1:
+        raise ConfigError(
+            f"a baseline ran {preset} with several hyperparameter settings under {source}: "
+            "point at the runs of the tuned one"
+        )
+    rows = baselines.to_dict("records")
+    return with_measurements(median_target(preset, baseline_values(rows), source), rows)

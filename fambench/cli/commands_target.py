@@ -9,7 +9,7 @@ import typer
 
 from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
 from fambench.cli.printing import print_stale, warnings_on_stderr
-from fambench.errors import ConfigError, FambenchError
+from fambench.errors import FambenchError
 
 
 @app.command("target")
@@ -32,26 +32,14 @@ def target_command(
     neither the reference nor an ablation of it; the best has the lowest median.
     """
     from fambench.analysis import load_results
-    from fambench.targets import baseline_values, median_target, record_target, with_measurements
+    from fambench.targets import record_target, target_from_runs
 
     try:
         with warnings_on_stderr():
             results = load_results(results_dirs, preset=preset, hparams_dir=hparams_dir)
         print_stale(results.runs)
-        runs = results.runs
-        baselines = runs[
-            (runs["optimizer"] != reference)
-            & (runs["ablation_of"] != reference)
-            & (runs["config"] == runs["optimizer"])
-        ]
-        if baselines["hparams_key"].groupby(baselines["optimizer"]).nunique().max() > 1:
-            raise ConfigError(
-                f"a baseline ran {preset} with several hyperparameter settings under "
-                f"{', '.join(map(str, results_dirs))}: point at the runs of the tuned one"
-            )
         where = ", ".join(str(p) for p in results_dirs)
-        rows = baselines.to_dict("records")
-        target = with_measurements(median_target(preset, baseline_values(rows), where), rows)
+        target = target_from_runs(results.runs, preset, reference, where)
         path = record_target(target, hparams_dir) if write else None
     except FambenchError as exc:
         raise fail(str(exc)) from None

@@ -106,3 +106,24 @@ def test_the_target_is_not_part_of_the_run_identity(smoke, tmp_path):
     after = plan_run(dataclasses.replace(smoke("sgd"), hparams_dir=tmp_path))
     assert after.run_id == before.run_id
     assert (before.target_wer, after.target_wer) == (1.0, 0.7)
+
+
+def test_a_target_needs_one_setting_per_baseline(tmp_path):
+    from rundirs import write_run
+
+    from fambench.analysis import load_results
+    from fambench.targets import target_from_runs
+
+    for seed in range(5):
+        evals = ((50, 10.0, 0.7), (100, 20.0, 0.4 + seed / 100))
+        write_run(tmp_path, preset="w", optimizer="adamw", seed=seed, evals=evals)
+        write_run(tmp_path, preset="w", optimizer="fam", seed=seed, evals=evals)  # the reference
+    runs = load_results([tmp_path]).runs
+    target = target_from_runs(runs, "w", "fam", "here")
+    assert (target.baseline, target.seeds) == ("adamw", (0, 1, 2, 3, 4))
+    assert target.wer == pytest.approx(0.42)
+    write_run(tmp_path, preset="w", optimizer="adamw", seed=5, hparams_key="lr=0.1")
+    with pytest.raises(
+        ConfigError, match="a baseline ran w with several hyperparameter settings under here"
+    ):
+        target_from_runs(load_results([tmp_path]).runs, "w", "fam", "here")
