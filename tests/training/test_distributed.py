@@ -178,6 +178,9 @@ def _train_rows(run_dir: Path) -> pd.DataFrame:
 # relative on the loss by step 30); the split of the data and batch norm are checked at the
 # tight tolerance by the others, which share that code.
 _AMPLIFIES = {"soap": 20.0, "muon": 4.0, "sfadamw": 4.0}
+# Steps whose size does not follow the gradient's (Adam's normalised step, Lion's sign): a
+# coordinate whose gradient is zero but for rounding still moves by about the learning rate.
+_SCALE_FREE_STEPS = {"adamw", "nadamw", "lion"}
 
 
 @pytest.mark.subprocess
@@ -238,21 +241,23 @@ def test_two_processes_train_the_numbers_of_one(
     assert ckpt_two["world_size"] == 2 and len(ckpt_two["rng"]["ranks"]) == 2
     state_one, state_two = ckpt_one["optimizer"]["state"], ckpt_two["optimizer"]["state"]
     assert state_one.keys() == state_two.keys()
-    if optimizer == "adamw" or optimizer in _AMPLIFIES:
+    if optimizer in _SCALE_FREE_STEPS or optimizer in _AMPLIFIES:
         # Not comparable state by state: a bias right before batch norm (or a key bias before
-        # softmax) has a gradient that is zero but for rounding, and Adam turns that rounding
-        # into lr-sized steps, so such coordinates wander apart while the loss stays the same;
-        # the amplifying optimizers move their states apart the same way.
+        # softmax) has a gradient that is zero but for rounding, and a scale-free step turns
+        # that rounding into lr-sized steps, so such coordinates wander apart while the loss
+        # stays the same; the amplifying optimizers move their states apart the same way.
         return
     compared = 0
     for key, values in state_one.items():
         for name, value in values.items():
             if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 1:
                 gap = (state_two[key][name] - value).norm()
-                # Rounding differences, grown over 30 steps: ~0.2% at most (a wrong reduction,
-                # e.g. gradients summed instead of averaged, is ~100%); the absolute part is
-                # for biases before batch norm, whose gradient is zero but for rounding.
-                assert gap <= 1e-2 * value.norm() + 1e-5, (key, name, float(gap))
+                # Rounding differences, grown over 30 steps: a few percent at most on a small
+                # momentum (the CPU's kernels reduce in another order for another batch size),
+                # where a wrong reduction, e.g. gradients summed instead of averaged, is ~100%;
+                # the absolute part is for biases before batch norm, whose gradient is zero but
+                # for rounding.
+                assert gap <= 3e-2 * value.norm() + 1e-5, (key, name, float(gap))
                 compared += 1
     assert compared >= len(state_one)  # every parameter's momentum (and more) was compared
 
