@@ -17,6 +17,7 @@ ranges and scales, JSON form as AlgoPerf's ``tuning_search_space.json``)::
     overrides = apply_point(get_optimizer_spec("adamw").defaults, {"betas.1": 0.98}, space=space)
 """
 
+from fambench.optim import builtins  # noqa: F401  (importing it registers the built-ins)
 from fambench.optim.capabilities import Capabilities, has_evaluation_modes
 from fambench.optim.fam import FAMOptimizer, infer_handler_name
 from fambench.optim.groups import get_parameter_groups

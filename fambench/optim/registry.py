@@ -2,12 +2,15 @@
 
 ``build_optimizer(name, model, **overrides)`` resolves ``name`` in this order:
 
-1. a registered name (built-ins: ``fam``, ``fam-fixed``, ``simple-fam``, ``adamw``, ``sgd``,
-   and the field's baselines ``nadamw``, ``sfadamw``, ``soap``, ``muon``, ``lion``);
+1. a registered name (built-ins, :mod:`fambench.optim.builtins`: ``fam``, ``fam-fixed``,
+   ``simple-fam``, ``adamw``, ``sgd``, and the field's baselines ``nadamw``, ``sfadamw``,
+   ``soap``, ``muon``, ``lion``);
 2. a dotted path ``package.module:Name``: an :class:`torch.optim.Optimizer` subclass receives
    ``model.parameters()``, any other callable receives the model;
 3. an entry point of the group ``fambench.optimizers`` (the object it loads may be an
    :class:`OptimizerSpec`, an Optimizer subclass or a callable taking the model).
+
+:mod:`fambench.optim.plugins` turns the last two into an :class:`OptimizerSpec`.
 
 Each entry may declare a search space (:mod:`fambench.optim.search`): its tunable
 hyperparameters with ranges and scales, checked against its defaults when registered.
@@ -29,34 +32,28 @@ that a run records which implementation and version it trained with (:func:`opti
 from __future__ import annotations
 
 import ast
-import dataclasses
-import importlib
-import inspect
 import json
 import logging
 import math
 import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from fambench.optim.capabilities import CAPABILITIES_ATTRIBUTE, Capabilities, parse_capabilities
+from fambench.optim.capabilities import Capabilities
 from fambench.optim.errors import OptimizerConfigError
-from fambench.optim.fam import FAMOptimizer
-from fambench.optim.groups import get_parameter_groups, muon_parameter_groups
-from fambench.optim.search import (
-    Dimension,
-    load_search_space,
-    parse_search_space,
-    search_space_problem,
+from fambench.optim.plugins import entry_points, load_dotted, spec_from_object
+from fambench.optim.search import Dimension, load_search_space, search_space_problem
+from fambench.optim.spec import (
+    ENTRY_POINT_GROUP,
+    OptimizerSpec,
+    checked_capabilities,
+    checked_space,
 )
-from fambench.optim.simple_fam import SimpleFAM
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -73,39 +70,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-ENTRY_POINT_GROUP = "fambench.optimizers"
-SEARCH_SPACE_ATTRIBUTE = "fambench_search_space"
-"""A plug-in class or factory may declare its search space (JSON form) in this attribute."""
-
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    """A registry entry.
-
-    ``factory(model, **hyperparameters)`` builds the optimizer; ``defaults`` lists every
-    hyperparameter it accepts with its default (treat it as read-only). ``accepts_any`` is set
-    when the factory takes ``**kwargs`` (keys beyond ``defaults`` are then passed through).
-    ``ablation_of`` is the registry name of the optimizer this entry is an ablation of (the same
-    method with one part switched off, e.g. ``fam-fixed`` of ``fam``), so that a comparison can
-    label the pair "ablation" rather than "baseline"; None for an optimizer of its own.
-    ``search_space`` maps the names of its tunable hyperparameters to their
-    :class:`~fambench.optim.search.Dimension` (empty: none declared; treat it as read-only).
-    ``capabilities``: what the optimizer needs from the trainer (evaluation-weight statistics,
-    its schedule). ``package``: the installed distribution its code comes from ("" when
-    unknown).
-    """
-
-    name: str
-    description: str
-    defaults: dict[str, Any]
-    factory: Callable[..., Optimizer] = field(repr=False)
-    accepts_any: bool = False
-    ablation_of: str | None = None
-    search_space: Mapping[str, Dimension] = field(default_factory=dict)
-    capabilities: Capabilities = field(default_factory=Capabilities)
-    package: str = ""
-
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
 
@@ -144,7 +108,7 @@ def register_optimizer(
         raise OptimizerConfigError(
             f"optimizer {name!r} is already registered (pass replace=True to override it)"
         )
-    space = _checked_space(name, search_space or {}, defaults, accepts_any=False)
+    space = checked_space(name, search_space or {}, defaults, accepts_any=False)
     spec = OptimizerSpec(
         name,
         description,
@@ -152,7 +116,7 @@ def register_optimizer(
         factory,
         ablation_of=ablation_of,
         search_space=space,
-        capabilities=_checked_capabilities(name, capabilities),
+        capabilities=checked_capabilities(name, capabilities),
         package=package,
     )
     _REGISTRY[name] = spec
@@ -173,11 +137,11 @@ def list_optimizers(*, include_plugins: bool = True) -> list[OptimizerSpec]:
     """Registered optimizers, then installed entry-point plug-ins (those that load)."""
     specs = [_REGISTRY[name] for name in sorted(_REGISTRY)]
     if include_plugins:
-        for entry in _entry_points():
+        for entry in entry_points():
             if entry.name in _REGISTRY:
                 continue
             try:
-                specs.append(_spec_from_object(entry.name, entry.load()))
+                specs.append(spec_from_object(entry.name, entry.load()))
             except Exception as exc:  # a broken plug-in must not hide the others
                 logger.warning("skipping optimizer plug-in %r: %s", entry.name, exc)
     return specs
@@ -193,8 +157,8 @@ def get_optimizer_spec(name: str) -> OptimizerSpec:
     if name.lower() in _REGISTRY:
         return _REGISTRY[name.lower()]
     if ":" in name:
-        return _spec_from_object(name, _load_dotted(name))
-    for entry in _entry_points():
+        return spec_from_object(name, load_dotted(name))
+    for entry in entry_points():
         if entry.name == name:
             try:
                 obj = entry.load()
@@ -202,8 +166,8 @@ def get_optimizer_spec(name: str) -> OptimizerSpec:
                 raise OptimizerConfigError(
                     f"optimizer plug-in {name!r} ({entry.value}) failed to load: {exc}"
                 ) from exc
-            return _spec_from_object(name, obj)
-    plugins = sorted({e.name for e in _entry_points()} - set(_REGISTRY))
+            return spec_from_object(name, obj)
+    plugins = sorted({e.name for e in entry_points()} - set(_REGISTRY))
     choices = ", ".join(sorted(_REGISTRY) + plugins)
     raise OptimizerConfigError(
         f"unknown optimizer {name!r}; choose one of: {choices}, "
@@ -346,455 +310,3 @@ def _resolve(spec: OptimizerSpec, overrides: Mapping[str, Any]) -> dict[str, Any
         if problem:
             raise OptimizerConfigError(f"optimizer {spec.name!r}: {problem}")
     return resolved
-
-
-# ------------------------------------------------------------------------------- plug-ins
-
-
-def _entry_points() -> list[metadata.EntryPoint]:
-    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-
-
-def _load_dotted(path: str) -> Any:
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise OptimizerConfigError(f"optimizer path {path!r} must look like package.module:Name")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise OptimizerConfigError(
-            f"optimizer {path!r}: cannot import module {module_name!r} ({exc})"
-        ) from exc
-    except Exception as exc:  # the module itself raises while it is imported
-        raise OptimizerConfigError(
-            f"optimizer {path!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise OptimizerConfigError(
-                f"optimizer {path!r}: {module_name!r} has no attribute {attribute!r}"
-            ) from None
-    return obj
-
-
-def _checked_capabilities(name: str, data: Any) -> Capabilities:
-    try:
-        return parse_capabilities(data)
-    except (TypeError, ValueError) as exc:
-        raise OptimizerConfigError(f"optimizer {name!r}: capabilities: {exc}") from None
-
-
-def _package_of(obj: Any) -> str:
-    """The installed distribution that provides ``obj``'s top-level module ("" if none)."""
-    module = getattr(obj, "__module__", None) or ""
-    top = module.split(".")[0]
-    if not top:
-        return ""
-    names = metadata.packages_distributions().get(top) or []
-    return names[0] if names else ""
-
-
-def _checked_space(
-    name: str, data: Mapping[str, Any], defaults: Mapping[str, Any], *, accepts_any: bool
-) -> dict[str, Dimension]:
-    """Parse a declared search space (JSON form or Dimensions) and check its names."""
-    space = parse_search_space(data, source=f"optimizer {name!r}: search space")
-    problem = search_space_problem(space, defaults, accepts_any=accepts_any)
-    if problem:
-        raise OptimizerConfigError(f"optimizer {name!r}: search space: {problem}")
-    return space
-
-
-def _parameters(model: Any) -> Iterable:
-    return model.parameters() if isinstance(model, nn.Module) else model
-
-
-def _signature_defaults(target: Callable, skip_first: bool) -> tuple[dict[str, Any], bool]:
-    try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):
-        return {}, True
-    defaults: dict[str, Any] = {}
-    accepts_any = False
-    parameters = list(signature.parameters.values())
-    if (
-        skip_first
-        and parameters
-        and parameters[0].kind
-        in (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        )
-    ):
-        parameters = parameters[1:]
-    for parameter in parameters:
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            accepts_any = True
-        elif (
-            parameter.kind
-            in (
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                inspect.Parameter.KEYWORD_ONLY,
-            )
-            and parameter.default is not inspect.Parameter.empty
-        ):
-            defaults[parameter.name] = parameter.default
-    return defaults, accepts_any
-
-
-def _first_doc_line(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
-
-
-def _spec_from_object(name: str, obj: Any) -> OptimizerSpec:
-    """Wrap what a dotted path or entry point points at into an OptimizerSpec."""
-    if isinstance(obj, OptimizerSpec):
-        space = _checked_space(name, obj.search_space, obj.defaults, accepts_any=obj.accepts_any)
-        package = obj.package or _package_of(obj.factory)
-        return dataclasses.replace(obj, name=name, search_space=space, package=package)
-    if not callable(obj):
-        raise OptimizerConfigError(
-            f"optimizer {name!r} points at a {type(obj).__name__}; expected an Optimizer class, "
-            "a factory taking the model, or an OptimizerSpec"
-        )
-    defaults, accepts_any = _signature_defaults(obj, skip_first=True)
-    space = _checked_space(
-        name, getattr(obj, SEARCH_SPACE_ATTRIBUTE, None) or {}, defaults, accepts_any=accepts_any
-    )
-    if isinstance(obj, type) and issubclass(obj, Optimizer):
-        factory = _class_factory(obj)
-        description = _first_doc_line(obj) or f"{obj.__module__}.{obj.__qualname__}"
-    else:
-        factory, description = obj, _first_doc_line(obj) or name
-    return OptimizerSpec(
-        name,
-        description,
-        defaults,
-        factory,
-        accepts_any=accepts_any,
-        search_space=space,
-        capabilities=_checked_capabilities(name, getattr(obj, CAPABILITIES_ATTRIBUTE, None)),
-        package=_package_of(obj),
-    )
-
-
-def _class_factory(optimizer_class: type[Optimizer]) -> Callable[..., Optimizer]:
-    """A factory giving an Optimizer subclass the model's parameters."""
-
-    def factory(model: Any, **hyperparameters: Any) -> Optimizer:
-        return optimizer_class(_parameters(model), **hyperparameters)
-
-    return factory
-
-
-# ------------------------------------------------------------------------------- built-ins
-
-
-_FAM_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3,
-    "weight_decay": 0.0,
-    "alpha": None,
-    "beta": 0.99,
-    "eps": 1e-8,
-    "n_bands": None,
-    "fam_start_step": 100,
-    "min_size": 256,
-    "layer_boost": True,
-    "sampling": "ordered",
-    "seed": 0,
-}
-"""FAM's hyperparameters. Its trace is no hyperparameter: see FAMOptimizer.start_trace."""
-
-
-# Built-in search spaces (JSON form): starting points sized for the CPU-scale workloads, to be
-# widened or narrowed per workload with a search-space file. Momentum-like knobs close to 1 use
-# log1m; warmup_fraction is the trainer's schedule setting (fraction of the run warming up).
-# A tuned weight_decay replaces the default even where the default (0.0) lies below the range.
-# A tuned FAM alpha applies to every group (the default None keeps each group's own value).
-_WARMUP_SPACE: dict[str, Any] = {"warmup_fraction": {"min": 0.02, "max": 0.3, "scaling": "linear"}}
-_FAM_SPACE: dict[str, Any] = {
-    "lr": {"min": 0.05, "max": 5.0, "scaling": "log"},
-    "alpha": {"min": 0.5, "max": 0.99, "scaling": "log1m"},
-    "beta": {"min": 0.9, "max": 0.999, "scaling": "log1m"},
-    "weight_decay": {"min": 1e-6, "max": 1e-2, "scaling": "log"},
-    "fam_start_step": {"min": 10, "max": 500, "scaling": "linear", "type": "int"},
-    **_WARMUP_SPACE,
-}
-# With the frequency adaptation off, beta and fam_start_step change nothing: not tuned.
-_FAM_FIXED_SPACE = {k: v for k, v in _FAM_SPACE.items() if k not in ("beta", "fam_start_step")}
-_SIMPLE_FAM_SPACE = {k: v for k, v in _FAM_SPACE.items() if k != "fam_start_step"}
-_ADAMW_SPACE: dict[str, Any] = {
-    "lr": {"min": 1e-4, "max": 1e-2, "scaling": "log"},
-    "betas.0": {"min": 0.8, "max": 0.99, "scaling": "log1m"},
-    "betas.1": {"min": 0.9, "max": 0.9999, "scaling": "log1m"},
-    "weight_decay": {"min": 1e-4, "max": 0.5, "scaling": "log"},
-    **_WARMUP_SPACE,
-}
-_SGD_SPACE: dict[str, Any] = {
-    "lr": {"min": 0.01, "max": 1.0, "scaling": "log"},
-    "momentum": {"min": 0.8, "max": 0.99, "scaling": "log1m"},
-    "weight_decay": {"min": 1e-6, "max": 1e-3, "scaling": "log"},
-    **_WARMUP_SPACE,
-}
-
-
-def _fam_factory(adaptive: bool) -> Callable[..., Optimizer]:
-    def factory(model: nn.Module, **hp: Any) -> Optimizer:
-        if not isinstance(model, nn.Module):
-            raise TypeError("fam optimizers need an nn.Module (they group parameters by module)")
-        groups = get_parameter_groups(model, lr=hp["lr"], weight_decay=hp["weight_decay"])
-        for group in groups:
-            if hp["alpha"] is not None:
-                group["alpha"] = hp["alpha"]
-            if hp["n_bands"] is not None:
-                group["n_bands"] = hp["n_bands"]
-        return FAMOptimizer(
-            groups,
-            lr=hp["lr"],
-            alpha=0.9 if hp["alpha"] is None else hp["alpha"],
-            beta=hp["beta"],
-            eps=hp["eps"],
-            weight_decay=hp["weight_decay"],
-            n_bands=8 if hp["n_bands"] is None else hp["n_bands"],
-            fam_start_step=hp["fam_start_step"],
-            layer_boost=hp["layer_boost"],
-            min_size=hp["min_size"],
-            sampling=hp["sampling"],
-            seed=hp["seed"],
-            adaptive=adaptive,
-        )
-
-    return factory
-
-
-def _simple_fam(model: nn.Module, **hp: Any) -> Optimizer:
-    return SimpleFAM(_parameters(model), **hp)
-
-
-def _adamw(model: nn.Module, **hp: Any) -> Optimizer:
-    return torch.optim.AdamW(_parameters(model), foreach=True, **hp)
-
-
-def _sgd(model: nn.Module, **hp: Any) -> Optimizer:
-    return torch.optim.SGD(_parameters(model), foreach=True, **hp)
-
-
-register_optimizer(
-    "fam",
-    _fam_factory(adaptive=True),
-    defaults=_FAM_DEFAULTS,
-    description=(
-        "Frequency-Adaptive Momentum over module-type groups (conv/attention/embedding/norm/"
-        "other); alpha/n_bands none = each group's own value"
-    ),
-    search_space=_FAM_SPACE,
-    package="fambench",
-)
-register_optimizer(
-    "fam-fixed",
-    _fam_factory(adaptive=False),
-    defaults=_FAM_DEFAULTS,
-    description="FAM with frequency adaptation off: same groups and update, momentum = alpha",
-    ablation_of="fam",
-    search_space=_FAM_FIXED_SPACE,
-    package="fambench",
-)
-register_optimizer(
-    "simple-fam",
-    _simple_fam,
-    defaults={"lr": 1e-3, "alpha": 0.9, "beta": 0.99, "weight_decay": 0.0},
-    description="SimpleFAM: one upper-half-spectrum rule for tensors over 1000 entries",
-    search_space=_SIMPLE_FAM_SPACE,
-    package="fambench",
-)
-register_optimizer(
-    "adamw",
-    _adamw,
-    defaults={
-        "lr": 1e-3,
-        "betas": (0.9, 0.999),
-        "eps": 1e-8,
-        "weight_decay": 0.01,
-        "amsgrad": False,
-    },
-    description="torch.optim.AdamW (foreach)",
-    search_space=_ADAMW_SPACE,
-    package="torch",
-)
-register_optimizer(
-    "sgd",
-    _sgd,
-    defaults={"lr": 1e-3, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0},
-    description="torch.optim.SGD with Nesterov momentum (foreach)",
-    search_space=_SGD_SPACE,
-    package="torch",
-)
-
-
-# ------------------------------------------------------------------ the field's baselines
-# Each from a well-kept library, built as its authors intend. Defaults: AlgoPerf's self-tuning
-# configurations (NAdamW baseline; Schedule-Free AdamW, the v0.5 self-tuning winner) and the
-# papers' (SOAP, Muon, Lion). Search spaces: AlgoPerf's NAdamW space; for the others, ranges
-# around their authors' advice, as wide in decades as AdamW's (docs/baselines.md).
-
-_NADAMW_SPACE: dict[str, Any] = {
-    "lr": {"min": 1e-4, "max": 1e-2, "scaling": "log"},
-    "betas.0": {"min": 0.9, "max": 0.996, "scaling": "log1m"},
-    "weight_decay": {"min": 5e-3, "max": 1.0, "scaling": "log"},
-    **_WARMUP_SPACE,
-}
-_SFADAMW_SPACE: dict[str, Any] = {
-    "lr": {"min": 5e-4, "max": 2e-2, "scaling": "log"},
-    "betas.0": {"min": 0.8, "max": 0.98, "scaling": "log1m"},
-    "betas.1": {"min": 0.99, "max": 0.9995, "scaling": "log1m"},
-    "weight_decay": {"min": 5e-3, "max": 0.5, "scaling": "log"},
-    **_WARMUP_SPACE,
-}
-_SOAP_SPACE: dict[str, Any] = {
-    "lr": {"min": 3e-4, "max": 1e-2, "scaling": "log"},
-    "betas.0": {"min": 0.9, "max": 0.99, "scaling": "log1m"},
-    "betas.1": {"min": 0.95, "max": 0.995, "scaling": "log1m"},
-    "weight_decay": {"min": 1e-3, "max": 0.3, "scaling": "log"},
-    **_WARMUP_SPACE,
-}
-_MUON_SPACE: dict[str, Any] = {
-    "lr": {"min": 5e-3, "max": 0.1, "scaling": "log"},
-    "momentum": {"min": 0.85, "max": 0.98, "scaling": "log1m"},
-    "weight_decay": {"min": 1e-4, "max": 0.1, "scaling": "log"},
-    "adamw_lr": {"min": 1e-4, "max": 1e-2, "scaling": "log"},
-    **_WARMUP_SPACE,
-}
-_LION_SPACE: dict[str, Any] = {
-    "lr": {"min": 1e-5, "max": 3e-3, "scaling": "log"},
-    "betas.0": {"min": 0.8, "max": 0.98, "scaling": "log1m"},
-    "betas.1": {"min": 0.95, "max": 0.999, "scaling": "log1m"},
-    "weight_decay": {"min": 1e-2, "max": 10.0, "scaling": "log"},
-    **_WARMUP_SPACE,
-}
-
-
-def _nadamw(model: nn.Module, **hp: Any) -> Optimizer:
-    return torch.optim.NAdam(_parameters(model), decoupled_weight_decay=True, foreach=True, **hp)
-
-
-def _sfadamw(model: nn.Module, **hp: Any) -> Optimizer:
-    import schedulefree
-
-    # Its own warmup is off: the trainer warms the learning rate up (the schedule it declares).
-    return schedulefree.AdamWScheduleFree(_parameters(model), warmup_steps=0, **hp)
-
-
-def _soap(model: nn.Module, **hp: Any) -> Optimizer:
-    import pytorch_optimizer
-
-    return pytorch_optimizer.SOAP(_parameters(model), **hp)
-
-
-def _muon(model: nn.Module, **hp: Any) -> Optimizer:
-    import pytorch_optimizer
-
-    if not isinstance(model, nn.Module):
-        raise TypeError("muon needs an nn.Module (it splits parameters by the module owning them)")
-    muon = {k: hp[k] for k in ("lr", "momentum", "nesterov", "ns_steps", "weight_decay")}
-    adamw = {
-        "lr": hp["adamw_lr"],
-        "betas": tuple(hp["adamw_betas"]),
-        "eps": hp["adamw_eps"],
-        "weight_decay": hp["adamw_wd"],
-    }
-    groups = muon_parameter_groups(model, muon, adamw)
-    return pytorch_optimizer.Muon(groups, use_adjusted_lr=hp["use_adjusted_lr"])
-
-
-def _lion(model: nn.Module, **hp: Any) -> Optimizer:
-    import pytorch_optimizer
-
-    return pytorch_optimizer.Lion(_parameters(model), **hp)
-
-
-register_optimizer(
-    "nadamw",
-    _nadamw,
-    defaults={
-        "lr": 0.0017486,
-        "betas": (0.9327, 0.9955),
-        "eps": 1e-8,
-        "weight_decay": 0.0812,
-        # torch's NAdam schedules its momentum, mu_t = beta1 (1 - 0.5 * 0.96^(t * decay)); at
-        # 1000, mu_t is beta1 from the first step, as in AlgoPerf's NAdamW (docs/baselines.md).
-        "momentum_decay": 1000.0,
-    },
-    description="NAdamW, AlgoPerf's baseline: torch.optim.NAdam, decoupled weight decay",
-    search_space=_NADAMW_SPACE,
-    package="torch",
-)
-register_optimizer(
-    "sfadamw",
-    _sfadamw,
-    defaults={
-        "lr": 0.0025,
-        "betas": (0.9, 0.9955),
-        "eps": 1e-8,
-        "weight_decay": 0.0812,
-        "r": 0.75,
-        "weight_lr_power": 2.0,
-    },
-    description="Schedule-Free AdamW (schedulefree): trains at one point, evaluated at its average",
-    search_space=_SFADAMW_SPACE,
-    # The authors: warmup but no decay, and batch-norm statistics recomputed at the evaluation
-    # weights on about 50 training batches.
-    capabilities=Capabilities(schedule="warmup-only", norm_batches=50),
-    package="schedulefree",
-)
-register_optimizer(
-    "soap",
-    _soap,
-    defaults={
-        "lr": 3e-3,
-        "betas": (0.95, 0.95),
-        "weight_decay": 0.01,
-        "precondition_frequency": 10,
-        "max_precondition_dim": 10000,
-        "merge_dims": False,
-        "precondition_1d": False,
-        "normalize_gradient": False,
-        "correct_bias": True,
-        "eps": 1e-8,
-    },
-    description="SOAP (Shampoo's eigenbasis + Adam): pytorch_optimizer.SOAP",
-    search_space=_SOAP_SPACE,
-    package="pytorch-optimizer",
-)
-register_optimizer(
-    "muon",
-    _muon,
-    defaults={
-        "lr": 0.02,
-        "momentum": 0.95,
-        "nesterov": True,
-        "ns_steps": 5,
-        "weight_decay": 0.01,
-        "use_adjusted_lr": False,
-        "adamw_lr": 3e-4,
-        "adamw_betas": (0.9, 0.95),
-        "adamw_eps": 1e-10,
-        "adamw_wd": 0.01,
-    },
-    description=(
-        "Muon for the hidden weight matrices (dense conv kernels flattened), AdamW for the "
-        "rest, one optimizer: pytorch_optimizer.Muon"
-    ),
-    search_space=_MUON_SPACE,
-    package="pytorch-optimizer",
-)
-register_optimizer(
-    "lion",
-    _lion,
-    defaults={"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.1},
-    description="Lion (sign of interpolated momentum): pytorch_optimizer.Lion",
-    search_space=_LION_SPACE,
-    package="pytorch-optimizer",
-)
