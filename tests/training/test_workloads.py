@@ -46,9 +46,11 @@ def test_presets_are_listed_default_first_and_unknown_names_list_the_choices():
         get_preset("tiny")
 
 
-# Registered but not tuned yet: they run with their authors' defaults until
-# benchmarks/tune_baselines.sh has given them the others' budget on ci (issue 23).
-AWAITING_TUNING = {"nadamw", "sfadamw", "soap", "muon", "lion"}
+# The field's baselines are tuned on ci with the others' budget and their values transferred to
+# the workloads that take ci's (benchmarks/tune_baselines.sh); elsewhere they run with their
+# authors' defaults.
+FIELD_BASELINES = {"nadamw", "sfadamw", "soap", "muon", "lion"}
+TUNED_WITH_THE_FIELD = {"ci", "ci-deep", "ci-subword", "digits", "commands-deep", "commands-small"}
 
 
 @pytest.mark.parametrize("preset", [p.name for p in list_presets()])
@@ -57,7 +59,8 @@ def test_every_preset_has_valid_tuned_values_for_every_builtin_optimizer(preset)
     tuned = load_tuned(preset)
     assert tuned.paths and tuned.source and Path(tuned.source).name.endswith(".md")
     builtin = {spec.name for spec in list_optimizers(include_plugins=False)}
-    assert builtin - AWAITING_TUNING <= set(tuned.optimizers)
+    expected = builtin if preset in TUNED_WITH_THE_FIELD else builtin - FIELD_BASELINES
+    assert expected <= set(tuned.optimizers)
     builtin &= set(tuned.optimizers)
     for name in builtin:
         values = tuned.for_optimizer(name)
