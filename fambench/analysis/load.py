@@ -28,6 +28,7 @@ import pandas as pd
 
 from fambench.analysis.labels import as_float, budget_label, config_label
 from fambench.errors import ResultsError
+from fambench.filelock import is_locked
 from fambench.rundir import (
     METRIC_COLUMNS,
     PROVENANCE_KEYS,
@@ -39,7 +40,6 @@ from fambench.rundir import (
     find_run_dirs,
     hparams_key,
     load_run,
-    lock_is_held,
 )
 from fambench.targets import load_target
 
@@ -191,7 +191,7 @@ def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[RunRecord, pd.DataFra
     """
     files = RunFiles(Path(run_dir))
     # Looked at before reading: a run that finishes meanwhile is not taken for a stale one.
-    held = lock_is_held(files.lock)
+    held = is_locked(files.lock)
     run = load_run(files.root)
     record = _record(run, files, stale=run.status == "running" and not held)
     metrics = run.metrics

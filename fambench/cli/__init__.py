@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from fambench.errors import FambenchError
-from fambench.hparams_dirs import DEFAULT_USER_DIR, HPARAMS_DIR_ENV
+from fambench.hparams_dirs import HPARAMS_DIR_ENV
 
 app = typer.Typer(
     name="fambench",
@@ -36,7 +36,6 @@ HparamsDir = Annotated[
         "by tune and target, read before the package's own.",
     ),
 ]
-DEFAULT_HPARAMS_DIR = DEFAULT_USER_DIR
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, err_console, fail
+from fambench.cli import HparamsDir, app, console, err_console, fail
 from fambench.cli.options import (
     DEFAULT_REFERENCE,
     REFERENCE_HELP,
@@ -22,6 +22,7 @@ from fambench.cli.options import (
 from fambench.cli.printing import fitted_table, print_stale, print_tables, warnings_on_stderr
 from fambench.cli.progress import RunViews
 from fambench.errors import ConfigError, FambenchError
+from fambench.hparams_dirs import DEFAULT_USER_DIR
 
 DEFAULT_OPTIMIZERS = "fam,fam-fixed,adamw,sgd"
 
@@ -64,7 +65,7 @@ def compare_command(
     profile_plot: Annotated[
         Path | None, typer.Option(help="Write the performance-profile plot (PNG) here.")
     ] = None,
-    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
+    hparams_dir: HparamsDir = DEFAULT_USER_DIR,
 ) -> None:
     """Aggregate runs over seeds: WER with t intervals, time to target, pairwise differences;
     across workloads, times to target, the performance profile and speedups."""
@@ -119,7 +120,7 @@ def report_command(
     ci_method: CiMethodOption = "t",
     include_contended: ContendedOption = False,
     baseline: BaselineOption = "best",
-    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
+    hparams_dir: HparamsDir = DEFAULT_USER_DIR,
 ) -> None:
     """Write a markdown report (tables, plots, provenance) that reads well on GitHub."""
     from fambench.analysis.stats import check_ci_method
@@ -170,7 +171,7 @@ def bench_command(
     hparams: Annotated[
         Path | None, typer.Option(help="Tuned-values file to use instead of the preset's.")
     ] = None,
-    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
+    hparams_dir: HparamsDir = DEFAULT_USER_DIR,
     force: Annotated[bool, typer.Option(help="Rerun completed runs too.")] = False,
     threads: Annotated[
         int | None, typer.Option(help="torch threads per run (default: the usable CPU cores).")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console
+from fambench.cli import HparamsDir, app, console
+from fambench.hparams_dirs import DEFAULT_USER_DIR
 from fambench.optim import OptimizerSpec, list_optimizers, optimizer_source
 from fambench.workloads import DEFAULT_PRESET, load_tuned
 
@@ -22,7 +23,7 @@ def _format_value(value: object) -> str:
 
 
 @app.command("optimizers")
-def optimizers_command(hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR) -> None:
+def optimizers_command(hparams_dir: HparamsDir = DEFAULT_USER_DIR) -> None:
     """List the optimizers you can pass to --optimizer, with their default hyperparameters."""
     table = Table(title="Optimizers", show_lines=True)
     table.add_column("name", style="bold cyan", no_wrap=True)

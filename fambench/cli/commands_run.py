@@ -9,10 +9,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
+from fambench.cli import HparamsDir, app, console, fail
 from fambench.cli.options import check_budget
 from fambench.cli.progress import ProgressView, fmt_value
 from fambench.errors import ConfigError, FambenchError
+from fambench.hparams_dirs import DEFAULT_USER_DIR
 
 
 def parse_opt_overrides(items: list[str]) -> dict[str, object]:
@@ -59,7 +60,7 @@ def run_command(
     hparams: Path | None = typer.Option(
         None, "--hparams", help="Tuned-values file to use instead of the preset's."
     ),
-    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
+    hparams_dir: HparamsDir = DEFAULT_USER_DIR,
     prefetch: bool | None = typer.Option(
         None,
         "--prefetch/--no-prefetch",
@@ -214,7 +215,7 @@ def _measured(target) -> str:  # target: fambench.targets.WorkloadTarget
 
 
 @app.command("presets")
-def presets_command(hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR) -> None:
+def presets_command(hparams_dir: HparamsDir = DEFAULT_USER_DIR) -> None:
     """List the workload presets and the hyperparameters tuned for each."""
     from fambench.rundir import hparams_key
     from fambench.targets import load_target

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
+from fambench.cli import HparamsDir, app, console, fail
 from fambench.cli.printing import print_stale, warnings_on_stderr
 from fambench.errors import FambenchError
+from fambench.hparams_dirs import DEFAULT_USER_DIR
 
 
 @app.command("target")
@@ -24,7 +25,7 @@ def target_command(
     write: Annotated[
         bool, typer.Option(help="Record it in HPARAMS_DIR/targets/PRESET.json.")
     ] = True,
-    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
+    hparams_dir: HparamsDir = DEFAULT_USER_DIR,
 ) -> None:
     """Target = median final dev WER of the best tuned baseline over its (>= 5) seeds.
 

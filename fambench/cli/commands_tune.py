@@ -10,10 +10,11 @@ from typing import Annotated
 
 import typer
 
-from fambench.cli import DEFAULT_HPARAMS_DIR, HparamsDir, app, console, fail
+from fambench.cli import HparamsDir, app, console, fail
 from fambench.cli.printing import fitted_table
 from fambench.cli.progress import RunViews
 from fambench.errors import FambenchError
+from fambench.hparams_dirs import DEFAULT_USER_DIR
 from fambench.key_values import float_list, parse_key_values
 
 
@@ -58,7 +59,7 @@ def tune_command(
             help="Record the best values as the preset's tuned values (in --hparams-dir)."
         ),
     ] = True,
-    hparams_dir: HparamsDir = DEFAULT_HPARAMS_DIR,
+    hparams_dir: HparamsDir = DEFAULT_USER_DIR,
 ) -> None:
     """Tune an optimizer's hyperparameters: K studies x N quasi-random trials (Optuna)."""
     from fambench.tune import TuneRequest, run_worker, summarize

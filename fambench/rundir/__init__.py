@@ -14,7 +14,7 @@ Every file is written through `fambench.fileio.atomic_write`, so a reader never 
 """
 
 from fambench.fileio import atomic_write, write_bytes, write_json, write_text
-from fambench.rundir.files import RunFiles, RunLock, lock_is_held
+from fambench.rundir.files import RunFiles, RunLock
 from fambench.rundir.loading import LoadedRun, find_run_dirs, load_run, read_metrics
 from fambench.rundir.records import (
     FINISHED,
@@ -50,7 +50,6 @@ __all__ = [
     "eval_row",
     "find_run_dirs",
     "hparams_key",
-    "lock_is_held",
     "load_run",
     "metrics_frame",
     "read_metrics",

@@ -11,7 +11,7 @@ import pandas as pd
 
 from fambench.errors import ResultsError
 from fambench.fileio import atomic_write, move_into, write_json
-from fambench.filelock import FileLock, is_locked
+from fambench.filelock import FileLock
 from fambench.rundir.records import RunConfig, Summary, metrics_frame
 
 
@@ -133,8 +133,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
-
-
-def lock_is_held(path: Path) -> bool:
-    """Whether a live process holds the run lock at ``path`` (never blocks, never takes it)."""
-    return is_locked(path)
