@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from fambench.analysis.aggregate import group_target
 from fambench.analysis.labels import budget_label
 from fambench.analysis.load import GROUP_KEYS, ResultSet
-from fambench.analysis.profiles import TAU_MAX, Workloads, profile_scores
+from fambench.analysis.profiles import TAU_MAX, Profile, Workloads, profile_scores
 from fambench.errors import ConfigError
 from fambench.fileio import atomic_write
 from fambench.optim.fam.trace import read_trace
@@ -336,32 +336,47 @@ def _safe(name: object) -> str:
 # --------------------------------------------------------------------------- across workloads
 
 
-def plot_profile(workloads: Workloads, path: str | os.PathLike[str]) -> Path:
-    """The performance-profile plot of ``workloads``; ConfigError below two profiled workloads."""
-    if workloads.n_profiled < 2:
+#: What τ divides, per axis (the x label of a profile plot).
+_AXIS_TEXT = {"time": "time to target", "steps": "steps to target"}
+
+
+def plot_profile(profile: Profile, path: str | os.PathLike[str]) -> Path:
+    """The performance-profile plot of one axis; ConfigError below two profiled workloads."""
+    if profile.n_profiled < 2:
         raise ConfigError(
-            "a performance profile needs every configuration's time on at least two "
-            f"workloads; complete: {workloads.profiled_names()} of "
-            f"{', '.join(workloads.table.columns)}"
+            f"a performance profile by {profile.axis} needs every configuration's value on at "
+            f"least two workloads; complete: {profile.profiled_names()} of "
+            f"{', '.join(profile.table.columns)}"
         )
-    return plot_performance_profile(workloads.ratios, Path(path))
+    return plot_performance_profile(profile.ratios, Path(path), axis=profile.axis)
 
 
-def write_profile_plot(workloads: Workloads | None, path: str | os.PathLike[str]) -> Path | None:
-    """plot_profile where there are two profiled workloads; else a warning, and None."""
-    if workloads is None or workloads.n_profiled < 2:
+def profile_plot_path(path: str | os.PathLike[str], axis: str) -> Path:
+    """Where the profile of ``axis`` goes beside ``path`` (the time profile's): the path
+    itself for time, ``<stem>_<axis><suffix>`` otherwise."""
+    path = Path(path)
+    return path if axis == "time" else path.with_name(f"{path.stem}_{axis}{path.suffix}")
+
+
+def write_profile_plots(workloads: Workloads | None, path: str | os.PathLike[str]) -> list[Path]:
+    """plot_profile by time at ``path`` and by steps beside it (profile_plot_path), where there
+    are two profiled workloads; else a warning, and nothing."""
+    if workloads is None or workloads.by_time.n_profiled < 2:
         log.warning(
             "no %s written: a performance profile needs every configuration's time on at "
             "least two workloads",
             path,
         )
-        return None
-    return plot_profile(workloads, path)
+        return []
+    profiles = [p for p in workloads.profiles() if p.n_profiled >= 2]
+    return [plot_profile(p, profile_plot_path(path, p.axis)) for p in profiles]
 
 
-def plot_performance_profile(ratios: pd.DataFrame, path: Path, tau_max: float = TAU_MAX) -> Path:
+def plot_performance_profile(
+    ratios: pd.DataFrame, path: Path, tau_max: float = TAU_MAX, *, axis: str = "time"
+) -> Path:
     """ρ_s(τ) for τ in [1, tau_max], one step line per configuration (see
-    fambench.analysis.profiles)."""
+    fambench.analysis.profiles); ``axis`` names what the ratios are of."""
     scores = profile_scores(ratios, tau_max)
     fig = Figure(figsize=(6.4, 4.2), dpi=_DPI)
     ax = fig.add_subplot()
@@ -381,9 +396,9 @@ def plot_performance_profile(ratios: pd.DataFrame, path: Path, tau_max: float = 
         )
     ax.set_xlim(1.0, tau_max)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("τ (time to target ÷ fastest on the workload)")
+    ax.set_xlabel(f"τ ({_AXIS_TEXT[axis]} ÷ fastest on the workload)")
     ax.set_ylabel(f"fraction of the {ratios.shape[1]} workloads within τ")
-    ax.set_title("Performance profile")
+    ax.set_title(f"Performance profile by {axis}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)

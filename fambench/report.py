@@ -20,6 +20,7 @@ import pandas as pd
 import fambench
 from fambench.analysis import Comparison, ResultSet, compare, load_results
 from fambench.analysis.aggregate import MIN_VERDICT_N
+from fambench.analysis.ledger import compute_ledger, ledger_display
 from fambench.analysis.profiles import BEST_BASELINE, TAU_MAX, Workloads, best_baseline
 from fambench.analysis.stats import DEFAULT_BOOTSTRAP, DEFAULT_CI_METHOD
 from fambench.analysis.tables import (
@@ -27,17 +28,20 @@ from fambench.analysis.tables import (
     fmt_num,
     interval_label,
     pairwise_display,
-    profile_score_text,
+    scores_display,
     to_markdown,
     workloads_displays,
     write_table,
 )
 from fambench.fileio import write_text
-from fambench.plots import plot_all, plot_profile
+from fambench.plots import plot_all, plot_profile, profile_plot_path
+from fambench.report_settings import read_tuning_runs
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+#: The performance-profile plot by time; the one by steps goes beside it (profile_plot_path).
+PROFILE_PLOT = "performance_profile.png"
 
 
 @dataclass(frozen=True)
@@ -65,15 +69,19 @@ def write_report(
     include_contended: bool = False,
     baseline: str = BEST_BASELINE,
     hparams_dir: Path | None = None,
+    tuning_runs: Sequence[PathLike] = (),
 ) -> Path:
     """Load the runs under ``results_dir``, write the report and its files; return report.md.
 
     ``out_dir`` defaults to ``results_dir`` (the first one when several are given); ``method``
-    is how intervals are computed (fambench.analysis.stats.CI_METHODS).
+    is how intervals are computed (fambench.analysis.stats.CI_METHODS); the compute ledger
+    counts ``tuning_runs`` (directories of tuning trials; default: those the first results
+    directory's report.json names, see fambench.report_settings) beside the study's runs.
     """
     paths = [results_dir] if isinstance(results_dir, str | os.PathLike) else list(results_dir)
     results = load_results(paths, preset=preset, hparams_dir=hparams_dir)
     out = Path(out_dir) if out_dir is not None else Path(paths[0])
+    tuning_runs = list(tuning_runs) or read_tuning_runs(Path(paths[0]))
     return build_report(
         results,
         out,
@@ -84,6 +92,7 @@ def write_report(
         n_boot=n_boot,
         include_contended=include_contended,
         baseline=baseline,
+        tuning_runs=tuning_runs,
     ).report
 
 
@@ -98,9 +107,12 @@ def build_report(
     n_boot: int = DEFAULT_BOOTSTRAP,
     include_contended: bool = False,
     baseline: str = BEST_BASELINE,
+    tuning_runs: Sequence[PathLike] = (),
 ) -> ReportFiles:
-    """Write report.md, comparison.csv/.md, pairwise.csv and the plots for ``results``; with
-    times on two workloads or more, also performance_profile.png and workloads.csv."""
+    """Write report.md, comparison.csv/.md, pairwise.csv, ledger.csv and the plots for
+    ``results``; with a completed run, workload_times.csv, workload_steps.csv and
+    speedups.csv; with values on two workloads or more, the performance-profile plots (by
+    time, and by steps)."""
     out = Path(out_dir)
     comparison = compare(
         results,
@@ -112,16 +124,23 @@ def build_report(
         baseline=baseline,
     )
     agg, pairs, workloads = comparison.aggregate, comparison.pairs, comparison.workloads
+    # Before anything is written: a tuning directory without runs fails here.
+    phases = {"tuning": list(tuning_runs)} if tuning_runs else {}
+    ledger = compute_ledger({**phases, "study": list(results.runs["run_dir"])})
     comparison_csv = write_table(agg, out / "comparison.csv", "csv")
     comparison_md = write_table(comparison_display(agg), out / "comparison.md", "markdown")
     pairwise_csv = write_table(pairs, out / "pairwise.csv", "csv")
     plots = plot_all(results, out, target_wer=target_wer)
     if workloads is not None:
-        write_table(workloads.table.reset_index(), out / "workload_times.csv", "csv")
+        write_table(workloads.by_time.table.reset_index(), out / "workload_times.csv", "csv")
+        write_table(workloads.by_steps.table.reset_index(), out / "workload_steps.csv", "csv")
         write_table(workloads.speedups, out / "speedups.csv", "csv")
-        if workloads.n_profiled >= 2:
-            plots = [*plots, plot_profile(workloads, out / "performance_profile.png")]
-    text = render_report(comparison, plots, out, sources=sources)
+        for profile in workloads.profiles():
+            if profile.n_profiled >= 2:
+                path = profile_plot_path(out / PROFILE_PLOT, profile.axis)
+                plots = [*plots, plot_profile(profile, path)]
+    write_table(ledger, out / "ledger.csv", "csv")
+    text = render_report(comparison, plots, out, sources=sources, ledger=ledger)
     report = write_text(out / "report.md", text)
     log.info("report written to %s", report)
     return ReportFiles(
@@ -135,6 +154,7 @@ def render_report(
     out_dir: Path,
     *,
     sources: Sequence[PathLike] = (),
+    ledger: pd.DataFrame | None = None,
 ) -> str:
     """The markdown text of the report (PNG links relative to ``out_dir``)."""
     runs, reference = comparison.results.runs, comparison.reference
@@ -152,7 +172,10 @@ def render_report(
         *_comparison_section(comparison),
         *_pairwise_section(comparison),
         *_workloads_section(comparison.workloads, out_dir),
-        *_plots_section([p for p in plots if p.stem != "performance_profile"], out_dir, presets),
+        *_plots_section(
+            [p for p in plots if not p.stem.startswith(Path(PROFILE_PLOT).stem)], out_dir, presets
+        ),
+        *_ledger_section(ledger),
         *_runs_section(runs),
         *_provenance_section(runs),
     ]
@@ -249,44 +272,64 @@ def _headline_section(
         f"A verdict needs the interval to exclude 0 and n ≥ {MIN_VERDICT_N}.",
         "",
     ]
-    if workloads is not None and workloads.n_profiled >= 2:
-        scores = profile_score_text(workloads)
+    scores = scores_display(workloads) if workloads is not None else None
+    if scores is not None:
         lines += [
-            f"Performance-profile scores over {workloads.n_profiled} workloads: {scores}.",
+            to_markdown(scores),
+            "Performance-profile scores (AlgoPerf; 1: fastest to the target on every workload, "
+            f"0: never within {TAU_MAX:g}× the fastest): *by time* ranks the training seconds "
+            "to the workload's target, *by steps* the optimizer steps to it (what the updates "
+            "buy, whatever a step costs).",
             "",
         ]
     return lines
 
 
-def _workloads_section(workloads: Workloads | None, out_dir: Path) -> list[str]:
-    if workloads is None:
-        return []
-    times, profile, speed = workloads_displays(workloads)
-    lines = [
-        "## Across workloads",
-        "",
-        to_markdown(times),
+_VALUES_TEXT = {
+    "time": (
         "Each cell: the **median** over the seeds of the training seconds to the workload's "
         "target dev WER (in the header; set from the best tuned baseline's seeds where "
         "`fambench/workloads/targets/` has a file), a seed that missed the target counting as "
-        "infinitely slow; then how many seeds reached it of those timed. Runs that shared their "
-        "cores with other processes (*contended*, see the runs table) are not timed.",
-        "",
-    ]
-    if profile is not None:
+        "infinitely slow; then how many seeds reached it of those timed. Runs that shared "
+        "their cores with other processes (*contended*, see the runs table) are not timed."
+    ),
+    "steps": (
+        "The same by optimizer steps: each cell the median over the completed seeds of the "
+        "step at which dev WER first reached the target (interpolated between evaluations), "
+        "then how many seeds reached it. Every completed seed counts: steps do not depend on "
+        "what else ran on the machine."
+    ),
+}
+
+
+def _workloads_section(workloads: Workloads | None, out_dir: Path) -> list[str]:
+    if workloads is None:
+        return []
+    shown = workloads_displays(workloads)
+    lines = ["## Across workloads", ""]
+    for profile, values, display in zip(
+        workloads.profiles(), shown.values, shown.profiles, strict=True
+    ):
+        lines += [f"### By {profile.axis}", "", to_markdown(values), _VALUES_TEXT[profile.axis], ""]
+        if display is None:
+            continue
+        plot = profile_plot_path(out_dir / PROFILE_PLOT, profile.axis).name
         lines += [
-            to_markdown(profile),
-            f"Performance profile (AlgoPerf) over {workloads.n_profiled} workloads: ρ(τ) is "
-            "the share of workloads on which an optimizer's time is within τ × the fastest "
-            "optimizer's time (∞ when it missed the target); the score is ρ's mean over "
-            f"τ ∈ [1, {TAU_MAX:g}] (1: fastest everywhere; 0: never within {TAU_MAX:g}×).",
+            to_markdown(display),
+            f"Performance profile (AlgoPerf) by {profile.axis} over {profile.n_profiled} "
+            f"workloads: ρ(τ) is the share of workloads on which an optimizer's {profile.axis} "
+            f"to the target is within τ × the fastest optimizer's (∞ when it missed the "
+            f"target); the score is ρ's mean over τ ∈ [1, {TAU_MAX:g}] (1: fastest everywhere; "
+            f"0: never within {TAU_MAX:g}×).",
             "",
-            "![Performance profile](performance_profile.png)",
+            f"![Performance profile by {profile.axis}]({plot})",
             "",
         ]
-    if not speed.empty:
+    if not shown.speedups.empty:
         lines += [
-            to_markdown(speed),
+            "### Speedups",
+            "",
+            to_markdown(shown.speedups),
             "Speedup: the baseline's median time to target ÷ the optimizer's (above 1: faster "
             "than the baseline; the baseline is the best tuned baseline of the workload unless "
             "one was named); the interval is a paired t-interval of the mean log-time ratio "
@@ -296,6 +339,23 @@ def _workloads_section(workloads: Workloads | None, out_dir: Path) -> list[str]:
             "",
         ]
     return lines
+
+
+def _ledger_section(ledger: pd.DataFrame | None) -> list[str]:
+    if ledger is None or ledger.empty:
+        return []
+    return [
+        "## Compute ledger",
+        "",
+        to_markdown(ledger_display(ledger)),
+        "What the runs cost, per phase and optimizer (ledger.csv): *CPU h* the processes' own "
+        "CPU time, *thread h* (training + evaluation seconds) × threads, the cores a run held; "
+        "*uncontended* the thread-hours of runs that had their cores to themselves (their "
+        "times are measurements), *runs not measured* those that ran before contention was "
+        "recorded. The tuning phase counts the trials of the directories given with "
+        "`--tuning-runs` or named in the results directory's report.json.",
+        "",
+    ]
 
 
 _VERDICT_TEXT = (
@@ -349,6 +409,7 @@ _PLOT_TITLES = {
     "train_loss_vs_step": "Train loss against step",
     "train_loss_vs_time": "Train loss against training seconds",
     "dev_wer_vs_time": "Dev WER against training seconds",
+    "dev_cer_vs_time": "Dev CER against training seconds",
     "momentum": "Effective momentum per parameter group",
     "bands": "Band-power share per parameter group",
 }

@@ -28,7 +28,7 @@ from fambench.analysis.stats import (
     welch_interval,
 )
 from fambench.errors import ResultsError
-from fambench.rundir import time_to_target
+from fambench.rundir import steps_to_target, time_to_target
 
 WER_STATS = ("final_dev_wer", "best_dev_wer", "test_wer")
 #: The statistics read off wall-clock time: left out for runs that were contended.
@@ -171,6 +171,13 @@ def run_time_to_target(run: pd.Series, metrics: pd.DataFrame | None, target: flo
     if run["target_wer"] == target:
         return float(run["time_to_target_s"])
     return math.nan
+
+
+def run_steps_to_target(metrics: pd.DataFrame | None, target: float) -> float:
+    """A run's optimizer steps to ``target`` (NaN when not reached, or without metric rows)."""
+    if metrics is None or not metrics["dev_wer"].notna().any():
+        return math.nan
+    return steps_to_target(metrics, target)
 
 
 def pairwise(

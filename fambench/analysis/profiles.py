@@ -3,7 +3,10 @@
 A configuration's time on a workload is the median over its seeds of the training seconds to
 the workload's target dev WER, a seed that never reached it counting as infinitely slow (so
 the time is finite when more than half the seeds reached the target). Contended runs are left
-out of times unless asked (see fambench.machine).
+out of times unless asked (see fambench.machine). The same is done with optimizer steps to the
+target in place of seconds (every completed seed counts: steps do not depend on the machine),
+because an optimizer's cost per step differs: a ranking by steps says what its updates buy, a
+ranking by time what they cost.
 
 Performance profile: with t[s, w] the time of configuration s on workload w, the ratio
 r[s, w] = t[s, w] / min_s' t[s', w] (∞ when s never reached the target); the profile
@@ -26,7 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fambench.analysis.aggregate import group_target, one_per_seed, run_time_to_target
+from fambench.analysis.aggregate import (
+    group_target,
+    one_per_seed,
+    run_steps_to_target,
+    run_time_to_target,
+)
 from fambench.analysis.load import GROUP_KEYS, ResultSet
 from fambench.analysis.stats import t_interval
 
@@ -34,6 +42,8 @@ log = logging.getLogger(__name__)
 
 TAU_MAX = 4.0
 BEST_BASELINE = "best"
+#: What a configuration is measured by on a workload: the run_times column, per axis.
+AXES = {"time": "time_s", "steps": "steps"}
 
 
 def run_times(
@@ -44,14 +54,15 @@ def run_times(
     include_contended: bool = False,
 ) -> pd.DataFrame:
     """One row per completed seed: preset, config, hparams_key, seed, final_dev_wer,
-    ``time_s`` (seconds to the target, ∞ when not reached) and ``timed`` (False for a
-    contended run unless ``include_contended``)."""
+    ``time_s`` (seconds to the target, ∞ when not reached), ``steps`` (optimizer steps to the
+    target, ∞ likewise) and ``timed`` (False for a contended run unless ``include_contended``)."""
     by_run = {rid: frame for rid, frame in metrics.groupby("run_id", sort=False)}
     rows = []
     for _, group in runs.groupby(list(GROUP_KEYS), sort=False, dropna=False):
         target = group_target(group, target_wer)
         for _, run in one_per_seed(group[group["status"] == "completed"]).iterrows():
             seconds = run_time_to_target(run, by_run.get(run["run_id"]), target)
+            steps = run_steps_to_target(by_run.get(run["run_id"]), target)
             rows.append(
                 {
                     "preset": run["preset"],
@@ -64,12 +75,13 @@ def run_times(
                     "final_dev_wer": float(run["final_dev_wer"]),
                     "target_wer": target,
                     "time_s": seconds if math.isfinite(seconds) else math.inf,
+                    "steps": steps if math.isfinite(steps) else math.inf,
                     "timed": include_contended or run.get("contended") is not True,
                 }
             )
     columns = [
         "preset", "config", "optimizer", "ablation_of", "hparams_key", "budget", "seed",
-        "final_dev_wer", "target_wer", "time_s", "timed",
+        "final_dev_wer", "target_wer", "time_s", "steps", "timed",
     ]  # fmt: skip
     return _one_setting_per_config(pd.DataFrame(rows, columns=columns))
 
@@ -91,11 +103,18 @@ def _one_setting_per_config(times: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(kept, ignore_index=True) if kept else times
 
 
-def workload_times(times: pd.DataFrame) -> pd.DataFrame:
-    """Configurations × workloads: the median time to target over the timed seeds (∞ when
-    more than half missed the target, NaN when no seed was timed)."""
-    timed = times[times["timed"]]
-    table = timed.groupby(["config", "preset"], sort=False)["time_s"].median().unstack("preset")
+def axis_runs(times: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The seeds that count on ``axis``: the timed ones for time, every one for steps."""
+    return times[times["timed"]] if axis == "time" else times
+
+
+def workload_times(times: pd.DataFrame, axis: str = "time") -> pd.DataFrame:
+    """Configurations × workloads: the median time (or steps, see AXES) to target over the
+    seeds that count on the axis (∞ when more than half missed the target, NaN when none
+    counts)."""
+    counted = axis_runs(times, axis)
+    by = counted.groupby(["config", "preset"], sort=False)[AXES[axis]]
+    table = by.median().unstack("preset")
     order = list(dict.fromkeys(times["config"]))
     presets = list(dict.fromkeys(times["preset"]))
     return table.reindex(index=order, columns=presets)
@@ -185,12 +204,37 @@ def _speedup(base: pd.Series, own: pd.Series) -> dict:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """One axis across workloads: its configurations × workloads table (workload_times) and
+    the performance ratios (None below two workloads)."""
+
+    axis: str  # a key of AXES
+    table: pd.DataFrame
+    ratios: pd.DataFrame | None
+
+    @classmethod
+    def of(cls, times: pd.DataFrame, axis: str) -> Profile:
+        table = workload_times(times, axis)
+        return cls(axis, table, performance_ratios(table) if table.shape[1] >= 2 else None)
+
+    @property
+    def n_profiled(self) -> int:
+        """The workloads the profile covers (those with a value for every configuration)."""
+        return 0 if self.ratios is None else int(self.ratios.shape[1])
+
+    def profiled_names(self) -> str:
+        """The profiled workloads, comma-separated ("none" without any)."""
+        names = [] if self.ratios is None else list(self.ratios.columns)
+        return ", ".join(names) or "none"
+
+
+@dataclass(frozen=True)
 class Workloads:
     """Everything compare shows across workloads, computed once from a ResultSet."""
 
     times: pd.DataFrame  # run_times
-    table: pd.DataFrame  # workload_times
-    ratios: pd.DataFrame | None  # performance_ratios, from two workloads up
+    by_time: Profile
+    by_steps: Profile
     speedups: pd.DataFrame
 
     @classmethod
@@ -209,16 +253,13 @@ class Workloads:
         )
         if times.empty:
             return None
-        table = workload_times(times)
-        ratios = performance_ratios(table) if table.shape[1] >= 2 else None
-        return cls(times, table, ratios, speedups(times, reference=reference, baseline=baseline))
+        return cls(
+            times,
+            Profile.of(times, "time"),
+            Profile.of(times, "steps"),
+            speedups(times, reference=reference, baseline=baseline),
+        )
 
-    @property
-    def n_profiled(self) -> int:
-        """The workloads the profile covers (those with a time for every configuration)."""
-        return 0 if self.ratios is None else int(self.ratios.shape[1])
-
-    def profiled_names(self) -> str:
-        """The profiled workloads, comma-separated ("none" without any)."""
-        names = [] if self.ratios is None else list(self.ratios.columns)
-        return ", ".join(names) or "none"
+    def profiles(self) -> tuple[Profile, Profile]:
+        """(by time, by steps)."""
+        return self.by_time, self.by_steps

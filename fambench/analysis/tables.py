@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,14 @@ from fambench.analysis.aggregate import MIN_VERDICT_N, several_budgets
 from fambench.analysis.comparison import Comparison
 from fambench.analysis.labels import MISSING, as_float, budget_labels
 from fambench.analysis.load import COMPARE_STATUSES
-from fambench.analysis.profiles import Workloads, performance_profile, profile_scores
+from fambench.analysis.profiles import (
+    AXES,
+    Profile,
+    Workloads,
+    axis_runs,
+    performance_profile,
+    profile_scores,
+)
 from fambench.errors import ConfigError
 from fambench.fileio import atomic_write, write_text
 
@@ -189,19 +197,28 @@ def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value >= 100 else f"{value:.1f} s"
 
 
-def times_display(table: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
-    """Configurations × workloads as text: the median time to target, and how many timed seeds
-    reached the target ("not reached": more than half missed it; "—": no timed seed)."""
-    timed = times[times["timed"]]
-    reached = timed.assign(hit=np.isfinite(timed["time_s"])).groupby(["config", "preset"])
+def _steps(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    return "not reached" if math.isinf(value) else f"{value:.0f}"
+
+
+def times_display(profile: Profile, times: pd.DataFrame) -> pd.DataFrame:
+    """Configurations × workloads as text: the median time (or steps) to target, and how
+    many of the seeds that count on the axis reached the target ("not reached": more than
+    half missed it; "—": no seed counts)."""
+    counted = axis_runs(times, profile.axis)
+    column, text = AXES[profile.axis], _seconds if profile.axis == "time" else _steps
+    reached = counted.assign(hit=np.isfinite(counted[column])).groupby(["config", "preset"])
     counts = reached["hit"].agg(["sum", "size"])
+    table = profile.table
     frame = pd.DataFrame({"optimizer": table.index})
     for preset in table.columns:
         target = times.loc[times["preset"] == preset, "target_wer"].iloc[0]
         cells = []
         for config in table.index:
             hit, size = counts.loc[(config, preset)] if (config, preset) in counts.index else (0, 0)
-            cells.append(f"{_seconds(table.loc[config, preset])} ({int(hit)}/{int(size)})")
+            cells.append(f"{text(table.loc[config, preset])} ({int(hit)}/{int(size)})")
         frame[f"{preset} (WER {target:.3f})"] = cells
     return frame
 
@@ -213,6 +230,22 @@ def profile_display(ratios: pd.DataFrame, taus: Sequence[float] = TABLE_TAUS) ->
     for tau in taus:
         frame[f"ρ({tau:g})"] = [f"{v:.2f}" for v in profile[tau]]
     frame["score [1, 4]"] = [f"{v:.3f}" for v in profile_scores(ratios)]
+    return frame
+
+
+def scores_display(workloads: Workloads) -> pd.DataFrame | None:
+    """Per configuration, its profile score by time and by steps (None below two profiled
+    workloads by time); a column says over how many workloads."""
+    if workloads.by_time.n_profiled < 2:
+        return None
+    frame = pd.DataFrame({"optimizer": workloads.by_time.ratios.index})
+    for profile in workloads.profiles():
+        header = f"score by {profile.axis} ({profile.n_profiled} workloads)"
+        if profile.n_profiled < 2:
+            frame[header] = MISSING
+            continue
+        scores = profile_scores(profile.ratios).reindex(frame["optimizer"])
+        frame[header] = [fmt_num(v) for v in scores]
     return frame
 
 
@@ -248,22 +281,24 @@ def speedup_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["preset", "optimizer", "baseline", "speedup", "interval"])
 
 
-def workloads_displays(
-    workloads: Workloads,
-) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
-    """(times, profile or None below two workloads, speedups) as display frames."""
-    profile = profile_display(workloads.ratios) if workloads.n_profiled else None
-    times = times_display(workloads.table, workloads.times)
-    return times, profile, speedup_display(workloads.speedups)
+@dataclass(frozen=True)
+class WorkloadsDisplay:
+    """The display frames across workloads: per axis (time, then steps) the values to target
+    and the profile (None below two profiled workloads), then the speedups."""
+
+    values: tuple[pd.DataFrame, pd.DataFrame]
+    profiles: tuple[pd.DataFrame | None, pd.DataFrame | None]
+    speedups: pd.DataFrame
 
 
-def profile_score_text(workloads: Workloads) -> str:
-    """``"adamw 0.500, fam 0.000"``: each configuration's profile score, as the table shows it."""
-    _, profile, _ = workloads_displays(workloads)
-    if profile is None:
-        return ""
-    pairs = zip(profile["optimizer"], profile["score [1, 4]"], strict=True)
-    return ", ".join(f"{name} {score}" for name, score in pairs)
+def workloads_displays(workloads: Workloads) -> WorkloadsDisplay:
+    """Every display frame of ``workloads``."""
+    axes = workloads.profiles()
+    return WorkloadsDisplay(
+        tuple(times_display(p, workloads.times) for p in axes),
+        tuple(profile_display(p.ratios) if p.n_profiled else None for p in axes),
+        speedup_display(workloads.speedups),
+    )
 
 
 # --------------------------------------------------------------------------- the terminal
@@ -317,18 +352,30 @@ def terminal_tables(comparison: Comparison) -> list[tuple[str, pd.DataFrame]]:
     return tables
 
 
+#: The median per workload, as its table's title says it, per axis.
+VALUES_TITLES = {
+    "time": "Time to target per workload (median over timed seeds; reached/timed)",
+    "steps": "Steps to target per workload (median over seeds; reached/seeds)",
+}
+
+
 def _workloads_tables(workloads: Workloads) -> list[tuple[str, pd.DataFrame]]:
-    times, profile, speed = workloads_displays(workloads)
-    tables = [("Time to target per workload (median over timed seeds; reached/timed)", times)]
-    if profile is not None:
-        n = workloads.n_profiled
-        title = (
-            f"Performance profile over {n} workload{'' if n == 1 else 's'}: ρ(τ) = share of "
-            "workloads within τ × the fastest time; score = its mean over τ in [1, 4]"
-        )
-        tables.append((title, profile))
-    if not speed.empty:
-        tables.append(("Speedup: baseline's time to target ÷ the optimizer's", speed))
+    shown = workloads_displays(workloads)
+    tables = []
+    for profile, values, display in zip(
+        workloads.profiles(), shown.values, shown.profiles, strict=True
+    ):
+        tables.append((VALUES_TITLES[profile.axis], values))
+        if display is not None:
+            n = profile.n_profiled
+            title = (
+                f"Performance profile by {profile.axis} over {n} workload"
+                f"{'' if n == 1 else 's'}: ρ(τ) = share of workloads within τ × the fastest; "
+                "score = its mean over τ in [1, 4]"
+            )
+            tables.append((title, display))
+    if not shown.speedups.empty:
+        tables.append(("Speedup: baseline's time to target ÷ the optimizer's", shown.speedups))
     return tables
 
 
@@ -391,12 +438,13 @@ def comparison_markdown(comparison: Comparison) -> str:
     if not comparison.pairs.empty:
         text += "\n" + to_markdown(pairwise_display(comparison.pairs))
     if comparison.workloads is not None:
-        times, profile, speed = workloads_displays(comparison.workloads)
-        text += "\n" + to_markdown(times)
-        if profile is not None:
-            text += "\n" + to_markdown(profile)
-        if not speed.empty:
-            text += "\n" + to_markdown(speed)
+        shown = workloads_displays(comparison.workloads)
+        for values, profile in zip(shown.values, shown.profiles, strict=True):
+            text += "\n" + to_markdown(values)
+            if profile is not None:
+                text += "\n" + to_markdown(profile)
+        if not shown.speedups.empty:
+            text += "\n" + to_markdown(shown.speedups)
     return text
 
 

@@ -63,7 +63,11 @@ def compare_command(
     include_contended: ContendedOption = False,
     baseline: BaselineOption = "best",
     profile_plot: Annotated[
-        Path | None, typer.Option(help="Write the performance-profile plot (PNG) here.")
+        Path | None,
+        typer.Option(
+            help="Write the performance-profile plot by time (PNG) here, and the one by steps "
+            "beside it (<name>_steps.png)."
+        ),
     ] = None,
     hparams_dir: HparamsDir = DEFAULT_USER_DIR,
 ) -> None:
@@ -72,7 +76,7 @@ def compare_command(
     from fambench.analysis import compare, load_results
     from fambench.analysis.stats import check_ci_method
     from fambench.analysis.tables import comparison_text, terminal_tables, write_comparison
-    from fambench.plots import write_profile_plot
+    from fambench.plots import write_profile_plots
 
     try:
         check_target(target_wer)
@@ -91,9 +95,9 @@ def compare_command(
                 include_contended=include_contended,
                 baseline=baseline,
             )
-            plot = None
+            plots = []
             if profile_plot is not None:
-                plot = write_profile_plot(comparison.workloads, profile_plot)
+                plots = write_profile_plots(comparison.workloads, profile_plot)
         if out is not None:
             write_comparison(comparison, out, name)
     except FambenchError as exc:
@@ -104,7 +108,7 @@ def compare_command(
         typer.echo(comparison_text(comparison, name), nl=False)
     if out is not None:
         console.print(f"wrote {out} ({name}, {len(comparison.aggregate)} rows)")
-    if plot is not None:
+    for plot in plots:
         err_console.print(f"wrote {plot}", highlight=False)
 
 
@@ -121,8 +125,17 @@ def report_command(
     include_contended: ContendedOption = False,
     baseline: BaselineOption = "best",
     hparams_dir: HparamsDir = DEFAULT_USER_DIR,
+    tuning_runs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Tuning trials (a directory searched recursively; repeatable) whose compute "
+            "the report's ledger counts beside the study's runs (default: those "
+            "RESULTS_DIR/report.json names)."
+        ),
+    ] = None,
 ) -> None:
-    """Write a markdown report (tables, plots, provenance) that reads well on GitHub."""
+    """Write a markdown report (tables, plots, compute ledger, provenance) that reads well on
+    GitHub."""
     from fambench.analysis.stats import check_ci_method
     from fambench.report import write_report
 
@@ -140,6 +153,7 @@ def report_command(
                 include_contended=include_contended,
                 baseline=baseline,
                 hparams_dir=hparams_dir,
+                tuning_runs=tuning_runs or (),
             )
     except FambenchError as exc:
         raise fail(str(exc)) from None

@@ -31,7 +31,7 @@ from fambench.rundir.records import (
     metrics_frame,
     train_row,
 )
-from fambench.rundir.targets import time_to_target
+from fambench.rundir.targets import steps_to_target, time_to_target
 
 __all__ = [
     "FINISHED",
@@ -53,6 +53,7 @@ __all__ = [
     "load_run",
     "metrics_frame",
     "read_metrics",
+    "steps_to_target",
     "time_to_target",
     "train_row",
     "write_bytes",

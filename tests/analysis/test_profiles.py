@@ -17,6 +17,7 @@ from fambench.analysis import load_results
 from fambench.analysis.aggregate import aggregate
 from fambench.analysis.profiles import (
     Workloads,
+    axis_runs,
     performance_profile,
     performance_ratios,
     profile_scores,
@@ -107,6 +108,36 @@ def test_a_workload_without_a_time_for_someone_is_left_out(toy, caplog):
     assert "workload w2 left out of the profile: no time for sgd" in caplog.text
 
 
+def test_steps_count_every_seed_contended_or_not(toy):
+    times = run_times(toy.runs, toy.metrics)
+    steps = workload_times(times, "steps")
+    # Every run first reaches the target at its first evaluation, step 50; adamw's w1 seeds
+    # are 50, 50, ∞ and the contended fam seed counts too.
+    assert steps.loc["fam", "w1"] == 50.0 and steps.loc["adamw", "w1"] == 50.0
+    assert math.isinf(steps.loc["adamw", "w2"])
+    fam_w1 = times[(times["config"] == "fam") & (times["preset"] == "w1")]
+    assert len(fam_w1) == 4 and len(axis_runs(fam_w1, "steps")) == 4
+    assert len(axis_runs(fam_w1, "time")) == 3
+
+
+def test_by_steps_and_by_time_rank_differently(tmp_path):
+    """cheap: reaches the target late (step 87.5 of 100) with cheap steps (17.5 s); costly:
+    early (step 50) with costly ones (30 s). Time ranks cheap first, steps costly."""
+    for preset in ("w1", "w2"):
+        for seed in range(3):
+            cheap = ((50, 10.0, 0.9), (100, 20.0, 0.5))  # 0.6 at 3/4 of the way: 87.5, 17.5 s
+            write_run(tmp_path, preset=preset, optimizer="cheap", seed=seed, evals=cheap)
+            costly = ((50, 30.0, 0.5), (100, 60.0, 0.4))
+            write_run(tmp_path, preset=preset, optimizer="costly", seed=seed, evals=costly)
+    workloads = Workloads.of(load_results([tmp_path]), reference="cheap")
+    assert workloads.by_time.table.loc["cheap"].tolist() == [17.5, 17.5]
+    assert workloads.by_steps.table.loc["cheap"].tolist() == [87.5, 87.5]
+    by_time = profile_scores(workloads.by_time.ratios)
+    by_steps = profile_scores(workloads.by_steps.ratios)
+    assert by_time["cheap"] == 1.0 and by_time["costly"] == pytest.approx((4 - 30 / 17.5) / 3)
+    assert by_steps["costly"] == 1.0 and by_steps["cheap"] == pytest.approx((4 - 1.75) / 3)
+
+
 def test_speedup_against_the_best_baseline(toy):
     table = speedups(run_times(toy.runs, toy.metrics), reference="fam")
     w1 = table[table["preset"] == "w1"].set_index("config")
@@ -146,11 +177,20 @@ def test_compare_prints_times_profile_scores_and_speedups(toy_dir, monkeypatch):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "Time to target per workload" in out and "not reached (0/3)" in out
-    assert "Performance profile over 2 workloads" in out
-    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert "Performance profile by time over 2 workloads" in out
+    assert "Steps to target per workload" in out
+    by_time, by_steps = out.split("Performance profile by ")[1:3]
+    by_time = by_time.split("Steps to target")[0]
+    assert by_steps.startswith("steps over 2 workloads")
+    lines = {line.split()[0]: line.split() for line in by_time.splitlines() if line.strip()}
     assert lines["adamw"][-1] == "0.333" and lines["fam"][-1] == "1.000"
+    # By steps everyone reaches the target at its first evaluation (step 50), so only adamw's
+    # miss on w2 counts against it.
+    lines = {line.split()[0]: line.split() for line in by_steps.splitlines() if line.strip()}
+    assert lines["adamw"][-1] == "0.500" and lines["sgd"][-1] == "1.000"
     assert "×2.00" in out and "paired t on log time, n=2" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (toy_dir / "profile_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = invoke("compare", toy_dir, "--format", "markdown")
     assert "| optimizer | ρ(1) | ρ(1.5) | ρ(2) | ρ(3) | ρ(4) | score [1, 4] |" in markdown.output
     assert "| sgd | 0.00 | 0.50 | 1.00 | 1.00 | 1.00 | 0.800 |" in markdown.output
@@ -161,10 +201,9 @@ def test_profile_plot_needs_two_workloads(toy_dir):
     assert result.exit_code == 0  # the comparison itself is fine: a warning, no plot
     assert "needs every configuration's time on at least two workloads" in result.output
     assert not (toy_dir / "p.png").exists()
-    with pytest.raises(ConfigError, match="complete: none of w1"):
-        plot_profile(
-            Workloads.of(load_results([toy_dir], preset="w1"), reference="fam"), toy_dir / "p.png"
-        )
+    workloads = Workloads.of(load_results([toy_dir], preset="w1"), reference="fam")
+    with pytest.raises(ConfigError, match="by steps needs .* complete: none of w1"):
+        plot_profile(workloads.by_steps, toy_dir / "p.png")
 
 
 def test_report_has_the_workloads_section_and_plot(toy_dir):
@@ -172,7 +211,8 @@ def test_report_has_the_workloads_section_and_plot(toy_dir):
     assert result.exit_code == 0, result.output
     text = (toy_dir / "report.md").read_text()
     assert (
-        "## Across workloads" in text and "![Performance profile](performance_profile.png)" in text
+        "## Across workloads" in text
+        and "![Performance profile by time](performance_profile.png)" in text
     )
     assert (toy_dir / "performance_profile.png").is_file()
     assert (
@@ -180,10 +220,38 @@ def test_report_has_the_workloads_section_and_plot(toy_dir):
         in (text)
     )
     assert "| w2 | fam − sgd (best tuned baseline) |" in text
-    assert "Performance-profile scores over 2 workloads: adamw 0.333, fam 1.000, sgd 0.800." in text
+    assert "| optimizer | score by time (2 workloads) | score by steps (2 workloads) |" in text
+    assert "| adamw | 0.333 | 0.500 |" in text and "| sgd | 0.800 | 1.000 |" in text
+    assert "![Performance profile by steps](performance_profile_steps.png)" in text
+    assert (toy_dir / "performance_profile_steps.png").is_file()
+    steps = pd.read_csv(toy_dir / "workload_steps.csv").set_index("config")
+    assert steps.loc["fam", "w1"] == 50.0 and math.isinf(steps.loc["adamw", "w2"])
     assert "| contended |" in text.replace("contended |", "contended |")
     speed = pd.read_csv(toy_dir / "speedups.csv")
     assert speed.set_index(["preset", "config"]).loc[("w1", "fam"), "speedup"] == 2.0
+
+
+def test_report_ledger_counts_the_tuning_runs_given(toy_dir, tmp_path_factory):
+    tuning = tmp_path_factory.mktemp("tuning")
+    _run(tuning, "w1", "adamw", 0, 40)
+    result = invoke("report", toy_dir, "--tuning-runs", tuning)
+    assert result.exit_code == 0, result.output
+    assert "## Compute ledger" in (toy_dir / "report.md").read_text()
+    ledger = pd.read_csv(toy_dir / "ledger.csv").set_index(["phase", "optimizer"])
+    assert ledger.loc[("tuning", "adamw"), "runs"] == 1
+    assert ledger.loc[("study", "(all)"), "runs"] == 19
+    (toy_dir / "report.json").write_text(json.dumps({"tuning_runs": [str(tuning)]}))
+    assert invoke("report", toy_dir).exit_code == 0  # the file names the same trials
+    ledger = pd.read_csv(toy_dir / "ledger.csv").set_index(["phase", "optimizer"])
+    assert ledger.loc[("tuning", "adamw"), "runs"] == 1
+    (toy_dir / "report.json").write_text('{"tuning": 1}')
+    bad = invoke("report", toy_dir)
+    assert bad.exit_code != 0 and "report.json: unknown key 'tuning'" in bad.output
+    (toy_dir / "report.json").unlink()
+    fresh = tmp_path_factory.mktemp("fresh")
+    missing = invoke("report", toy_dir, "--out", fresh, "--tuning-runs", tuning / "nowhere")
+    assert missing.exit_code != 0 and "nowhere: no such directory" in missing.output
+    assert list(fresh.iterdir()) == []  # nothing half-written
 
 
 def test_target_command_sets_the_median_of_the_best_baseline(tmp_path):
