@@ -20,6 +20,7 @@ import pandas as pd
 import fambench
 from fambench.analysis import Comparison, ResultSet, compare, load_results
 from fambench.analysis.aggregate import MIN_VERDICT_N
+from fambench.analysis.labels import MISSING
 from fambench.analysis.ledger import compute_ledger, ledger_display
 from fambench.analysis.profiles import BEST_BASELINE, TAU_MAX, Workloads, best_baseline
 from fambench.analysis.stats import DEFAULT_BOOTSTRAP, DEFAULT_CI_METHOD
@@ -220,35 +221,64 @@ def _pairwise_section(comparison: Comparison) -> list[str]:
     ]
 
 
-def headline(pairs: pd.DataFrame, workloads: Workloads | None, reference: str) -> pd.DataFrame:
-    """Per workload: the reference against the best tuned baseline, against its ablation and
-    against its variants (final dev WER), each ΔWER with its interval, n and method."""
-    rows = []
+BEST_TUNED = "best tuned baseline"
+
+
+def headline_pairs(
+    pairs: pd.DataFrame, workloads: Workloads | None, reference: str
+) -> list[tuple[str, str, pd.Series]]:
+    """(workload, what, pairwise row) on final dev WER, per workload: the reference against
+    the best tuned baseline (what: BEST_TUNED), its ablations ("ablation") and its variants
+    ("variant")."""
+    picked = []
     dev = pairs[pairs["metric"] == "final_dev_wer"] if not pairs.empty else pairs
     for preset in dict.fromkeys(dev["preset"]) if not dev.empty else []:
         on = dev[dev["preset"] == preset]
         best = best_baseline(workloads.times, preset, reference) if workloads else None
-        picks = [("best tuned baseline", on[(on["kind"] == "baseline") & (on["other"] == best)])]
+        picks = [(BEST_TUNED, on[(on["kind"] == "baseline") & (on["other"] == best)])]
         picks += [
             ("ablation", on[on["kind"] == "ablation"]),
             ("variant", on[on["kind"] == "variant"]),
         ]
-        for what, chosen in picks:
-            for _, r in chosen.iterrows():
-                rows.append(
-                    {
-                        "workload": preset,
-                        "comparison": f"{r['reference']} − {r['other']} ({what})",
-                        "ΔWER [95% CI]": (
-                            f"{r['delta']:+.3f} {_ci_text(r['ci_low'], r['ci_high'])}"
-                        ),
-                        "n, method": interval_label(r["method"], r["n"], r["pairing"]),
-                        "verdict": r["verdict"],
-                    }
-                )
+        picked += [(preset, what, r) for what, chosen in picks for _, r in chosen.iterrows()]
+    return picked
+
+
+def headline(pairs: pd.DataFrame, workloads: Workloads | None, reference: str) -> pd.DataFrame:
+    """Per workload: the reference against the best tuned baseline, against its ablation and
+    against its variants (final dev WER), each ΔWER with its interval, n and method."""
+    rows = [
+        {
+            "workload": preset,
+            "comparison": f"{r['reference']} − {r['other']} ({what})",
+            "ΔWER [95% CI]": f"{r['delta']:+.3f} {_ci_text(r['ci_low'], r['ci_high'])}",
+            "n, method": interval_label(r["method"], r["n"], r["pairing"]),
+            "verdict": r["verdict"],
+        }
+        for preset, what, r in headline_pairs(pairs, workloads, reference)
+    ]
     return pd.DataFrame(
         rows, columns=["workload", "comparison", "ΔWER [95% CI]", "n, method", "verdict"]
     )
+
+
+def headline_summary(
+    pairs: pd.DataFrame, workloads: Workloads | None, reference: str
+) -> pd.DataFrame:
+    """The headline in one table (the README's): a row per workload, a column per comparison
+    (the best tuned baseline, then each ablation and variant by name); each cell ΔWER and its
+    interval, the baseline's name, n and method, then the verdict without its explanation."""
+    cells: dict[str, dict[str, str]] = {}
+    for preset, what, r in headline_pairs(pairs, workloads, reference):
+        column = f"{reference} − {BEST_TUNED if what == BEST_TUNED else r['other']}"
+        named = f"{r['other']}; " if what == BEST_TUNED else ""
+        how = interval_label(r["method"], r["n"], r["pairing"])
+        verdict = str(r["verdict"]).split(" (")[0]
+        cells.setdefault(preset, {})[column] = (
+            f"{r['delta']:+.3f} {_ci_text(r['ci_low'], r['ci_high'])} ({named}{how}): {verdict}"
+        )
+    frame = pd.DataFrame.from_dict(cells, orient="index").fillna(MISSING)
+    return frame.rename_axis("workload").reset_index()
 
 
 def _ci_text(low: float, high: float) -> str:
@@ -266,6 +296,7 @@ def _headline_section(
     lines = [
         "## Headline",
         "",
+        to_markdown(headline_summary(pairs, workloads, reference)),
         to_markdown(table),
         f"ΔWER = {reference} − other on final dev WER (negative: {reference} lower). The best "
         "tuned baseline of a workload is the baseline with the lowest median final dev WER. "

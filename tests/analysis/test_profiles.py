@@ -220,6 +220,9 @@ def test_report_has_the_workloads_section_and_plot(toy_dir):
         in (text)
     )
     assert "| w2 | fam − sgd (best tuned baseline) |" in text
+    # The headline in one table: a row per workload, the best baseline named in its cell.
+    assert "| workload | fam − best tuned baseline |" in text
+    assert "| w1 | -0.167 [-0.669, +0.335] (adamw; paired t, n=3): inconclusive |" in text
     assert "| optimizer | score by time (2 workloads) | score by steps (2 workloads) |" in text
     assert "| adamw | 0.333 | 0.500 |" in text and "| sgd | 0.800 | 1.000 |" in text
     assert "![Performance profile by steps](performance_profile_steps.png)" in text
