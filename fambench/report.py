@@ -170,6 +170,7 @@ def render_report(
         f"Generated {now} by fambench {fambench.__version__}.",
         "",
         *_headline_section(comparison.pairs, comparison.workloads, reference),
+        *_design_section(runs),
         *_comparison_section(comparison),
         *_pairwise_section(comparison),
         *_workloads_section(comparison.workloads, out_dir),
@@ -181,6 +182,40 @@ def render_report(
         *_provenance_section(runs),
     ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def seeds_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Configurations × workloads: how many seeds completed (0 where none did)."""
+    done = runs[runs["status"] == "completed"]
+    table = done.groupby(["config", "preset"], sort=False)["seed"].nunique().unstack("preset")
+    order = list(dict.fromkeys(runs["config"]))
+    presets = list(dict.fromkeys(runs["preset"]))
+    return table.reindex(index=order, columns=presets).fillna(0).astype(int)
+
+
+def _design_section(runs: pd.DataFrame) -> list[str]:
+    """The seeds behind every number; where they differ, the screening design named."""
+    table = seeds_table(runs)
+    if table.empty or table.to_numpy().min() == table.to_numpy().max():
+        return []
+    most = int(table.to_numpy().max())
+    full = "; ".join(
+        f"{preset}: {', '.join(table.index[table[preset] == most])}"
+        for preset in table.columns
+        if (table[preset] == most).any()
+    )
+    return [
+        "## Design",
+        "",
+        to_markdown(table.rename_axis("optimizer").reset_index()),
+        "Completed seeds per configuration and workload. They differ: a *screening design*, "
+        f"every configuration first with a few seeds, then {most} seeds for those a verdict "
+        f"needs ({full}). A configuration with fewer "
+        f"seeds gets no verdict (that needs n ≥ {MIN_VERDICT_N}); its intervals are wide, "
+        "and the best tuned baseline of a workload is chosen on every configuration's median "
+        "over the seeds it has.",
+        "",
+    ]
 
 
 def _comparison_section(comparison: Comparison) -> list[str]:

@@ -220,6 +220,9 @@ def test_report_has_the_workloads_section_and_plot(toy_dir):
         in (text)
     )
     assert "| w2 | fam − sgd (best tuned baseline) |" in text
+    # fam has a fourth seed on w1: the seeds differ, and the design says so.
+    assert "| optimizer | w1 | w2 |" in text and "| fam | 4 | 3 |" in text
+    assert "They differ: a *screening design*" in text
     # The headline in one table: a row per workload, the best baseline named in its cell.
     assert "| workload | fam − best tuned baseline |" in text
     assert "| w1 | -0.167 [-0.669, +0.335] (adamw; paired t, n=3): inconclusive |" in text
