@@ -173,11 +173,14 @@ def _train_rows(run_dir: Path) -> pd.DataFrame:
 
 # fam-fixed is FAMOptimizer's fixed-momentum path, which fam's run covers (its analysis aside).
 # Optimizers whose step amplifies the ranks' different float reduction order: SOAP's
-# eigenbases, Muon's bf16 Newton-Schulz iteration and Schedule-Free's averaging weights move a
-# last-bit gradient difference further (measured: SOAP 4.9e-3, Muon and Schedule-Free 5.2e-4
-# relative on the loss by step 30); the split of the data and batch norm are checked at the
-# tight tolerance by the others, which share that code.
-_AMPLIFIES = {"soap": 20.0, "muon": 4.0, "sfadamw": 4.0}
+# eigenbases, Muon's bf16 Newton-Schulz iteration and Schedule-Free's averaging weights turn a
+# last-bit gradient difference into a different path (measured per step, 1 against 2
+# processes: SOAP's gradient norm 1e-3 apart at step 3, 3-8% from step 5 on, 18% on another
+# machine; Muon's up to 1.1%). For them only the first two steps are compared tightly (the
+# split of the data, batch norm, the reduced gradient and one update) and then the trend.
+_AMPLIFIES = {"soap", "muon", "sfadamw"}
+# Steps that the first update has not yet moved apart.
+_TIGHT_STEPS = 2
 # Steps whose size does not follow the gradient's (Adam's normalised step, Lion's sign): a
 # coordinate whose gradient is zero but for rounding still moves by about the learning rate.
 _SCALE_FREE_STEPS = {"adamw", "nadamw", "lion"}
@@ -210,20 +213,24 @@ def test_two_processes_train_the_numbers_of_one(
 
     a, b = _train_rows(one.run_dir), _train_rows(two_dir)
     assert a["step"].tolist() == b["step"].tolist() == list(range(1, 31))
-    scale = _AMPLIFIES.get(optimizer, 1.0)
-    # the same curve up to float reduction order (a different batch norm would be ~1e-2 off)
-    torch.testing.assert_close(
-        torch.tensor(b["train_loss"].values),
-        torch.tensor(a["train_loss"].values),
-        rtol=5e-4 * scale,
-        atol=0,
-    )
-    torch.testing.assert_close(
-        torch.tensor(b["grad_norm"].values),
-        torch.tensor(a["grad_norm"].values),
-        rtol=5e-3 * scale,
-        atol=0,
-    )
+    tight = _TIGHT_STEPS if optimizer in _AMPLIFIES else len(a)
+
+    def close(column: str, rtol: float, rows: slice) -> None:
+        torch.testing.assert_close(
+            torch.tensor(b[column].values[rows]),
+            torch.tensor(a[column].values[rows]),
+            rtol=rtol,
+            atol=0,
+        )
+
+    # the same curve up to float reduction order (a different batch norm would be ~1e-2 off,
+    # gradients summed instead of averaged 2x on the gradient norm)
+    close("train_loss", 5e-4, slice(0, tight))
+    close("grad_norm", 5e-3, slice(0, tight))
+    if optimizer in _AMPLIFIES:  # the same trend: the last ten steps' mean loss
+        last = slice(len(a) - 10, len(a))
+        mean_a, mean_b = a["train_loss"].values[last].mean(), b["train_loss"].values[last].mean()
+        assert abs(mean_b / mean_a - 1) < 2e-2, (mean_a, mean_b)
     assert a["train_loss"].iloc[-1] < a["train_loss"].iloc[0]  # it did train
 
     dev_a, dev_b = (
@@ -232,7 +239,7 @@ def test_two_processes_train_the_numbers_of_one(
     torch.testing.assert_close(
         torch.tensor(dev_b["dev_loss"].values),
         torch.tensor(dev_a["dev_loss"].values),
-        rtol=1e-3 * scale,
+        rtol=3e-2 if optimizer in _AMPLIFIES else 1e-3,
         atol=0,
     )
 
