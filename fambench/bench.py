@@ -137,7 +137,7 @@ def parse_variant(text: str) -> Variant:
     return name.strip(), tuple(values.items())
 
 
-def run_grid(
+def grid_cells(
     preset: str,
     optimizers: Sequence[str],
     seeds: Iterable[int],
@@ -147,36 +147,15 @@ def run_grid(
     steps: int | None = None,
     time_budget_s: float | None = None,
     data_root: str | os.PathLike[str] | None = None,
-    target_wer: float | None = None,
-    reference: str,
     force: bool = False,
     command: str | None = None,
     threads: int | None = None,
     hparams_file: str | os.PathLike[str] | None = None,
     hparams_dir: str | os.PathLike[str] | None = None,
-    progress: Callable[[Any], None] | None = None,
-    on_run: OnRun | None = None,
-    on_wait: Callable[[str], None] | None = None,
-    runner: Runner | None = None,
-    n_boot: int = DEFAULT_BOOTSTRAP,
-    method: str = DEFAULT_CI_METHOD,
     variants: Sequence[Variant] = (),
-    include_contended: bool = False,
-    rerun_contended: bool = False,
-) -> BenchResult:
-    """Train every (optimizer, seed) of ``preset`` into ``out_dir``, then write the comparison.
-
-    Every request is validated before the first run starts (a typo in the fourth optimizer
-    fails at once, not after an hour). Runs go to ``<out_dir>/<run-id>/``; ``comparison.csv``,
-    ``comparison.md``, ``pairwise.csv``, ``report.md`` and the PNGs go to ``<out_dir>/`` and
-    cover exactly the grid's runs. ``variants`` add configurations (see parse_variant) run
-    beside the optimizers, seed by seed. Ctrl-C inside a run stops the grid after that run is
-    saved as interrupted; the report of what exists is still written. ``rerun_contended``
-    trains again a finished run whose timing was contended (same numbers, honest time).
-    ``runner`` replaces ``run_training`` (called with ``progress``, holding core slots, telling
-    ``on_wait`` when it waits for them) for callers that run cells their own way.
-    """
-    out = Path(out_dir)
+) -> list[GridCell]:
+    """The grid's cells, seed-major (a grid stopped part-way still compares every optimizer);
+    ``variants`` (see parse_variant) run beside the optimizers, seed by seed."""
     seeds = list(seeds)
     if not optimizers:
         raise ConfigError("no optimizers given")
@@ -186,7 +165,7 @@ def run_grid(
         optimizer="",
         seed=0,
         preset=preset,
-        out_dir=out,
+        out_dir=Path(out_dir),
         cache_dir=Path(cache_dir),
         steps=steps,
         time_budget_s=time_budget_s,
@@ -197,30 +176,122 @@ def run_grid(
         hparams_file=Path(hparams_file) if hparams_file is not None else None,
         hparams_dir=Path(hparams_dir) if hparams_dir is not None else None,
     )
-    # Seed-major order: a grid stopped part-way still compares every optimizer.
     configurations: list[Variant] = [(name, ()) for name in optimizers] + list(variants)
-    cells = [
+    return [
         dataclasses.replace(template, optimizer=name, seed=int(seed), overrides=overrides)
         for seed in seeds
         for name, overrides in configurations
     ]
-    runner = runner or _training_runner(cells, progress, on_wait, rerun_contended)
-    done, interrupted = _run_cells(cells, runner, on_run)
-    # One run directory may serve two cells (a variant equal to the tuned values): once.
-    existing = list(dict.fromkeys(r.run_dir for r in done if (r.run_dir / "config.json").is_file()))
-    files = None
-    if existing:
-        files = build_report(
-            load_results(existing, hparams_dir=template.hparams_dir),
+
+
+def run_grid(
+    preset: str,
+    optimizers: Sequence[str],
+    seeds: Iterable[int],
+    out_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    *,
+    target_wer: float | None = None,
+    reference: str,
+    progress: Callable[[Any], None] | None = None,
+    on_run: OnRun | None = None,
+    on_wait: Callable[[str], None] | None = None,
+    runner: Runner | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    method: str = DEFAULT_CI_METHOD,
+    include_contended: bool = False,
+    rerun_contended: bool = False,
+    **cell_options: Any,
+) -> BenchResult:
+    """Train every (optimizer, seed) of ``preset`` into ``out_dir``, then write the comparison.
+
+    ``cell_options`` are grid_cells' (budget, data, threads, tuned values, variants, ...).
+    Every request is validated before the first run starts (a typo in the fourth optimizer
+    fails at once, not after an hour). Runs go to ``<out_dir>/<run-id>/``; ``comparison.csv``,
+    ``comparison.md``, ``pairwise.csv``, ``report.md`` and the PNGs go to ``<out_dir>/`` and
+    cover exactly the grid's runs. Ctrl-C inside a run stops the grid after that run is saved
+    as interrupted; the report of what exists is still written. ``rerun_contended`` trains
+    again a finished run whose timing was contended (same numbers, honest time). ``runner``
+    replaces ``run_training`` (called with ``progress``, holding core slots, telling
+    ``on_wait`` when it waits for them) for callers that run cells their own way.
+    """
+    out = Path(out_dir)
+    cells = grid_cells(preset, optimizers, seeds, out_dir, cache_dir, **cell_options)
+    done, interrupted = run_cells(
+        cells,
+        runner=runner,
+        on_run=on_run,
+        progress=progress,
+        on_wait=on_wait,
+        rerun_contended=rerun_contended,
+    )
+    return BenchResult(
+        runs=tuple(done),
+        files=grid_report(
+            done,
             out,
             reference=reference,
-            sources=[out],
+            hparams_dir=cells[0].hparams_dir,
             target_wer=target_wer,
             n_boot=n_boot,
             method=method,
             include_contended=include_contended,
-        )
-    return BenchResult(runs=tuple(done), files=files, interrupted=interrupted)
+        ),
+        interrupted=interrupted,
+    )
+
+
+def grid_report(
+    runs: Sequence[GridRun],
+    out: Path,
+    *,
+    reference: str,
+    hparams_dir: Path | None = None,
+    **options: Any,
+) -> ReportFiles | None:
+    """The comparison of the grid's runs that exist, written to ``out`` (None: none exist).
+    ``options``: build_report's (target_wer, n_boot, method, include_contended)."""
+    # One run directory may serve two cells (a variant equal to the tuned values): once.
+    existing = list(dict.fromkeys(r.run_dir for r in runs if (r.run_dir / "config.json").is_file()))
+    if not existing:
+        return None
+    return build_report(
+        load_results(existing, hparams_dir=hparams_dir),
+        out,
+        reference=reference,
+        sources=[out],
+        **options,
+    )
+
+
+def run_cells(
+    cells: Sequence[GridCell],
+    *,
+    runner: Runner | None = None,
+    on_run: OnRun | None = None,
+    progress: Callable[[Any], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
+    rerun_contended: bool = False,
+) -> tuple[list[GridRun], bool]:
+    """Run the cells in order (every request validated first); stop after one that was
+    interrupted. (runs, interrupted)."""
+    runner = runner or _training_runner(cells, progress, on_wait, rerun_contended)
+    return _run_cells(cells, runner, on_run)
+
+
+def runs_on_disk(cells: Sequence[GridCell], run_ids: Sequence[str]) -> list[GridRun]:
+    """The cells' runs (run ``run_ids[i]`` of cell i) as their run directories record them;
+    status "not started" where there is none."""
+    from fambench.rundir import RunFiles
+    from fambench.rundir.loading import read_summary
+
+    runs = []
+    for cell, run_id in zip(cells, run_ids, strict=True):
+        run_dir = cell.out_dir / run_id
+        summary = read_summary(RunFiles(run_dir))
+        status = summary.status if summary is not None else "not started"
+        runs.append(GridRun(cell.optimizer, cell.seed, run_dir, status, False, False))
+    return runs
 
 
 #: The status of a cell another bench process is running: passed over, reported as running.

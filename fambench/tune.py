@@ -170,7 +170,12 @@ def _me() -> str:
 
 
 def _abandoned(trial: optuna.trial.FrozenTrial) -> bool:
-    """A running trial whose worker process is gone (only a worker on its host can tell)."""
+    """A running trial whose worker is gone: its Slurm task is this one, requeued (a worker
+    on any host can tell), or its process on this host has exited (only a worker on its host
+    can tell)."""
+    job = trial.user_attrs.get("slurm_job")
+    if job is not None and job == os.environ.get("SLURM_JOB_ID"):
+        return True
     host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
@@ -190,13 +195,20 @@ def _next_trial(study: optuna.Study, request: TuneRequest, dists: dict) -> tuple
         trials = study.get_trials(deepcopy=False)
         for trial in trials:
             if trial.state == TrialState.RUNNING and _abandoned(trial):
-                study._storage.set_trial_user_attr(trial._trial_id, "worker", _me())
+                _claim(study, trial._trial_id)
                 return trial.number, dict(trial.params)
         if len(trials) >= request.trials:
             return None
         trial = study.ask(dists)
-        trial.set_user_attr("worker", _me())
+        _claim(study, trial._trial_id)
         return trial.number, dict(trial.params)
+
+
+def _claim(study: optuna.Study, trial_id: int) -> None:
+    """Mark the trial as this worker's (and this Slurm task's, in one)."""
+    study._storage.set_trial_user_attr(trial_id, "worker", _me())
+    if job := os.environ.get("SLURM_JOB_ID"):
+        study._storage.set_trial_user_attr(trial_id, "slurm_job", job)
 
 
 def _run_request(request: TuneRequest, index: int, point: Mapping[str, Any]) -> RunRequest:
@@ -252,7 +264,7 @@ def run_worker(
     Each trial holds core slots for its threads (fambench.core_slots), taken before the trial
     is asked for: workers started side by side wait for free cores instead of sharing them.
     """
-    _check(request)
+    check_request(request)
     dists = distributions(_space(request))
     if request.grid:  # GridSampler hands out exactly these values
         dists = {k: CategoricalDistribution(list(v)) for k, v in request.grid.items()}
@@ -280,7 +292,8 @@ def run_worker(
     return True
 
 
-def _check(request: TuneRequest) -> None:
+def check_request(request: TuneRequest) -> None:
+    """ConfigError for a request that cannot run (checked before any trial starts)."""
     if request.trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {request.trials}")
     if request.studies < 1:
@@ -288,6 +301,20 @@ def _check(request: TuneRequest) -> None:
     if request.grid and request.studies != 1:
         raise ConfigError("--grid runs one study (a grid has no randomness to repeat)")
     plan_run(_run_request(request, 0, {}))  # preset, optimizer, data, --out: checked up front
+
+
+def studies_complete(request: TuneRequest) -> bool:
+    """Whether every study has its N trials, each finished (complete or failed)."""
+    storage = open_storage(request)
+    for index in range(request.studies):
+        try:
+            study = optuna.load_study(study_name=request.study_name(index), storage=storage)
+        except KeyError:
+            return False
+        trials = study.get_trials(deepcopy=False)
+        if len(trials) < request.trials or any(not t.state.is_finished() for t in trials):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------- the outcome

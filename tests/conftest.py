@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from typing import NoReturn
 from pathlib import Path
 
 import pytest
@@ -80,29 +81,52 @@ def postgres_url(
         try:
             url = stack.enter_context(temporary_postgres(tmp_path_factory.mktemp("postgres")))
         except (PostgresUnavailable, PostgresStartError) as exc:
-            url, reason = None, f"PostgreSQL tests: {exc}"
-        if url is None:
-            if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-                pytest.fail(f"{reason}\n(CI is set: failing instead of skipping)", pytrace=False)
-            capture = request.config.pluginmanager.getplugin("capturemanager")
-            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-                print(f"\nSKIPPING {reason}", file=sys.stderr, flush=True)
-            pytest.skip(reason)
+            _skip_or_fail(request, f"PostgreSQL tests: {exc}")
         yield url
 
 
+@pytest.fixture(scope="session")
+def slurm_conf(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """The slurm.conf of a real single-node Slurm cluster on this machine, started for the
+    session (tests/slurm_cluster.py) and stopped afterwards; skipped (failed with CI set) like
+    postgres_url when Debian's ``slurm-wlm`` and ``munge`` are not installed."""
+    from slurm_cluster import SlurmStartError, SlurmUnavailable, temporary_slurm
+
+    with contextlib.ExitStack() as stack:
+        try:
+            conf = stack.enter_context(temporary_slurm(tmp_path_factory.mktemp("slurm")))
+        except (SlurmUnavailable, SlurmStartError) as exc:
+            _skip_or_fail(request, f"Slurm tests: {exc}")
+        yield conf
+
+
+def _skip_or_fail(request: pytest.FixtureRequest, reason: str) -> NoReturn:
+    """Skip with the reason printed, or fail when the environment variable CI is set (.ci/run
+    sets it): CI installs what these tests need."""
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{reason}\n(CI is set: failing instead of skipping)", pytrace=False)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\nSKIPPING {reason}", file=sys.stderr, flush=True)
+    pytest.skip(reason)
+
+
 #: Fixtures that generate a corpus or train: a test asking for one is slow.
-SLOW_FIXTURES = frozenset({"synth_corpus", "smoke", "postgres_url"})
+SLOW_FIXTURES = frozenset({"synth_corpus", "smoke", "postgres_url", "slurm_conf"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Markers that follow from what a test uses: `slow` for a corpus or training (and for
-    anything that starts processes), `postgres` for the server; `gpu` tests skip without CUDA."""
+    anything that starts processes), `postgres` for the server, `slurm` for the cluster; `gpu` tests skip without CUDA."""
     no_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if "postgres_url" in fixtures:
             item.add_marker(pytest.mark.postgres)
+        if "slurm_conf" in fixtures:
+            item.add_marker(pytest.mark.slurm)
         if fixtures & SLOW_FIXTURES or item.get_closest_marker("subprocess"):
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("gpu") and not torch.cuda.is_available():

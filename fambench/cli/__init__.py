@@ -55,6 +55,7 @@ def _register_commands() -> None:
         "commands_compare",
         "commands_tune",
         "commands_target",
+        "commands_status",
     ):
         try:
             __import__(f"fambench.cli.{module}")

@@ -10,6 +10,18 @@ from typing import Annotated
 import typer
 
 from fambench.cli import HparamsDir, app, console, err_console, fail
+from fambench.cli.launcher import (
+    LauncherOption,
+    SlurmCpus,
+    SlurmGpus,
+    SlurmOpt,
+    SlurmPartition,
+    SlurmTime,
+    WaitOption,
+    print_submitted,
+    slurm_settings,
+    wait_quietly,
+)
 from fambench.cli.options import (
     DEFAULT_REFERENCE,
     REFERENCE_HELP,
@@ -205,13 +217,20 @@ def bench_command(
             help="Train again the finished runs whose timing was contended (same WER, honest time)."
         ),
     ] = False,
+    launcher: LauncherOption = "local",
+    slurm_partition: SlurmPartition = None,
+    slurm_time: SlurmTime = None,
+    slurm_cpus: SlurmCpus = None,
+    slurm_gpus: SlurmGpus = None,
+    slurm_opt: SlurmOpt = None,
+    wait: WaitOption = False,
 ) -> None:
     """Run every optimizer × seed (finished runs skipped, interrupted ones resumed), then report.
 
     Each run holds core slots for its threads: grids started side by side wait for free
-    cores rather than share them."""
+    cores rather than share them. With --launcher slurm the grid is one Slurm job array."""
     from fambench.analysis.stats import check_ci_method
-    from fambench.bench import parse_optimizers, parse_variant, run_grid
+    from fambench.bench import grid_cells, parse_optimizers, parse_variant, run_grid
 
     views = RunViews()
     try:
@@ -222,30 +241,47 @@ def bench_command(
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
         check_budget(steps, time_budget)
-        result = run_grid(
-            preset,
-            names,
-            range(seeds),
-            out,
-            cache_dir,
+        settings = slurm_settings(
+            launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus, slurm_opt, wait
+        )
+        cell_options = dict(
             steps=steps,
             time_budget_s=time_budget,
             data_root=data,
-            target_wer=target_wer,
-            reference=reference,
             hparams_file=hparams,
             hparams_dir=hparams_dir,
             force=force,
             threads=threads,
             command=shlex.join(["fambench", *sys.argv[1:]]),
-            progress=views,
-            on_run=views.next_run,
-            on_wait=views.waiting,
-            method=method,
             variants=variants,
-            include_contended=include_contended,
-            rerun_contended=rerun_contended,
         )
+        report_options = dict(
+            target_wer=target_wer,
+            reference=reference,
+            method=method,
+            include_contended=include_contended,
+        )
+        if settings is not None:
+            if rerun_contended:
+                raise ConfigError("--rerun-contended runs here only (--launcher local)")
+            cells = grid_cells(preset, names, range(seeds), out, cache_dir, **cell_options)
+            result = _submit_grid(cells, settings, out, wait, report_options)
+            if result is None:
+                return
+        else:
+            result = run_grid(
+                preset,
+                names,
+                range(seeds),
+                out,
+                cache_dir,
+                progress=views,
+                on_run=views.next_run,
+                on_wait=views.waiting,
+                rerun_contended=rerun_contended,
+                **report_options,
+                **cell_options,
+            )
     except FambenchError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -256,6 +292,22 @@ def bench_command(
     if result.interrupted:
         console.print("[yellow]grid interrupted; run the same command to resume it[/]")
         raise typer.Exit(130)
+
+
+def _submit_grid(cells, settings, out: Path, wait: bool, report_options: dict):
+    """Submit the cells as one job array; with ``wait``, wait and return the grid's result
+    (fambench.bench.BenchResult), else None."""
+    from fambench.bench import BenchResult, grid_report, runs_on_disk
+    from fambench.slurm import submit_grid
+
+    submitted = submit_grid(cells, settings, out)
+    print_submitted(submitted, out)
+    if not wait:
+        return None
+    wait_quietly(submitted)
+    runs = runs_on_disk(cells, submitted.run_ids)
+    files = grid_report(runs, out, hparams_dir=cells[0].hparams_dir, **report_options)
+    return BenchResult(runs=tuple(runs), files=files, interrupted=False)
 
 
 def _print_grid(result) -> None:  # result: fambench.bench.BenchResult

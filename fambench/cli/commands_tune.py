@@ -11,9 +11,21 @@ from typing import Annotated
 import typer
 
 from fambench.cli import HparamsDir, app, console, fail
+from fambench.cli.launcher import (
+    LauncherOption,
+    SlurmCpus,
+    SlurmGpus,
+    SlurmOpt,
+    SlurmPartition,
+    SlurmTime,
+    WaitOption,
+    print_submitted,
+    slurm_settings,
+    wait_quietly,
+)
 from fambench.cli.printing import fitted_table
 from fambench.cli.progress import RunViews
-from fambench.errors import FambenchError
+from fambench.errors import ConfigError, FambenchError
 from fambench.hparams_dirs import DEFAULT_USER_DIR
 from fambench.key_values import float_list, parse_key_values
 
@@ -60,8 +72,22 @@ def tune_command(
         ),
     ] = True,
     hparams_dir: HparamsDir = DEFAULT_USER_DIR,
+    launcher: LauncherOption = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option(help="With --launcher slurm: worker jobs sharing the studies (default 1)."),
+    ] = None,
+    slurm_partition: SlurmPartition = None,
+    slurm_time: SlurmTime = None,
+    slurm_cpus: SlurmCpus = None,
+    slurm_gpus: SlurmGpus = None,
+    slurm_opt: SlurmOpt = None,
+    wait: WaitOption = False,
 ) -> None:
-    """Tune an optimizer's hyperparameters: K studies x N quasi-random trials (Optuna)."""
+    """Tune an optimizer's hyperparameters: K studies x N quasi-random trials (Optuna).
+
+    Here, this process is one worker (start more with the same command to share the work);
+    with --launcher slurm, --workers Slurm jobs are."""
     from fambench.tune import TuneRequest, run_worker, summarize
 
     views = RunViews()
@@ -75,6 +101,17 @@ def tune_command(
             command=shlex.join(["fambench", *sys.argv[1:]]), write_tuned=write_tuned,
             hparams_dir=hparams_dir,
         )  # fmt: skip
+        settings = slurm_settings(
+            launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus, slurm_opt, wait
+        )
+        if settings is None and workers is not None:
+            raise ConfigError("--workers needs --launcher slurm (here: start more processes)")
+        if settings is not None:
+            if not _submitted_and_done(request, workers or 1, settings, wait):
+                return
+            result = summarize(request)
+            _print(result)
+            return
         finished = run_worker(
             request,
             progress=views,
@@ -93,6 +130,17 @@ def tune_command(
     if not finished:
         console.print("[yellow]interrupted; run the same command to continue the study[/]")
         raise typer.Exit(130)
+
+
+def _submitted_and_done(request, workers: int, settings, wait: bool) -> bool:
+    """Submit the workers; with ``wait``, wait for them. True when they are done."""
+    from fambench.slurm import submit_tune
+
+    submitted = submit_tune(request, workers, settings)
+    print_submitted(submitted, request.out_dir)
+    if wait:
+        wait_quietly(submitted)
+    return wait
 
 
 def _print(result) -> None:  # fambench.tune.TuneResult

@@ -4,7 +4,8 @@ A signal that arrives inside a training step is held until the step has finished
 state a checkpoint saves is always a whole step: model, buffers, optimizer, schedule, RNGs and
 data position agree. Anywhere else (data preparation, evaluation, a checkpoint being written)
 it raises KeyboardInterrupt at once; none of those change the training state. SIGTERM is what
-`timeout`, Slurm and Kubernetes send, so it is treated exactly like Ctrl-C. On several
+`timeout`, Slurm and Kubernetes send, and SIGUSR2 what Slurm sends before a time limit under
+submitit (fambench.slurm), so both are treated exactly like Ctrl-C. On several
 data-parallel ranks the signal is held everywhere in the training loop and the ranks stop
 together (StopRequests.agreeing).
 """
@@ -17,7 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGUSR2: what submitit asks Slurm to send before a time limit (fambench.slurm).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 class AgreedStop(KeyboardInterrupt):
