@@ -6,8 +6,8 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import torch
