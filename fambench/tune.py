@@ -7,18 +7,20 @@ trial is an ordinary run (`fambench.training.run_training`), so resume, skip-if-
 failed trial is a miss (Optuna state FAIL) and never stops the study. The workload score is the
 median over studies of each study's best (a study without a completed trial counts as +inf).
 
-Several workers may work on one study: processes on one machine, or machines that share the
-output directory and the storage (a journal file under ``--out`` by default, or a database
-URL). Asking for a trial and counting trials happen under a lock file in the output directory,
-so a study gets exactly its N trials and no QMC point is handed out twice. A trial whose worker
-died (same host, process gone) is taken over by the next worker, which resumes its run.
+Several workers may work on one study: processes on one machine, Slurm jobs (fambench.slurm),
+or machines that share the output directory and the storage (a journal file under ``--out`` by
+default, or a database URL). Asking for a trial and counting trials happen under a lock file in
+the output directory, so a study gets exactly its N trials and no QMC point is handed out
+twice: Optuna cannot ask on a condition ("only while the study has fewer than N trials"), and
+its own limits (``n_trials``, MaxTrialsCallback) count per worker or after a trial ends, so
+workers started together would overshoot. A trial whose worker died is taken over by another,
+which resumes its run: on a database through Optuna's heartbeat and retry, otherwise by the
+worker's marks (fambench.trial_liveness).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import socket
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from fambench import trial_liveness as liveness
 from fambench.core_slots import reserved_cores
 from fambench.errors import ConfigError, FambenchError
 from fambench.fileio import write_text
@@ -148,7 +151,10 @@ def _sampler(request: TuneRequest, index: int) -> optuna.samplers.BaseSampler:
 def open_storage(request: TuneRequest) -> Any:
     """The request's storage: a database URL as given, else a journal file under out_dir."""
     if request.storage:
-        return request.storage
+        # One worker at a time: on a fresh database, two creating Optuna's tables at once
+        # collide (duplicate type "studydirection" on PostgreSQL).
+        with _tuning_lock(Path(request.out_dir)):
+            return liveness.database_storage(request.storage)
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -165,50 +171,24 @@ def _tuning_lock(out_dir: Path) -> FileLock:
     return FileLock(out_dir / ".tune.lock")
 
 
-def _me() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _abandoned(trial: optuna.trial.FrozenTrial) -> bool:
-    """A running trial whose worker is gone: its Slurm task is this one, requeued (a worker
-    on any host can tell), or its process on this host has exited (only a worker on its host
-    can tell)."""
-    job = trial.user_attrs.get("slurm_job")
-    if job is not None and job == os.environ.get("SLURM_JOB_ID"):
-        return True
-    host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def _next_trial(study: optuna.Study, request: TuneRequest, dists: dict) -> tuple[int, dict] | None:
     """(trial number, params) to work on: an abandoned trial first, else a new one while the
     study has fewer than its N trials; None when there is nothing left to do."""
     with _tuning_lock(Path(request.out_dir)):
+        liveness.fail_stale(study)  # stale trials come back as waiting retries, asked first
         trials = study.get_trials(deepcopy=False)
         for trial in trials:
-            if trial.state == TrialState.RUNNING and _abandoned(trial):
-                _claim(study, trial._trial_id)
+            if trial.state == TrialState.RUNNING and liveness.abandoned(trial):
+                liveness.claim(study, trial._trial_id)
                 return trial.number, dict(trial.params)
-        if len(trials) >= request.trials:
+        if liveness.counted(trials) >= request.trials and not any(
+            t.state == TrialState.WAITING for t in trials
+        ):
             return None
-        trial = study.ask(dists)
-        _claim(study, trial._trial_id)
+        with liveness.quiet():
+            trial = study.ask(dists)
+        liveness.claim(study, trial._trial_id)
         return trial.number, dict(trial.params)
-
-
-def _claim(study: optuna.Study, trial_id: int) -> None:
-    """Mark the trial as this worker's (and this Slurm task's, in one)."""
-    study._storage.set_trial_user_attr(trial_id, "worker", _me())
-    if job := os.environ.get("SLURM_JOB_ID"):
-        study._storage.set_trial_user_attr(trial_id, "slurm_job", job)
 
 
 def _run_request(request: TuneRequest, index: int, point: Mapping[str, Any]) -> RunRequest:
@@ -234,7 +214,8 @@ def _work_on(study, request, index, number, params, progress) -> bool:
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     study._storage.set_trial_user_attr(trial_id, "run_id", plan_run(run).run_id)
     try:
-        outcome = run_training(run, progress=progress)
+        with liveness.heartbeat(study, trial_id):
+            outcome = run_training(run, progress=progress)
     except FambenchError as exc:  # the run recorded itself as failed: a miss
         study._storage.set_trial_user_attr(trial_id, "status", "failed")
         study._storage.set_trial_user_attr(trial_id, "message", str(exc))
@@ -312,7 +293,9 @@ def studies_complete(request: TuneRequest) -> bool:
         except KeyError:
             return False
         trials = study.get_trials(deepcopy=False)
-        if len(trials) < request.trials or any(not t.state.is_finished() for t in trials):
+        if liveness.counted(trials) < request.trials or any(
+            not t.state.is_finished() for t in trials
+        ):
             return False
     return True
 

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,37 @@ def test_an_interrupted_study_continues_without_redoing_finished_trials(
     done_first = [r for r in first if load_run(r).run_id == table.loc[0, "run_id"]][0]
     assert (done_first / "summary.json").stat().st_mtime_ns == stamps[done_first]  # not redone
     assert len(find_run_dirs([request.runs_dir])) == 3
+
+
+def test_on_a_database_a_trial_whose_heartbeat_stopped_is_retried_and_counted_once(
+    synth_corpus, cache, tmp_path, postgres_url, monkeypatch
+):
+    """A worker on another host died in trial 0 (its heartbeat stops; no pid check can see
+    it): Optuna fails the trial once the grace period is over and enqueues its parameters
+    again; the next worker runs that retry, which counts in trial 0's place."""
+    from fambench import trial_liveness
+    from fambench.tune import open_storage, studies_complete
+
+    monkeypatch.setattr(trial_liveness, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(trial_liveness, "GRACE_S", 2)
+    request = TuneRequest(
+        preset="smoke", optimizer="adamw", trials=2, steps=6, seed=7, out_dir=tmp_path / "tune",
+        cache_dir=cache, data_root=synth_corpus, threads=1, write_tuned=False,
+        storage=postgres_url,
+    )  # fmt: skip
+    study = optuna.create_study(study_name=request.study_name(0), storage=open_storage(request))
+    dists = distributions(resolve_search_space("adamw"))
+    dead = study.ask(dists)
+    dead.set_user_attr("worker", "another-host:1")
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(3)
+
+    assert run_worker(request)
+    trials = optuna.load_study(study_name=request.study_name(0), storage=postgres_url).trials
+    states = [t.state.name for t in trials]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].params == dead.params  # the retry: the dead trial's point
+    assert trials[2].params != dead.params
+    assert trial_liveness.counted(trials) == 2 and studies_complete(request)
+    table = summarize(request).trials
+    assert table[table["status"] == "completed"]["run_id"].is_unique
