@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from runs import wait_for_checkpoint
 
 from fambench.data.batching import collate
 from fambench.data.features import SpecAugment
@@ -269,22 +270,6 @@ def test_two_processes_train_the_numbers_of_one(
     assert compared >= len(state_one)  # every parameter's momentum (and more) was compared
 
 
-def _wait_for_checkpoint(run_root: Path, process: subprocess.Popen, timeout_s: float = 300):
-    """The run directory once its summary shows a checkpoint after step 15 or later."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for summary in run_root.glob("*/summary.json"):
-            try:
-                data = json.loads(summary.read_text())
-            except (OSError, ValueError):
-                continue
-            if data.get("status") == "running" and (data.get("steps") or 0) >= 15:
-                return summary.parent
-        assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint appeared")
-
-
 def _start_two(command: list[str], output: Path) -> subprocess.Popen:
     """The launcher of a 2-process run, in a session of its own (killpg reaches the ranks);
     its stdout and stderr go to `output`.out / .err (a pipe nobody reads could fill up)."""
@@ -312,7 +297,7 @@ def test_a_killed_two_process_run_resumes_and_finishes(synth_corpus, smoke_cache
     command = _cli(tmp_path / "runs", synth_corpus, smoke_cache, "fam", "--steps", "60")
     launcher = _start_two(command, tmp_path / "launcher")
     try:
-        run_dir = _wait_for_checkpoint(tmp_path / "runs", launcher)
+        run_dir = wait_for_checkpoint(tmp_path / "runs", 15, lambda: launcher.poll() is None)
     finally:
         os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and both ranks, at once
         launcher.wait()
@@ -335,7 +320,7 @@ def test_a_stop_signal_stops_every_rank_at_one_step_which_is_saved(
     command = _cli(tmp_path / "runs", synth_corpus, smoke_cache, "fam", "--steps", "45")
     launcher = _start_two(command, tmp_path / "launcher")
     try:
-        run_dir = _wait_for_checkpoint(tmp_path / "runs", launcher)
+        run_dir = wait_for_checkpoint(tmp_path / "runs", 15, lambda: launcher.poll() is None)
         launcher.send_signal(signal.SIGTERM)
         launcher.wait(timeout=300)
     finally:
