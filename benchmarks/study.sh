@@ -27,12 +27,25 @@ VARIANTS=${VARIANTS:-"fam:sampling=random"}
 HPARAMS_DIR=${HPARAMS_DIR:-fambench/workloads}
 WORKERS=${WORKERS:-$(nproc)}
 EXTRA=${EXTRA:-}
+# Each workload's precision, pinned: it is part of a run's identity, and the study spans
+# sessions on machines that differ (bf16 needs AVX512_BF16 or AMX). A machine that cannot run
+# a workload's precision refuses at once, rather than start a second, fp32 grid beside the
+# first. commands-small started on a machine without bf16: fp32.
+PRECISIONS=${PRECISIONS:-"digits=bf16 commands-deep=bf16 commands-small=fp32"}
 TUNING_RUNS=${TUNING_RUNS:-results/sweeps}  # the trials the report's compute ledger counts
+
+precision_of() {  # precision_of WORKLOAD: its --precision option (none: the preset's default)
+  local pair
+  for pair in $PRECISIONS; do
+    [ "${pair%%=*}" = "$1" ] && { echo "--precision ${pair#*=}"; return; }
+  done
+}
 
 worker() {  # worker N: every workload's grid, one after the other
   local status=0
   for w in $WORKLOADS; do
     $FAMBENCH bench --preset "$w" --seeds "$SEEDS" --threads 1 --out "$OUT/$w" $EXTRA \
+      $(precision_of "$w") \
       --hparams-dir "$HPARAMS_DIR" \
       --optimizers "$OPTIMIZERS" $(printf -- '--variant %s ' $VARIANTS) \
       > "$OUT/.worker$1-$w.log" 2>&1 || { echo "worker $1 on $w failed: see $OUT/.worker$1-$w.log"; status=1; }

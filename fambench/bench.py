@@ -54,6 +54,7 @@ class GridCell:
     hparams_file: Path | None = None
     hparams_dir: Path | None = None
     overrides: tuple[tuple[str, Any], ...] = ()  # values set beyond the tuned ones
+    precision: str | None = None  # None: the preset's, where the device has it
 
     @property
     def label(self) -> str:
@@ -80,6 +81,7 @@ class GridCell:
             hparams_file=self.hparams_file,
             hparams_dir=self.hparams_dir,
             overrides=dict(self.overrides),
+            precision=self.precision,
         )
 
 
@@ -153,6 +155,7 @@ def grid_cells(
     hparams_file: str | os.PathLike[str] | None = None,
     hparams_dir: str | os.PathLike[str] | None = None,
     variants: Sequence[Variant] = (),
+    precision: str | None = None,
 ) -> list[GridCell]:
     """The grid's cells, seed-major (a grid stopped part-way still compares every optimizer);
     ``variants`` (see parse_variant) run beside the optimizers, seed by seed."""
@@ -175,6 +178,7 @@ def grid_cells(
         threads=threads,
         hparams_file=Path(hparams_file) if hparams_file is not None else None,
         hparams_dir=Path(hparams_dir) if hparams_dir is not None else None,
+        precision=precision,
     )
     configurations: list[Variant] = [(name, ()) for name in optimizers] + list(variants)
     return [

@@ -28,6 +28,7 @@ from fambench.cli.options import (
     BaselineOption,
     CiMethodOption,
     ContendedOption,
+    PrecisionOption,
     check_budget,
     check_target,
 )
@@ -211,6 +212,7 @@ def bench_command(
         ),
     ] = None,
     include_contended: ContendedOption = False,
+    precision: PrecisionOption = None,
     rerun_contended: Annotated[
         bool,
         typer.Option(
@@ -254,6 +256,7 @@ def bench_command(
             threads=threads,
             command=shlex.join(["fambench", *sys.argv[1:]]),
             variants=variants,
+            precision=precision,
         )
         report_options = dict(
             target_wer=target_wer,

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from fambench.cli import HparamsDir, app, console, fail
-from fambench.cli.options import check_budget
+from fambench.cli.options import PrecisionOption, check_budget
 from fambench.cli.progress import ProgressView, fmt_value
 from fambench.errors import ConfigError, FambenchError
 from fambench.hparams_dirs import DEFAULT_USER_DIR
@@ -67,12 +67,7 @@ def run_command(
         help="Make the next batch on a background thread while a step trains (default: on a "
         "GPU, off on a CPU). Changes no number.",
     ),
-    precision: str | None = typer.Option(
-        None,
-        "--precision",
-        help="fp32, or bf16 autocast (needs native bf16 dot products: CUDA, or a CPU with "
-        "AVX512_BF16 or AMX). Default: the preset's, where the device has it. Part of the run id.",
-    ),
+    precision: PrecisionOption = None,
     length_bucket: int | None = typer.Option(
         None,
         "--length-bucket",

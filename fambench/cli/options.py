@@ -33,6 +33,17 @@ BaselineOption = Annotated[
 ]
 
 
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="fp32, or bf16 autocast (needs native bf16 dot products: CUDA, or a CPU with "
+        "AVX512_BF16 or AMX). Default: the preset's, where the device has it. Part of the run "
+        "id: a study that may span machines pins it.",
+    ),
+]
+
+
 def check_budget(steps: int | None, time_budget: float | None) -> None:
     """A run's budget is steps or training seconds: ConfigError when both are given."""
     if steps is not None and time_budget is not None:

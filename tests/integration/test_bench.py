@@ -163,3 +163,17 @@ def test_a_grid_cell_is_labelled_as_compare_labels_its_runs(tmp_path):
     cell = GridCell("fam", 0, "synth", tmp_path, tmp_path, overrides=overrides)
     assert cell.label == "fam[beta=0.95,sampling=random]"
     assert cell.label == config_label("fam", json.dumps(dict(overrides)))  # as config.json has it
+
+
+def test_a_grid_pins_one_precision_in_every_cell_and_its_run_id(tmp_path, synth_corpus):
+    from fambench.bench import grid_cells
+    from fambench.training import plan_run
+
+    cells = grid_cells(
+        "smoke", ["adamw", "sgd"], range(2), tmp_path, tmp_path, data_root=synth_corpus,
+        precision="fp32", variants=[("fam", (("sampling", "random"),))],
+    )  # fmt: skip
+    assert len(cells) == 6 and {c.request().precision for c in cells} == {"fp32"}
+    assert {plan_run(c.request()).precision for c in cells} == {"fp32"}
+    unpinned = grid_cells("smoke", ["adamw"], [0], tmp_path, tmp_path, data_root=synth_corpus)
+    assert unpinned[0].request().precision is None  # the preset's, where the device has it
