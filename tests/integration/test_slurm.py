@@ -77,11 +77,18 @@ def test_a_grid_is_one_job_array_of_ordinary_runs(slurm_env, synth_corpus, smoke
     for task in record.task_ids:
         assert re.search(rf"{task}\s.*grid\s.*completed", status), status
 
-    # The same grid again, here: every run is reported, none trained again.
+    # The same grid again, waiting this time: every run is reported, none trained again, and
+    # the comparison is written once the tasks are done.
     stamps = {r: (r / "summary.json").stat().st_mtime_ns for r in runs}
-    _fambench(slurm_env, "bench", "--preset", "smoke", "--optimizers", "adamw,sgd", "--seeds",
-              "2", "--data", synth_corpus, "--cache-dir", smoke_cache, "--out", out)  # fmt: skip
+    (out / "report.md").unlink(missing_ok=True)
+    again = _fambench(
+        slurm_env, "bench", "--preset", "smoke", "--optimizers", "adamw,sgd", "--seeds", "2",
+        "--data", synth_corpus, "--cache-dir", smoke_cache, "--out", out,
+        "--launcher", "slurm", "--slurm-time", SLURM_TIME_MIN, "--wait",
+    )  # fmt: skip
     assert {r: (r / "summary.json").stat().st_mtime_ns for r in runs} == stamps
+    assert len(read_jobs(out)) == 2 and "Comparison" in again
+    assert (out / "report.md").is_file()
 
 
 def test_a_tuning_study_on_two_worker_jobs_runs_every_trial_once(
