@@ -109,7 +109,7 @@ def claim(study: optuna.Study, trial_id: int) -> None:
         study._storage.set_trial_user_attr(trial_id, "slurm_job", job)
 
 
-def abandoned(trial: FrozenTrial | Any) -> bool:
+def abandoned(trial: FrozenTrial) -> bool:
     """A running trial whose worker is gone: its Slurm task is this one, requeued, or its
     process on this host has exited (only a worker on its host can tell)."""
     job = trial.user_attrs.get("slurm_job")
