@@ -10,9 +10,12 @@ times them round-robin step by step instead. FAM is timed after ``fam_start_step
 analysis runs. "sgd" is the registry's (Nesterov); "sgd-momentum" is torch's plain foreach
 SGD with momentum 0.9 (no Nesterov), the ratio the FAM goal is stated against; "reference" is
 the plain per-tensor implementation of the specification (fambench.optim.reference).
+``--optimizers`` adds any registry name (muon, soap, ...) and "muon-library", the library's
+Muon as it is: its bf16 Newton–Schulz where fambench's muon, on a CPU without bf16 dot
+products, runs fp32 GEMMs rounded to bf16 (fambench.optim.muon).
 
     python benchmarks/optimizer_step.py [--threads 2] [--repeats 40] [--rounds 5]
-                                        [--models small,large]
+                                        [--models small,large] [--optimizers muon,muon-library]
                                         [--kernel 31] [--weight-decay 1e-4] [--interleave]
 """
 
@@ -24,6 +27,7 @@ import platform
 import statistics
 import time
 
+import pytorch_optimizer
 import torch
 from torch import nn
 
@@ -42,13 +46,16 @@ MODELS = {
 FAM_START = 2  # analysis from the 3rd step on, so a short warmup already measures it
 
 
+DEFAULT_OPTIMIZERS = ("sgd", "sgd-momentum", "adamw", "fam", "fam-fixed", "reference")
+
+
 def build_optimizers(
-    model: nn.Module, weight_decay: float | None
+    model: nn.Module, weight_decay: float | None, names: tuple[str, ...] = DEFAULT_OPTIMIZERS
 ) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
     """Each optimizer with its registry defaults (and ``weight_decay`` when given)."""
     extra = {} if weight_decay is None else {"weight_decay": weight_decay}
     optimizers = {}
-    for name in ("sgd", "sgd-momentum", "adamw", "fam", "fam-fixed", "reference"):
+    for name in names:
         replica = copy.deepcopy(model)
         fill_gradients(replica, seed=0)
         if name == "sgd-momentum":
@@ -59,6 +66,9 @@ def build_optimizers(
         elif name == "reference":
             groups = get_parameter_groups(replica, weight_decay=weight_decay or 0.0)
             optimizer = ReferenceFAM(groups, fam_start_step=FAM_START)
+        elif name == "muon-library":
+            muon = build_optimizer("muon", replica, **extra)
+            optimizer = pytorch_optimizer.Muon(muon.param_groups)
         elif name.startswith("fam"):
             optimizer = build_optimizer(name, replica, fam_start_step=FAM_START, **extra)
         else:
@@ -111,7 +121,12 @@ def main() -> None:
         "--weight-decay", type=float, default=None, help="for every optimizer (default: registry's)"
     )
     parser.add_argument("--interleave", action="store_true", help="time round-robin")
+    parser.add_argument(
+        "--optimizers", default="", help="comma-separated, timed after sgd and sgd-momentum"
+    )
     args = parser.parse_args()
+    extra = tuple(n for n in args.optimizers.split(",") if n and n not in DEFAULT_OPTIMIZERS[:2])
+    names = DEFAULT_OPTIMIZERS[:2] + extra if extra else DEFAULT_OPTIMIZERS
     unknown = sorted(set(args.models.split(",")) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)} (choose from {', '.join(MODELS)})")
@@ -135,7 +150,7 @@ def main() -> None:
     for key in args.models.split(","):
         model = ConformerCTC(MODELS[key].replace(conv_kernel=args.kernel))
         n_params = count_parameters(model)
-        optimizers = build_optimizers(model, args.weight_decay)
+        optimizers = build_optimizers(model, args.weight_decay, names)
         times = time_steps(optimizers, args.warmup, args.repeats, args.interleave, args.rounds)
         base = statistics.median(times["sgd"])
         plain = statistics.median(times["sgd-momentum"])

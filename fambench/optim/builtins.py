@@ -225,7 +225,7 @@ def _soap(model: nn.Module, **hp: Any) -> Optimizer:
 
 
 def _muon(model: nn.Module, **hp: Any) -> Optimizer:
-    import pytorch_optimizer
+    from fambench.optim.muon import Muon
 
     if not isinstance(model, nn.Module):
         raise TypeError("muon needs an nn.Module (it splits parameters by the module owning them)")
@@ -237,7 +237,7 @@ def _muon(model: nn.Module, **hp: Any) -> Optimizer:
         "weight_decay": hp["adamw_wd"],
     }
     groups = muon_parameter_groups(model, muon, adamw)
-    return pytorch_optimizer.Muon(groups, use_adjusted_lr=hp["use_adjusted_lr"])
+    return Muon(groups, use_adjusted_lr=hp["use_adjusted_lr"])
 
 
 def _lion(model: nn.Module, **hp: Any) -> Optimizer:
@@ -316,7 +316,8 @@ register_optimizer(
     },
     description=(
         "Muon for the hidden weight matrices (dense conv kernels flattened), AdamW for the "
-        "rest, one optimizer: pytorch_optimizer.Muon"
+        "rest, one optimizer: pytorch_optimizer.Muon (on a CPU without bf16 dot products, its "
+        "bf16 Newton–Schulz products as fp32 GEMMs rounded to bf16)"
     ),
     search_space=_MUON_SPACE,
     package="pytorch-optimizer",
