@@ -20,7 +20,7 @@ import torch
 from fambench.data.batching import padded_length
 from fambench.model import ConformerCTC
 from fambench.workloads import get_preset
-from fambench.workloads.precision import autocast
+from fambench.workloads.precision import autocast, backward_products
 
 
 def main() -> None:
@@ -46,7 +46,8 @@ def main() -> None:
         feats = torch.randn(batch, frames, preset.model.n_mels)
         with autocast(precision, device):
             log_probs, _ = model(feats, torch.full((batch,), frames))
-        log_probs.float().sum().backward()
+        with backward_products(precision, device):
+            log_probs.float().sum().backward()
 
     def ms_per_batch(shapes: list[tuple[int, int]], precision: str) -> float:
         started = time.perf_counter()

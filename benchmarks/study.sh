@@ -28,9 +28,9 @@ HPARAMS_DIR=${HPARAMS_DIR:-fambench/workloads}
 WORKERS=${WORKERS:-$(nproc)}
 EXTRA=${EXTRA:-}
 # Each workload's precision, pinned: it is part of a run's identity, and the study spans
-# sessions on machines that differ (bf16 needs AVX512_BF16 or AMX). A machine that cannot run
-# a workload's precision refuses at once, rather than start a second, fp32 grid beside the
-# first. commands-small started on a machine without bf16: fp32.
+# sessions on machines that differ. A CPU without AVX512_BF16 or AMX runs a bf16 workload in
+# bf16's arithmetic with fp32 products and its runs' times are left out (docs/scaling.md), so a
+# second, fp32 grid never starts beside the first. commands-small started on such a CPU: fp32.
 PRECISIONS=${PRECISIONS:-"digits=bf16 commands-deep=bf16 commands-small=fp32"}
 TUNING_RUNS=${TUNING_RUNS:-results/sweeps}  # the trials the report's compute ledger counts
 

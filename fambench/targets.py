@@ -155,7 +155,7 @@ def record_target(target: WorkloadTarget, directory: Path) -> Path:
 def with_measurements(target: WorkloadTarget, rows: Sequence[Mapping[str, Any]]) -> WorkloadTarget:
     """``target`` with its baseline's final dev CER on the target's seeds and its seconds per
     run by thread count, from completed run rows (``optimizer``, ``seed``, ``status``,
-    ``final_dev_cer``, ``threads``, ``train_s``, ``eval_s``, ``contended``). A seed run at
+    ``final_dev_cer``, ``threads``, ``train_s``, ``eval_s``, ``contended``, ``bf16_emulated``). A seed run at
     several thread counts gives its CER at the fewest threads, as `baseline_values` does."""
     done = [
         r for r in rows if r.get("optimizer") == target.baseline and r.get("status") == "completed"
@@ -166,7 +166,9 @@ def with_measurements(target: WorkloadTarget, rows: Sequence[Mapping[str, Any]])
     seconds: dict[int, list[float]] = {}
     for row in done:
         threads = row.get("threads")
-        if row.get("contended") is True or threads is None or not math.isfinite(float(threads)):
+        if row.get("contended") is True or row.get("bf16_emulated") is True:
+            continue
+        if threads is None or not math.isfinite(float(threads)):
             continue
         total = float(row["train_s"]) + float(row.get("eval_s") or 0.0)
         seconds.setdefault(int(threads), []).append(total)

@@ -36,6 +36,7 @@ def write_run(
     run_id: str | None = None,
     contended: bool | None = None,
     overrides: dict | None = None,
+    bf16_native: bool = True,
 ) -> Path:
     """Write config.json / summary.json / metrics.parquet+csv for one run; return its dir.
 
@@ -43,7 +44,8 @@ def write_run(
     to a falling loss every 10 steps up to the last evaluation. ``steps_budget`` and
     ``time_budget_s`` are the budget in config.json (a run that diverged stops short of it);
     ``run_id`` defaults to one made of the preset, optimizer, seed, hparams key and budget.
-    ``contended`` is the summary's contention flag; ``overrides`` the user's optimizer values.
+    ``contended`` is the summary's contention flag; ``overrides`` the user's optimizer values;
+    ``bf16_native`` whether the device had native bf16 (config.training).
     """
     if run_id is None:
         identity = f"{hparams_key}|{steps_budget}|{time_budget_s}"
@@ -88,6 +90,7 @@ def write_run(
         time_budget_s=time_budget_s,
         model={"d_model": 144},
         data={"kind": "synth"},
+        training={"precision": precision, "bf16_native": bf16_native},
         target_wer=target_wer,
         trace="fam_trace.jsonl" if trace is not None else None,
         provenance={

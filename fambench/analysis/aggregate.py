@@ -96,7 +96,8 @@ def _group_stats(
 ) -> dict:
     done = one_per_seed(group[group["status"] == "completed"])
     contended = done["contended"].map(lambda v: v is True).to_numpy(dtype=bool)
-    timed = done if include_contended else done[~contended]
+    emulated = bf16_emulated(done)
+    timed = done[~emulated] if include_contended else done[~(contended | emulated)]
     row: dict = {
         "n_runs": len(group),
         "n_seeds": len(done),
@@ -115,6 +116,7 @@ def _group_stats(
     row["target_wer"] = target
     row["reached"] = sum(math.isfinite(t) for t in reached_by.values())
     row["n_contended"] = int(contended.sum())
+    row["n_bf16_emulated"] = int(emulated.sum())
     row["n_timed"] = len(timed)
     row["time_to_target_s"] = float(np.mean(reached)) if reached else math.nan
     row["time_to_target_std_s"] = float(np.std(reached, ddof=1)) if len(reached) > 1 else math.nan
@@ -336,3 +338,11 @@ def several_budgets(frame: pd.DataFrame) -> bool:
 
 def _preference(run: pd.Series) -> tuple[int, float]:
     return preference(str(run["status"]), as_float(run.get("summary_mtime")))
+
+
+def bf16_emulated(runs: pd.DataFrame) -> np.ndarray:
+    """Which runs computed bf16 without native bf16 (their times are left out: they are not
+    what bf16 hardware takes); a runs table without the column has none."""
+    if "bf16_emulated" not in runs:
+        return np.zeros(len(runs), dtype=bool)
+    return runs["bf16_emulated"].map(lambda v: v is True).to_numpy(dtype=bool)

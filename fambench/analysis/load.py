@@ -104,6 +104,8 @@ class RunRecord:
     message: str
     precision: str
     contended: bool | None
+    # bf16 on a device without it natively (its products emulated): its times are not bf16's.
+    bf16_emulated: bool
     steps: float
     target_wer: float
     numbers: Mapping[str, float]
@@ -134,6 +136,7 @@ class RunRecord:
             "optimizer_hparams": json.dumps(self.optimizer_hparams, sort_keys=True),
             "optimizer_overrides": json.dumps(self.optimizer_overrides, sort_keys=True),
             "contended": self.contended,
+            "bf16_emulated": self.bf16_emulated,
             "config": self.config,
             "precision": self.precision,
             **self.numbers,
@@ -208,6 +211,8 @@ def _record(run: LoadedRun, files: RunFiles, *, stale: bool) -> RunRecord:
         message = summary.message if summary is not None else "no summary.json yet"
     trace = config.trace
     numbers, steps, target = _numbers(summary, run.metrics, as_float(config.target_wer))
+    # A summary that names no precision is an fp32 run's (fp32 is the default arithmetic).
+    precision = str((summary.precision if summary is not None else None) or "fp32")
     return RunRecord(
         run_id=run.run_id,
         preset=config.preset,
@@ -221,9 +226,9 @@ def _record(run: LoadedRun, files: RunFiles, *, stale: bool) -> RunRecord:
         time_budget_s=as_float(config.time_budget_s),
         status=status,
         message=message,
-        # A summary that names no precision is an fp32 run's (fp32 is the default arithmetic).
-        precision=str((summary.precision if summary is not None else None) or "fp32"),
+        precision=precision,
         contended=_contended(summary),
+        bf16_emulated=precision == "bf16" and config.training.get("bf16_native") is False,
         steps=steps,
         target_wer=target,
         numbers=numbers,

@@ -55,7 +55,8 @@ def run_times(
 ) -> pd.DataFrame:
     """One row per completed seed: preset, config, hparams_key, seed, final_dev_wer,
     ``time_s`` (seconds to the target, ∞ when not reached), ``steps`` (optimizer steps to the
-    target, ∞ likewise) and ``timed`` (False for a contended run unless ``include_contended``)."""
+    target, ∞ likewise) and ``timed`` (False for a contended run unless ``include_contended``, and for a run
+    on emulated bf16)."""
     by_run = {rid: frame for rid, frame in metrics.groupby("run_id", sort=False)}
     rows = []
     for _, group in runs.groupby(list(GROUP_KEYS), sort=False, dropna=False):
@@ -76,7 +77,8 @@ def run_times(
                     "target_wer": target,
                     "time_s": seconds if math.isfinite(seconds) else math.inf,
                     "steps": steps if math.isfinite(steps) else math.inf,
-                    "timed": include_contended or run.get("contended") is not True,
+                    "timed": run.get("bf16_emulated") is not True
+                    and (include_contended or run.get("contended") is not True),
                 }
             )
     columns = [

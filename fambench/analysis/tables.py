@@ -82,14 +82,19 @@ def status_text(row: pd.Series | dict) -> str:
 
 
 def timing_text(row: pd.Series | dict) -> str:
-    """What the times of an aggregate row rest on when some seeds were contended: ``"2 of 5
-    contended, left out"`` (or ``"included"`` under --include-contended); "" otherwise."""
+    """What the times of an aggregate row rest on when some seeds were contended or computed
+    bf16 without native bf16: ``"2 of 5 contended, left out"`` (contended ones "included"
+    under --include-contended), ``"1 of 5 on emulated bf16, left out"``; "" otherwise."""
     contended = int(row.get("n_contended", 0) or 0)
-    if not contended:
-        return ""
+    emulated = int(row.get("n_bf16_emulated", 0) or 0)
     seeds, timed = int(row.get("n_seeds", 0)), int(row.get("n_timed", 0))
-    fate = "included" if timed == seeds else "left out"
-    return f"{contended} of {seeds} contended, {fate}"
+    parts = []
+    if contended:
+        fate = "included" if timed + emulated == seeds else "left out"
+        parts.append(f"{contended} of {seeds} contended, {fate}")
+    if emulated:
+        parts.append(f"{emulated} of {seeds} on emulated bf16, left out")
+    return "; ".join(parts)
 
 
 def comparison_display(agg: pd.DataFrame) -> pd.DataFrame:

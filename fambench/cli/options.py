@@ -37,9 +37,10 @@ PrecisionOption = Annotated[
     str | None,
     typer.Option(
         "--precision",
-        help="fp32, or bf16 autocast (needs native bf16 dot products: CUDA, or a CPU with "
-        "AVX512_BF16 or AMX). Default: the preset's, where the device has it. Part of the run "
-        "id: a study that may span machines pins it.",
+        help="fp32, or bf16 autocast (native on CUDA and on a CPU with AVX512_BF16 or AMX; on "
+        "another CPU its products run as fp32 arithmetic on bf16 values and the run's time is "
+        "left out of comparisons). Default: the preset's, where the device has native bf16. "
+        "Part of the run id: a study that may span machines pins it.",
     ),
 ]
 

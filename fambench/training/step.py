@@ -18,7 +18,7 @@ from fambench.training.logger import RunLogger
 from fambench.training.plan import RunPlan
 from fambench.training.state import Trainee, TrainState
 from fambench.workloads import WorkloadData
-from fambench.workloads.precision import autocast
+from fambench.workloads.precision import autocast, backward_products
 from fambench.workloads.recognition import ctc_loss_sum
 
 
@@ -84,7 +84,8 @@ def train_step(run: RunContext, t0: float) -> float:
     lr = float(trainee.optimizer.param_groups[0]["lr"])
     trainee.optimizer.zero_grad(set_to_none=True)
     # DDP averages the ranks' gradients; the batch's gradient is their sum.
-    (loss * ranks.world if ranks.distributed else loss).backward()
+    with backward_products(run.plan.precision, device):
+        (loss * ranks.world if ranks.distributed else loss).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(trainee.model.parameters(), preset.grad_clip)
     t3 = time.perf_counter()
     run.session.in_update = True

@@ -25,6 +25,7 @@ from fambench.analysis.profiles import (
     speedups,
     workload_times,
 )
+from fambench.analysis.tables import timing_text
 from fambench.errors import ConfigError
 from fambench.plots import plot_profile
 
@@ -79,6 +80,21 @@ def test_times_are_medians_with_misses_infinite_and_contended_left_out(toy):
     assert math.isinf(table.loc["adamw", "w2"])
     with_contended = workload_times(run_times(toy.runs, toy.metrics, include_contended=True))
     assert with_contended.loc["fam", "w1"] == 9.0  # median of 1, 8, 10, 30
+
+
+def test_the_times_of_runs_on_emulated_bf16_are_left_out_and_their_wer_kept(tmp_path):
+    for seed, t in enumerate((8, 10, 30)):
+        _run(tmp_path, "w3", "fam", seed, t, precision="bf16", final=0.3)
+    _run(tmp_path, "w3", "fam", 3, 1, precision="bf16", bf16_native=False, final=0.1)
+    results = load_results([tmp_path])
+    assert results.runs["bf16_emulated"].tolist().count(True) == 1
+    for include_contended in (False, True):
+        times = run_times(results.runs, results.metrics, include_contended=include_contended)
+        assert workload_times(times).loc["fam", "w3"] == 10.0  # not 9: the 1 s seed is out
+    (row,) = aggregate(results.runs, results.metrics, target_wer=0.6).to_dict("records")
+    assert (row["n_seeds"], row["n_timed"], row["n_bf16_emulated"]) == (4, 3, 1)
+    assert row["final_dev_wer_mean"] == pytest.approx((0.3 * 3 + 0.1) / 4)
+    assert timing_text(row) == "1 of 4 on emulated bf16, left out"
 
 
 def test_profile_and_score_match_a_hand_calculation(toy):
