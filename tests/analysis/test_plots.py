@@ -78,6 +78,24 @@ def test_seed_curves_mean_and_band(results):
     assert np.isnan(curves["sgd"].low).all()
 
 
+def test_runs_on_emulated_bf16_stay_off_the_time_axis_but_not_off_the_steps(tmp_path):
+    for seed in range(2):
+        write_run(tmp_path, optimizer="fam", seed=seed, precision="bf16")
+    write_run(
+        tmp_path, optimizer="fam", seed=2, precision="bf16", bf16_native=False,
+        evals=[(50, 25.0, 0.9), (100, 50.0, 0.5)],
+    )  # fmt: skip
+    results = load_results([tmp_path])
+    (by_time,) = seed_curves(results, "synth", x="train_s", y="dev_wer")
+    (by_step,) = seed_curves(results, "synth", x="step", y="dev_wer")
+    assert (by_time.n_runs, by_step.n_runs) == (2, 3)
+    assert by_time.x[-1] == pytest.approx(20.0)  # the native seeds' end, not the emulated 50 s
+    alone = tmp_path / "alone"
+    write_run(alone, optimizer="fam", seed=0, precision="bf16", bf16_native=False)
+    (only,) = seed_curves(load_results([alone]), "synth", x="train_s", y="dev_wer")
+    assert only.n_runs == 1  # with nothing else to compare, the emulated run is drawn
+
+
 def test_train_loss_curve_on_steps(results):
     curves = {c.optimizer: c for c in seed_curves(results, "synth", x="step", y="train_loss")}
     adamw = curves["adamw"]
