@@ -11,6 +11,7 @@ runs are not, and three 1-thread runs are (each gets 2/3 of a core: others take 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -95,9 +96,11 @@ def is_contended(others_cores: float, threads: int, cores: int) -> bool:
     return math.isfinite(others_cores) and others_cores > free + CONTENTION_TOLERANCE_CORES
 
 
+@functools.cache
 def cpu_has_bf16_dot_products() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX512_BF16 or AMX): where it does not,
-    bf16 matrix products are emulated and slower than fp32."""
+    bf16 matrix products are emulated and slower than fp32. Asked once per process (the
+    training step asks every step)."""
     import torch
 
     cpu = torch.cpu
