@@ -126,6 +126,12 @@ def _scontrol_job(job: str, env: dict[str, str]) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S+)", text))
 
 
+def _task_logs(out) -> str:
+    """The Slurm tasks' logs under ``out`` (what each attempt printed), for a failure message."""
+    logs = sorted((out / ".slurm" / "logs").rglob("*_log.*"))
+    return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
+
+
 def test_a_signalled_task_is_requeued_and_resumes_to_the_uninterrupted_numbers(
     slurm_env, smoke, synth_corpus, smoke_cache, tmp_path
 ):
@@ -151,7 +157,11 @@ def test_a_signalled_task_is_requeued_and_resumes_to_the_uninterrupted_numbers(
     assert job not in queue()
 
     resumed = load_run(run_dir)
-    assert resumed.status == "completed"
+    assert resumed.status == "completed", (
+        (run_dir / "summary.json").read_text()
+        + _task_logs(out)
+        + str(_scontrol_job(job, slurm_env))
+    )
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 80
 
     alone = run_training(smoke("fam", steps=80, out_dir=tmp_path / "alone", threads=1))
