@@ -21,7 +21,7 @@ import fambench
 from fambench.analysis import Comparison, ResultSet, compare, load_results
 from fambench.analysis.aggregate import MIN_VERDICT_N
 from fambench.analysis.labels import MISSING
-from fambench.analysis.ledger import compute_ledger, ledger_display
+from fambench.analysis.ledger import compute_ledger, has_emulated_bf16, ledger_display
 from fambench.analysis.profiles import BEST_BASELINE, TAU_MAX, Workloads, best_baseline
 from fambench.analysis.stats import DEFAULT_BOOTSTRAP, DEFAULT_CI_METHOD
 from fambench.analysis.tables import (
@@ -410,6 +410,12 @@ def _workloads_section(workloads: Workloads | None, out_dir: Path) -> list[str]:
 def _ledger_section(ledger: pd.DataFrame | None) -> list[str]:
     if ledger is None or ledger.empty:
         return []
+    emulated = (
+        "*emulated bf16* the thread-hours of bf16 runs on a CPU without bf16 dot products "
+        "(their WER counts, their times are left out of every comparison), "
+        if has_emulated_bf16(ledger)
+        else ""
+    )
     return [
         "## Compute ledger",
         "",
@@ -417,8 +423,8 @@ def _ledger_section(ledger: pd.DataFrame | None) -> list[str]:
         "What the runs cost, per phase and optimizer (ledger.csv): *CPU h* the processes' own "
         "CPU time, *thread h* (training + evaluation seconds) × threads, the cores a run held; "
         "*uncontended* the thread-hours of runs that had their cores to themselves (their "
-        "times are measurements), *runs not measured* those that ran before contention was "
-        "recorded. The tuning phase counts the trials of the directories given with "
+        f"times are measurements), {emulated}"
+        "*runs not measured* those that ran before contention was recorded. The tuning phase counts the trials of the directories given with "
         "`--tuning-runs` or named in the results directory's report.json.",
         "",
     ]

@@ -202,6 +202,18 @@ def load_run_dir(run_dir: str | os.PathLike[str]) -> tuple[RunRecord, pd.DataFra
     return record, metrics
 
 
+def run_precision(run: LoadedRun) -> str:
+    """The run's arithmetic; a summary that names none is an fp32 run's (the default)."""
+    summary = run.summary
+    return str((summary.precision if summary is not None else None) or "fp32")
+
+
+def on_emulated_bf16(run: LoadedRun) -> bool:
+    """A bf16 run on a device without native bf16 (its products emulated in fp32): its WER
+    counts, its times are not bf16's."""
+    return run_precision(run) == "bf16" and run.config.training.get("bf16_native") is False
+
+
 def _record(run: LoadedRun, files: RunFiles, *, stale: bool) -> RunRecord:
     config, summary = run.config, run.summary
     status = "stale" if stale else run.status
@@ -211,8 +223,7 @@ def _record(run: LoadedRun, files: RunFiles, *, stale: bool) -> RunRecord:
         message = summary.message if summary is not None else "no summary.json yet"
     trace = config.trace
     numbers, steps, target = _numbers(summary, run.metrics, as_float(config.target_wer))
-    # A summary that names no precision is an fp32 run's (fp32 is the default arithmetic).
-    precision = str((summary.precision if summary is not None else None) or "fp32")
+    precision = run_precision(run)
     return RunRecord(
         run_id=run.run_id,
         preset=config.preset,
@@ -228,7 +239,7 @@ def _record(run: LoadedRun, files: RunFiles, *, stale: bool) -> RunRecord:
         message=message,
         precision=precision,
         contended=_contended(summary),
-        bf16_emulated=precision == "bf16" and config.training.get("bf16_native") is False,
+        bf16_emulated=on_emulated_bf16(run),
         steps=steps,
         target_wer=target,
         numbers=numbers,
