@@ -19,6 +19,7 @@ without it out (``bf16_emulated`` in fambench.analysis.load).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -47,6 +48,12 @@ def _widen(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _is_composite(func: Any) -> bool:
+    """Whether ``func`` is defined by other aten operations (CompositeImplicitAutograd)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd")
+
+
 def _is_bf16(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16
 
@@ -57,8 +64,18 @@ class Bf16ProductsInFp32(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if not any(_is_bf16(a) for a in (*args, *kwargs.values())):
+            return func(*args, **kwargs)
         kept = _PRODUCTS.get(func)
-        if kept is None or not any(_is_bf16(a) for a in (*args, *kwargs.values())):
+        if kept is None:
+            if _is_composite(func):
+                # Under inference mode composite operations (linear, conv1d, attention) arrive
+                # whole: decomposed here, with the mode on, as autograd would have, so that their
+                # products are met.
+                with self:
+                    out = func.decompose(*args, **kwargs)
+                if out is not NotImplemented:
+                    return out
             return func(*args, **kwargs)
         out = func(*tree_map(_widen, args), **tree_map(_widen, kwargs))
         if isinstance(out, torch.Tensor):

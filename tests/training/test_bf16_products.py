@@ -88,6 +88,24 @@ def test_a_conformer_step_under_emulation_is_torchs_bf16_up_to_rounding(monkeypa
         assert 1e-4 < relative(emulated[i], fp32[i]) < 0.03  # bf16, not fp32
 
 
+def test_under_inference_mode_linear_convolution_and_attention_are_emulated_too(monkeypatch):
+    """Evaluation runs under inference mode, where composite operations (linear, conv1d,
+    attention) reach the mode whole: decomposed there, they compute as in training."""
+    _native(monkeypatch, False)
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(7, 64), torch.randn(96, 64), torch.randn(96)
+    with torch.inference_mode(), autocast("bf16", CPU):
+        y = F.linear(x, weight, bias)
+    assert torch.equal(y, _as_bf16_products(x, weight, bias))
+    model = ConformerCTC(get_preset("smoke").model.replace(vocab_size=12)).eval()
+    feats, lens = torch.randn(2, 60, 80), torch.tensor([60, 44])
+    outputs = []
+    for context in (torch.inference_mode, torch.no_grad):
+        with context(), autocast("bf16", CPU):
+            outputs.append(model(feats, lens)[0].float())
+    assert torch.equal(outputs[0], outputs[1])
+
+
 def test_only_bf16_on_a_cpu_without_it_is_emulated(monkeypatch):
     _native(monkeypatch, True)
     assert not emulates_bf16("bf16", CPU)
