@@ -16,10 +16,10 @@
 #   benchmarks/study.sh                          # the study workloads, every optimizer, 5 seeds
 #   SEEDS=3 benchmarks/study.sh                  # the screening pass
 #   WORKLOADS="ci ci-deep ci-subword synth" OPTIMIZERS=fam,fam-fixed,adamw,sgd \
-#     OUT=results/study benchmarks/study.sh      # the committed study of the ci-sized workloads
+#     OUT=results/study-ci benchmarks/study.sh   # the earlier study, of the ci-sized workloads
 set -uo pipefail
 FAMBENCH=${FAMBENCH:-.venv/bin/fambench}
-OUT=${OUT:-results/study-sota}
+OUT=${OUT:-results/study}
 SEEDS=${SEEDS:-5}
 WORKLOADS=${WORKLOADS:-"digits commands-deep commands-small"}
 OPTIMIZERS=${OPTIMIZERS:-fam,fam-fixed,adamw,nadamw,sfadamw,soap,muon,lion,sgd}

@@ -11,7 +11,8 @@ from fambench.rundir import find_run_dirs, load_run
 from fambench.training import RunRequest, plan_run
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDY_RUNS = sorted(find_run_dirs([ROOT / "results" / "study"]))
+STUDIES = ("study", "study-ci")
+STUDY_RUNS = sorted(find_run_dirs([ROOT / "results" / name for name in STUDIES]))
 
 
 def _request(run_dir: Path, out: Path) -> RunRequest:
@@ -29,8 +30,9 @@ def _request(run_dir: Path, out: Path) -> RunRequest:
     )
 
 
-def test_the_study_is_committed():
-    assert len(STUDY_RUNS) >= 100
+@pytest.mark.parametrize("name", STUDIES)
+def test_the_study_is_committed(name):
+    assert len(find_run_dirs([ROOT / "results" / name])) >= 100
 
 
 @pytest.mark.parametrize("run_dir", STUDY_RUNS, ids=lambda p: p.name)
