@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fambench.analysis.aggregate import group_target
+from fambench.analysis.aggregate import bf16_emulated, group_target
 from fambench.analysis.labels import budget_label
 from fambench.analysis.load import GROUP_KEYS, ResultSet
 from fambench.analysis.profiles import TAU_MAX, Profile, Workloads, profile_scores
@@ -84,10 +84,10 @@ def seed_curves(results: ResultSet, preset: str, *, x: str, y: str) -> list[Curv
     emulated bf16 are left out where others ran the preset.
     """
     runs = results.runs[results.runs["preset"] == preset]
-    if x == "train_s" and "bf16_emulated" in runs:
+    if x == "train_s":
         # A run on emulated bf16 took other seconds than bf16 hardware takes: it stays off a
         # time axis that runs on the hardware share (fambench.workloads.bf16_products).
-        emulated = runs["bf16_emulated"].map(lambda v: v is True)
+        emulated = bf16_emulated(runs)
         if not emulated.all():
             runs = runs[~emulated]
     configurations = list(runs.groupby(list(GROUP_KEYS[1:]), sort=False, dropna=False))

@@ -424,7 +424,8 @@ def _ledger_section(ledger: pd.DataFrame | None) -> list[str]:
         "CPU time, *thread h* (training + evaluation seconds) × threads, the cores a run held; "
         "*uncontended* the thread-hours of runs that had their cores to themselves (their "
         f"times are measurements), {emulated}"
-        "*runs not measured* those that ran before contention was recorded. The tuning phase counts the trials of the directories given with "
+        "*runs not measured* those that ran before contention was recorded. The tuning phase "
+        "counts the trials of the directories given with "
         "`--tuning-runs` or named in the results directory's report.json.",
         "",
     ]

@@ -64,19 +64,20 @@ class Bf16ProductsInFp32(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        kept = _PRODUCTS.get(func)
+        # Every other operation passes through untouched, before any look at its operands
+        # (the training step dispatches thousands of them).
+        if kept is None and not _is_composite(func):
+            return func(*args, **kwargs)
         if not any(_is_bf16(a) for a in (*args, *kwargs.values())):
             return func(*args, **kwargs)
-        kept = _PRODUCTS.get(func)
         if kept is None:
-            if _is_composite(func):
-                # Under inference mode composite operations (linear, conv1d, attention) arrive
-                # whole: decomposed here, with the mode on, as autograd would have, so that their
-                # products are met.
-                with self:
-                    out = func.decompose(*args, **kwargs)
-                if out is not NotImplemented:
-                    return out
-            return func(*args, **kwargs)
+            # Under inference mode composite operations (linear, conv1d, attention) arrive
+            # whole: decomposed here, with the mode on, as autograd would have, so that their
+            # products are met.
+            with self:
+                out = func.decompose(*args, **kwargs)
+            return func(*args, **kwargs) if out is NotImplemented else out
         out = func(*tree_map(_widen, args), **tree_map(_widen, kwargs))
         if isinstance(out, torch.Tensor):
             return out.bfloat16()
