@@ -23,7 +23,7 @@ status=0
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, torchaudio; print('torch', torch.__version__, 'torchaudio',
   torchaudio.__version__, 'cuda', torch.cuda.is_available())"; } 2>&1 | tee "$OUT/device.txt"
-python3 -m pytest -q -p no:cacheprovider tests/test_optim_fam.py -k "gpu or device" 2>&1 \
+python3 -m pytest -q -p no:cacheprovider -m gpu tests/optim/test_fam.py 2>&1 \
   | tee "$OUT/cuda_tests.txt" || status=1
 timeout 420 python3 benchmarks/gpu_check.py 2>&1 | tee "$OUT/gpu_check.txt" || status=1
 # Whether making batches on a background thread (--prefetch, on by default on a GPU) pays:
