@@ -1,16 +1,15 @@
 """The GPU check (issue 13): throughput, memory, phase shares and host syncs per optimizer.
 
-Needs only this repository and one CUDA GPU; makes its own data: a clearly labelled
-*synthetic feature stream* (random 80-bin log-mel frames, utterance lengths drawn around
-LibriSpeech's mean of 12.3 s, random subword targets), because the question here is the speed
-of the training step, not what it learns. For the ``librispeech-100`` model shape and batch it
-prints, per optimizer (adamw, sgd, fam, with the preset's tuned values): steps/s, seconds of
-audio per second, peak GPU memory, the share of step time in data/forward/backward/optimizer
-(CUDA events), and host synchronisations per step (``torch.cuda.set_sync_debug_mode("warn")``
-counts them) with the phase they happen in — torch's CUDA CTC loss copies small host arrays to
-the device with blocking copies in its forward and backward, which no caller can avoid; then
-the optimizer step alone — fam, fam-fixed, fused and foreach AdamW, foreach SGD-momentum — on
-the same parameters.
+Needs only this repository and one CUDA GPU; makes its own data: a clearly labelled *synthetic
+feature stream* (random 80-bin log-mel frames, utterance lengths drawn around LibriSpeech's mean of
+12.3 s, random subword targets), because the question here is the speed of the training step, not
+what it learns. For the ``librispeech-100`` model shape and batch it prints, per optimizer (the
+study's nine, or ``--optimizers``; the preset's tuned values where it has them): steps/s, seconds of
+audio per second, peak GPU memory, the share of step time in data/forward/backward/optimizer (CUDA
+events), and host synchronisations per step (``torch.cuda.set_sync_debug_mode("warn")`` counts them)
+with the phase they happen in — torch's CUDA CTC loss copies small host arrays to the device with
+blocking copies in its forward and backward, which no caller can avoid; then the optimizer step
+alone — fam, fam-fixed, fused and foreach AdamW, foreach SGD-momentum — on the same parameters.
 
     python benchmarks/gpu_check.py                 # on a GPU machine (make gpu-check)
     python benchmarks/gpu_check.py --device cpu --preset smoke --steps 3   # a dry run
@@ -35,12 +34,17 @@ import torch
 
 from fambench.model import ConformerCTC
 from fambench.optim import build_optimizer
+from fambench.optim.capabilities import has_evaluation_modes
 from fambench.workloads import get_preset, load_tuned
 from fambench.workloads.precision import autocast, resolve_precision
 from fambench.workloads.recognition import ctc_loss_sum
 
 HOP_S = 0.01
 MEAN_FRAMES, SD_FRAMES = 1230, 400  # LibriSpeech utterances: about 12.3 s ± 4 s
+
+
+# The optimizers of the study (docs/methodology.md#the-study), adamw first as the reference.
+STUDY_OPTIMIZERS = ("adamw", "nadamw", "sfadamw", "soap", "muon", "lion", "sgd", "fam", "fam-fixed")
 
 
 def synthetic_batches(frames_per_batch: int, n_mels: int, vocab: int, seed: int, count: int):
@@ -103,9 +107,13 @@ def _elapsed(start, end) -> float:
 def train_steps(
     name: str, preset, device: torch.device, batches, steps: int, compile_model: bool = False
 ) -> dict:
-    """Time ``steps`` training steps of ``name`` (after two warm-up steps); with
+    """Time ``steps`` training steps of ``name`` after one warm-up step per batch shape; with
     ``compile_model`` the forward runs through ``torch.compile`` (dynamic shapes), and the
-    seconds of the warm-up steps, which compile it, are returned as ``warm-up s``."""
+    seconds of the warm-up steps, which compile it, are returned as ``warm-up s``.
+
+    The warm-up meets every shape because the first step at a new shape pays for cuDNN's and
+    cuBLAS's algorithm choice and the allocator's growth, once per process: with fewer, the
+    first optimizer timed pays for shapes that every later one finds cached."""
     torch.manual_seed(0)
     settings = preset.model.replace(vocab_size=preset.data.vocab_size or 256)
     model = ConformerCTC(settings).to(device).train()
@@ -116,6 +124,8 @@ def train_steps(
         if k != "warmup_fraction"
     }
     optimizer = build_optimizer(name, model, **tuned)
+    if has_evaluation_modes(optimizer):
+        optimizer.train()  # as the trainer does: such an optimizer steps in its train mode
     precision = resolve_precision(None, preset.amp, device)
     phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     syncs = dict.fromkeys(phases, 0)
@@ -123,7 +133,8 @@ def train_steps(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         batches = [tuple(_pinned(t) for t in batch) for batch in batches]
-    for i in range(steps + 2):
+    warm_steps = len(batches)
+    for i in range(warm_steps + steps):
         feats, lens, targets, tlens, _, frames = batches[i % len(batches)]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -150,7 +161,7 @@ def train_steps(
         e4 = _event(device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        if i < 2:
+        if i < warm_steps:
             warm_up += time.perf_counter() - started
             continue
         wall += time.perf_counter() - started
@@ -188,7 +199,7 @@ def compile_check(preset, device: torch.device, batches, steps: int, eager: dict
     return (
         f"torch.compile (adamw, dynamic shapes): {row['steps/s']:.3g} steps/s "
         f"({row['steps/s'] / eager['steps/s']:.2f}x eager), {row['audio s/s']:.3g} audio s/s, "
-        f"compiling + 2 warm-up steps {row['warm-up s']:.0f} s"
+        f"compiling + {len(batches)} warm-up steps {row['warm-up s']:.0f} s"
     )
 
 
@@ -241,6 +252,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument(
+        "--optimizers", default=",".join(STUDY_OPTIMIZERS),
+        help="comma-separated optimizers whose training steps are timed (default: the study's)",
+    )  # fmt: skip
+    parser.add_argument(
         "--data", help="LibriSpeech root of an existing smoke corpus for the torchrun run "
         "(default: one is generated in a temporary directory)",
     )  # fmt: skip
@@ -263,7 +278,7 @@ def main() -> None:
           f"lengths), {preset.batch_frames} frames per batch")  # fmt: skip
     batches = synthetic_batches(preset.batch_frames, preset.model.n_mels, vocab, 0, 4)
     header, rows = None, {}
-    for name in ("adamw", "sgd", "fam"):
+    for name in args.optimizers.split(","):
         row = rows[name] = train_steps(name, preset, device, batches, args.steps)
         if header is None:
             header = list(row)
@@ -283,7 +298,8 @@ def main() -> None:
     torchrun_check(args.device, data=args.data, cache_dir=args.cache_dir)
     # Last: compiling may take minutes, and everything above must come out regardless.
     if args.compile if args.compile is not None else device.type == "cuda":
-        print(compile_check(preset, device, batches, args.steps, rows["adamw"]))
+        eager = rows.get("adamw") or train_steps("adamw", preset, device, batches, args.steps)
+        print(compile_check(preset, device, batches, args.steps, eager))
 
 
 def torchrun_check(

@@ -5,7 +5,8 @@
 # pytest), built for CPython 3.12 on x86-64 Linux, at the versions of this checkout's .venv where
 # it has them. They land in .whl/ (ignored by git; the device tool carries it).
 set -euo pipefail
-PACKAGES="jiwer rapidfuzz soundfile cffi pycparser espeakng-loader optuna alembic sqlalchemy mako colorlog"
+PACKAGES="jiwer rapidfuzz soundfile cffi pycparser espeakng-loader optuna alembic sqlalchemy mako colorlog
+  schedulefree pytorch-optimizer submitit cloudpickle"
 pins=()
 for name in $PACKAGES; do
   version=$(.venv/bin/python -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)
